@@ -1,0 +1,509 @@
+//! The `.kfs` segment, version 1 (`shared/kfs-format.md`).
+//!
+//! ```text
+//!  0 "KAFS" | 4 version u16 = 1 | 6 flags u16 = 0 | 8 base offset i64
+//! 16 message count i32 | 20 created ms i64 | 28 reserved u32 = 0
+//! 32 body: record batches v2, exactly as on the wire, concatenated
+//! 32+n  CRC32C of the body u32 | 36+n last offset i64 | 44+n "END!"
+//! ```
+//!
+//! [`SegmentWriter`] copies batches into one arena buffer (the only copy a
+//! produced record makes on its way to S3), rewriting each batch's baseOffset,
+//! and keeps the body CRC and the `.index` up to date as it goes, so sealing is
+//! writing 48 bytes. [`SegmentReader`] verifies everything a reader can.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::batch::{BatchError, Batches, RecordBatch, set_base_offset};
+use crate::index::IndexWriter;
+use crate::wire::{be_i32, be_i64, be_u16, be_u32};
+
+pub const SEGMENT_MAGIC: &[u8; 4] = b"KAFS";
+pub const FOOTER_MAGIC: &[u8; 4] = b"END!";
+pub const SEGMENT_VERSION: u16 = 1;
+pub const HEADER_LEN: usize = 32;
+pub const FOOTER_LEN: usize = 16;
+
+/// What is wrong with a segment. Positions are byte positions in the `.kfs`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SegmentError {
+    #[error("segment is {len} bytes, shorter than header + footer (48)")]
+    TooShort { len: usize },
+    #[error("segment magic at position 0 is {found:02x?}, expected \"KAFS\"")]
+    BadMagic { found: [u8; 4] },
+    #[error("segment version {version} at position 4 is not supported (only 1)")]
+    UnsupportedVersion { version: u16 },
+    #[error(
+        "segment footer magic at position {position} is {found:02x?}, expected \"END!\" (truncated or not a segment?)"
+    )]
+    BadFooterMagic { position: usize, found: [u8; 4] },
+    #[error(
+        "segment body CRC32C mismatch: footer at position {position} says {expected:#010x}, body gives {actual:#010x}"
+    )]
+    BodyCrc {
+        position: usize,
+        expected: u32,
+        actual: u32,
+    },
+    #[error("segment body: {0}")]
+    Batch(#[from] BatchError),
+    #[error(
+        "segment header says base offset {header}, but the first batch (position 32) starts at {first}"
+    )]
+    BaseOffsetMismatch { header: i64, first: i64 },
+    #[error(
+        "batch at position {position} starts at offset {offset}, not after the previous batch's last offset {prev_last}"
+    )]
+    OffsetsNotAscending {
+        position: usize,
+        offset: i64,
+        prev_last: i64,
+    },
+    #[error("segment header says {header} messages, batches hold {actual}")]
+    MessageCountMismatch { header: i32, actual: i64 },
+    #[error("segment footer says last offset {footer}, the last batch ends at {actual}")]
+    LastOffsetMismatch { footer: i64, actual: i64 },
+    #[error("segment has no batches")]
+    Empty,
+    #[error("segment would exceed {max} bytes (2 GiB positions are i32)")]
+    TooLarge { max: usize },
+}
+
+/// The 32-byte header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub version: u16,
+    pub flags: u16,
+    pub base_offset: i64,
+    pub message_count: i32,
+    pub created_ms: i64,
+}
+
+/// The 16-byte footer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentFooter {
+    pub body_crc: u32,
+    pub last_offset: i64,
+}
+
+/// What a metadata store records about a sealed segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub message_count: i32,
+    /// Size of the `.kfs` object in bytes.
+    pub size: u64,
+    pub created_ms: i64,
+    /// Smallest batch base timestamp (a lower bound on record timestamps).
+    pub min_timestamp: i64,
+    /// Largest batch max timestamp.
+    pub max_timestamp: i64,
+}
+
+/// A sealed segment and its index, ready to upload.
+#[derive(Debug, Clone)]
+pub struct SealedSegment {
+    pub segment: Bytes,
+    pub index: Bytes,
+    pub info: SegmentInfo,
+}
+
+/// Appends batches into an arena and seals a `.kfs` + `.index`.
+#[derive(Debug)]
+pub struct SegmentWriter {
+    base_offset: i64,
+    next_offset: i64,
+    arena: BytesMut,
+    body_crc: u32,
+    message_count: i64,
+    min_timestamp: i64,
+    max_timestamp: i64,
+    index: IndexWriter,
+}
+
+impl SegmentWriter {
+    pub fn new(base_offset: i64) -> Self {
+        Self::with_capacity(base_offset, 64 * 1024)
+    }
+
+    /// `capacity` is the expected body size; the arena is allocated once for it.
+    pub fn with_capacity(base_offset: i64, capacity: usize) -> Self {
+        let mut arena = BytesMut::with_capacity(HEADER_LEN + capacity + FOOTER_LEN);
+        arena.put_bytes(0, HEADER_LEN);
+        Self {
+            base_offset,
+            next_offset: base_offset,
+            arena,
+            body_crc: 0,
+            message_count: 0,
+            min_timestamp: i64::MAX,
+            max_timestamp: i64::MIN,
+            index: IndexWriter::default(),
+        }
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// The offset the next appended batch will get.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn body_len(&self) -> usize {
+        self.arena.len() - HEADER_LEN
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.body_len() == 0
+    }
+
+    /// Appends a batch, assigning it the next offsets. Returns its new base offset.
+    /// The caller has validated the batch (CRC, magic) already.
+    pub fn append(&mut self, batch: &RecordBatch) -> Result<i64, SegmentError> {
+        let position = self.arena.len();
+        let max = i32::MAX as usize - FOOTER_LEN;
+        if position + batch.len() > max {
+            return Err(SegmentError::TooLarge { max });
+        }
+        let assigned = self.next_offset;
+        self.arena.extend_from_slice(batch.as_bytes());
+        let stored = &mut self.arena[position..];
+        set_base_offset(stored, assigned);
+        self.body_crc = crc32c::crc32c_append(self.body_crc, stored);
+        self.index
+            .on_batch(assigned, position as i32, batch.record_count());
+        self.next_offset += batch.offset_span();
+        self.message_count += i64::from(batch.record_count());
+        self.min_timestamp = self.min_timestamp.min(batch.base_timestamp());
+        self.max_timestamp = self.max_timestamp.max(batch.max_timestamp());
+        Ok(assigned)
+    }
+
+    /// Writes header and footer and hands out the segment and its index.
+    pub fn seal(mut self, created_ms: i64) -> Result<SealedSegment, SegmentError> {
+        if self.is_empty() {
+            return Err(SegmentError::Empty);
+        }
+        let last_offset = self.next_offset - 1;
+        let message_count = i32::try_from(self.message_count).unwrap_or(i32::MAX);
+        let mut header = [0u8; HEADER_LEN];
+        header[0..4].copy_from_slice(SEGMENT_MAGIC);
+        header[4..6].copy_from_slice(&SEGMENT_VERSION.to_be_bytes());
+        header[8..16].copy_from_slice(&self.base_offset.to_be_bytes());
+        header[16..20].copy_from_slice(&message_count.to_be_bytes());
+        header[20..28].copy_from_slice(&created_ms.to_be_bytes());
+        self.arena[..HEADER_LEN].copy_from_slice(&header);
+        self.arena.put_u32(self.body_crc);
+        self.arena.put_i64(last_offset);
+        self.arena.put_slice(FOOTER_MAGIC);
+        let segment = self.arena.freeze();
+        let info = SegmentInfo {
+            base_offset: self.base_offset,
+            last_offset,
+            message_count,
+            size: segment.len() as u64,
+            created_ms,
+            min_timestamp: self.min_timestamp,
+            max_timestamp: self.max_timestamp,
+        };
+        Ok(SealedSegment {
+            segment,
+            index: self.index.finish(),
+            info,
+        })
+    }
+}
+
+/// Reads the 32-byte header (checks magic and version only).
+pub fn parse_header(buf: &[u8]) -> Result<SegmentHeader, SegmentError> {
+    if buf.len() < HEADER_LEN {
+        return Err(SegmentError::TooShort { len: buf.len() });
+    }
+    let found = [buf[0], buf[1], buf[2], buf[3]];
+    if &found != SEGMENT_MAGIC {
+        return Err(SegmentError::BadMagic { found });
+    }
+    let version = be_u16(buf, 4).unwrap_or(0);
+    if version != SEGMENT_VERSION {
+        return Err(SegmentError::UnsupportedVersion { version });
+    }
+    Ok(SegmentHeader {
+        version,
+        flags: be_u16(buf, 6).unwrap_or(0),
+        base_offset: be_i64(buf, 8).unwrap_or(0),
+        message_count: be_i32(buf, 16).unwrap_or(0),
+        created_ms: be_i64(buf, 20).unwrap_or(0),
+    })
+}
+
+/// Reads the 16-byte footer at the end of a whole segment (checks its magic).
+pub fn parse_footer(segment: &[u8]) -> Result<SegmentFooter, SegmentError> {
+    let len = segment.len();
+    if len < HEADER_LEN + FOOTER_LEN {
+        return Err(SegmentError::TooShort { len });
+    }
+    let at = len - FOOTER_LEN;
+    let found = [
+        segment[len - 4],
+        segment[len - 3],
+        segment[len - 2],
+        segment[len - 1],
+    ];
+    if &found != FOOTER_MAGIC {
+        return Err(SegmentError::BadFooterMagic {
+            position: len - 4,
+            found,
+        });
+    }
+    Ok(SegmentFooter {
+        body_crc: be_u32(segment, at).unwrap_or(0),
+        last_offset: be_i64(segment, at + 4).unwrap_or(0),
+    })
+}
+
+/// A fully verified segment.
+#[derive(Debug, Clone)]
+pub struct SegmentReader {
+    data: Bytes,
+    header: SegmentHeader,
+    footer: SegmentFooter,
+    batch_count: usize,
+}
+
+impl SegmentReader {
+    /// Verifies magic, version, footer, body CRC32C, every batch (length, magic,
+    /// CRC), offset order, message count and last offset.
+    pub fn open(data: Bytes) -> Result<Self, SegmentError> {
+        let header = parse_header(&data)?;
+        let footer = parse_footer(&data)?;
+        let body_end = data.len() - FOOTER_LEN;
+        let actual = crc32c::crc32c(&data[HEADER_LEN..body_end]);
+        if actual != footer.body_crc {
+            return Err(SegmentError::BodyCrc {
+                position: body_end,
+                expected: footer.body_crc,
+                actual,
+            });
+        }
+        let mut count: i64 = 0;
+        let mut prev_last: Option<i64> = None;
+        let mut batch_count = 0;
+        let mut batches =
+            Batches::starting_at(data.slice(HEADER_LEN..body_end), HEADER_LEN).validated();
+        loop {
+            let position = batches.position();
+            let Some(batch) = batches.next() else { break };
+            let batch = batch?;
+            match prev_last {
+                None if batch.base_offset() != header.base_offset => {
+                    return Err(SegmentError::BaseOffsetMismatch {
+                        header: header.base_offset,
+                        first: batch.base_offset(),
+                    });
+                }
+                Some(prev_last) if batch.base_offset() <= prev_last => {
+                    return Err(SegmentError::OffsetsNotAscending {
+                        position,
+                        offset: batch.base_offset(),
+                        prev_last,
+                    });
+                }
+                _ => {}
+            }
+            prev_last = Some(batch.last_offset());
+            count += i64::from(batch.record_count());
+            batch_count += 1;
+        }
+        let Some(actual_last) = prev_last else {
+            return Err(SegmentError::Empty);
+        };
+        if count != i64::from(header.message_count) {
+            return Err(SegmentError::MessageCountMismatch {
+                header: header.message_count,
+                actual: count,
+            });
+        }
+        if actual_last != footer.last_offset {
+            return Err(SegmentError::LastOffsetMismatch {
+                footer: footer.last_offset,
+                actual: actual_last,
+            });
+        }
+        Ok(Self {
+            data,
+            header,
+            footer,
+            batch_count,
+        })
+    }
+
+    pub fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+    pub fn footer(&self) -> &SegmentFooter {
+        &self.footer
+    }
+    pub fn base_offset(&self) -> i64 {
+        self.header.base_offset
+    }
+    pub fn last_offset(&self) -> i64 {
+        self.footer.last_offset
+    }
+    pub fn batch_count(&self) -> usize {
+        self.batch_count
+    }
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The batches, in order (already verified by `open`).
+    pub fn batches(&self) -> impl Iterator<Item = RecordBatch> + '_ {
+        Batches::starting_at(
+            self.data.slice(HEADER_LEN..self.data.len() - FOOTER_LEN),
+            HEADER_LEN,
+        )
+        .map_while(Result::ok)
+    }
+
+    /// The body's positions: `(position, batch)` for every batch.
+    pub fn positioned_batches(&self) -> Vec<(usize, RecordBatch)> {
+        let mut pos = HEADER_LEN;
+        self.batches()
+            .map(|b| {
+                let at = pos;
+                pos += b.len();
+                (at, b)
+            })
+            .collect()
+    }
+}
+
+/// Batches read by a ranged GET from an index position up to the footer
+/// (`position..size-16`). Each batch's CRC is checked as it is read; error
+/// positions are absolute within the `.kfs`.
+pub fn batches_in_range(range: Bytes, position: usize) -> Batches {
+    Batches::starting_at(range, position).validated()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::BatchBuilder;
+    use crate::index::Index;
+
+    fn batch(n: usize, ts: i64) -> RecordBatch {
+        let mut b = BatchBuilder::new(0, ts);
+        for i in 0..n {
+            b.push(None, Some(format!("value-{i}").as_bytes()), &[]);
+        }
+        RecordBatch::parse(b.finish()).unwrap()
+    }
+
+    fn sealed() -> SealedSegment {
+        let mut w = SegmentWriter::new(1000);
+        assert_eq!(w.append(&batch(3, 50)).unwrap(), 1000);
+        assert_eq!(w.append(&batch(150, 40)).unwrap(), 1003);
+        assert_eq!(w.append(&batch(1, 60)).unwrap(), 1153);
+        w.seal(777).unwrap()
+    }
+
+    #[test]
+    fn writer_and_reader_agree() {
+        let s = sealed();
+        assert_eq!(s.info.last_offset, 1153);
+        assert_eq!(s.info.message_count, 154);
+        assert_eq!((s.info.min_timestamp, s.info.max_timestamp), (40, 60));
+        let r = SegmentReader::open(s.segment.clone()).unwrap();
+        assert_eq!(r.header().created_ms, 777);
+        assert_eq!(r.batch_count(), 3);
+        let offsets: Vec<_> = r.batches().map(|b| b.base_offset()).collect();
+        assert_eq!(offsets, vec![1000, 1003, 1153]);
+
+        // The index finds the batch to start a ranged read from.
+        let idx = Index::parse(&s.index).unwrap();
+        let e = idx.lookup(1153).unwrap();
+        assert_eq!(
+            e.offset, 1153,
+            "150 records since the first entry -> entry at 1153"
+        );
+        let range = s
+            .segment
+            .slice(e.position as usize..s.segment.len() - FOOTER_LEN);
+        let got: Vec<_> = batches_in_range(range, e.position as usize)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].base_offset(), 1153);
+    }
+
+    #[test]
+    fn every_kind_of_corruption_is_named() {
+        let s = sealed().segment.to_vec();
+        let open = |v: Vec<u8>| SegmentReader::open(Bytes::from(v));
+        assert_eq!(
+            open(s[..40].to_vec()).unwrap_err(),
+            SegmentError::TooShort { len: 40 }
+        );
+        let mut v = s.clone();
+        v[0] = b'X';
+        assert!(matches!(
+            open(v).unwrap_err(),
+            SegmentError::BadMagic { .. }
+        ));
+        let mut v = s.clone();
+        v[5] = 2;
+        assert_eq!(
+            open(v).unwrap_err(),
+            SegmentError::UnsupportedVersion { version: 2 }
+        );
+        assert!(matches!(
+            open(s[..s.len() - 1].to_vec()).unwrap_err(),
+            SegmentError::BadFooterMagic { .. }
+        ));
+        let mut v = s.clone();
+        v[100] ^= 1;
+        assert!(matches!(open(v).unwrap_err(), SegmentError::BodyCrc { .. }));
+        let mut v = s.clone();
+        v[17] ^= 1; // message count
+        assert!(matches!(
+            open(v).unwrap_err(),
+            SegmentError::MessageCountMismatch { .. }
+        ));
+        let mut v = s.clone();
+        let n = v.len();
+        v[n - 5] ^= 1; // last offset
+        assert!(matches!(
+            open(v).unwrap_err(),
+            SegmentError::LastOffsetMismatch { .. }
+        ));
+
+        // A batch whose own CRC is broken, with the body CRC recomputed to match:
+        // only the per-batch check catches it.
+        let mut v = s.clone();
+        v[HEADER_LEN + 70] ^= 1;
+        let body_end = v.len() - FOOTER_LEN;
+        let crc = crc32c::crc32c(&v[HEADER_LEN..body_end]);
+        v[body_end..body_end + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            open(v).unwrap_err(),
+            SegmentError::Batch(BatchError::BadCrc {
+                position: HEADER_LEN,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn empty_writer_does_not_seal() {
+        assert_eq!(
+            SegmentWriter::new(0).seal(0).unwrap_err(),
+            SegmentError::Empty
+        );
+    }
+}
