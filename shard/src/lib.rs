@@ -1,1 +1,17 @@
+//! Thread-per-core runtime for kafscale on glommio.
+//!
+//! Each shard is one glommio executor pinned to one core, named `shard-N`. A
+//! shard's state lives in `Rc`/`RefCell` and is touched only by that thread;
+//! shards talk over bounded channels. Anything that would block an executor
+//! (etcd's tokio client, fsync of the embedded store) runs on its own thread.
+//!
+//! glommio drives io_uring, whose rings live in locked memory on older kernels;
+//! [`raise_memlock_limit`] lifts `RLIMIT_MEMLOCK` at start-up where allowed.
 
+#![allow(unsafe_code)] // setrlimit; each use carries a SAFETY line.
+
+mod memlock;
+mod runtime;
+
+pub use memlock::{MemlockStatus, raise_memlock_limit};
+pub use runtime::{RuntimeError, ShardId, block_on, spawn_shards};

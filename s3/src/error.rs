@@ -1,0 +1,99 @@
+//! The one error type of this crate. Display is for people; secrets never
+//! appear in it.
+
+use http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("S3 object s3://{bucket}/{key} does not exist")]
+    NotFound { bucket: String, key: String },
+    #[error("S3 bucket {bucket:?} does not exist at {endpoint} (request id {request_id})")]
+    NoSuchBucket {
+        bucket: String,
+        endpoint: String,
+        request_id: String,
+    },
+    #[error(
+        "S3 at {endpoint} rejected the credentials for access key {access_key_id:?}: {code}: {message} (request id {request_id}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+    )]
+    Credentials {
+        endpoint: String,
+        access_key_id: String,
+        code: String,
+        message: String,
+        request_id: String,
+    },
+    #[error(
+        "S3 {operation} s3://{bucket}/{key} failed: HTTP {status} {code}: {message} (request id {request_id})"
+    )]
+    Http {
+        operation: &'static str,
+        status: StatusCode,
+        code: String,
+        message: String,
+        request_id: String,
+        bucket: String,
+        key: String,
+    },
+    #[error("cannot reach S3 at {endpoint} for {operation} s3://{bucket}/{key}: {reason}")]
+    Connect {
+        operation: &'static str,
+        endpoint: String,
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error("S3 {operation} s3://{bucket}/{key} timed out after {seconds:.1} s")]
+    Timeout {
+        operation: &'static str,
+        bucket: String,
+        key: String,
+        seconds: f64,
+    },
+    #[error("S3 {operation} s3://{bucket}/{key} returned a response we cannot read: {reason}")]
+    BadResponse {
+        operation: &'static str,
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error("S3 configuration: {0}")]
+    Config(String),
+    #[error("local store {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("local store object {key} does not exist")]
+    LocalNotFound { key: String },
+    #[error("object key {key:?} is not allowed: {reason}")]
+    BadKey { key: String, reason: &'static str },
+}
+
+impl StoreError {
+    /// True when the object (not the bucket) is missing.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. } | Self::LocalNotFound { .. })
+    }
+
+    /// True for failures worth retrying later: server errors, throttling,
+    /// timeouts, connection failures.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Http { status, code, .. } => {
+                status.is_server_error()
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+                    || matches!(
+                        code.as_str(),
+                        "SlowDown"
+                            | "RequestTimeout"
+                            | "InternalError"
+                            | "ServiceUnavailable"
+                            | "Throttling"
+                    )
+            }
+            Self::Connect { .. } | Self::Timeout { .. } => true,
+            _ => false,
+        }
+    }
+}
