@@ -1,1 +1,8 @@
+//! kafscale: a Kafka-compatible streaming spine whose log lives in S3.
+//!
+//! This library holds what the `kafscale` binary is made of; the storage
+//! pieces it builds on are the `kafscale-codec`, `kafscale-s3` and
+//! `kafscale-shard` crates.
 
+pub mod meta;
+pub mod segments;

@@ -1,1 +1,116 @@
-fn main() {}
+//! The `kafscale` command.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use kafscale_s3::{Credentials, ObjectStore, S3Client, S3Config};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kafscale",
+    version,
+    about = "Kafka-compatible streaming spine whose log lives in S3"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Work with .kfs segments.
+    Segments {
+        #[command(subcommand)]
+        command: SegmentsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SegmentsCommand {
+    /// Print a segment's header, batches and footer; exit 1 if it is corrupt.
+    Inspect {
+        /// A file path or s3://bucket/key.
+        target: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        s3: S3Args,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct S3Args {
+    /// S3 endpoint URL, for s3:// targets.
+    #[arg(
+        long,
+        env = "KAFSCALE_S3_ENDPOINT",
+        default_value = "https://s3.amazonaws.com"
+    )]
+    s3_endpoint: String,
+    #[arg(long, env = "KAFSCALE_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KAFSCALE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kafscale: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Segments {
+            command: SegmentsCommand::Inspect { target, json, s3 },
+        } => {
+            let data = read_target(&target, &s3)?;
+            let report = match kafscale::segments::inspect(&target, data) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("kafscale: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            if let Some(e) = &report.error {
+                eprintln!("kafscale: {target} is corrupt: {e}");
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_target(target: &str, s3: &S3Args) -> anyhow::Result<Bytes> {
+    let Some(rest) = target.strip_prefix("s3://") else {
+        return std::fs::read(target)
+            .map(Bytes::from)
+            .with_context(|| format!("cannot read {target}"));
+    };
+    let Some((bucket, key)) = rest.split_once('/') else {
+        bail!("{target}: expected s3://bucket/key");
+    };
+    let mut config = S3Config::new(&s3.s3_endpoint, bucket, Credentials::from_env()?)?;
+    config.region = s3.s3_region.clone();
+    let key = key.to_owned();
+    let object =
+        kafscale_shard::block_on(move || async move { S3Client::new(config).get(&key).await })??;
+    Ok(object.body)
+}

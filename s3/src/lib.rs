@@ -37,3 +37,4 @@ pub use local::LocalStore;
 pub use multipart::MultipartUpload;
 pub use sign::Signer;
 pub use store::{ListEntry, Object, ObjectMeta, ObjectStore, PutOptions};
+pub use time::format_unix_ms;

@@ -18,6 +18,24 @@ pub(crate) fn iso8601(t: SystemTime) -> String {
     )
 }
 
+/// `2026-05-13T14:23:00.500Z` for Unix milliseconds; negative values (Kafka's
+/// "no timestamp") are printed as the number.
+pub fn format_unix_ms(ms: i64) -> String {
+    if ms < 0 {
+        return ms.to_string();
+    }
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
 /// Howard Hinnant's days-to-civil algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -47,5 +65,10 @@ mod tests {
             iso8601(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00Z"
         );
+        assert_eq!(
+            format_unix_ms(1_778_682_180_500),
+            "2026-05-13T14:23:00.500Z"
+        );
+        assert_eq!(format_unix_ms(-1), "-1");
     }
 }

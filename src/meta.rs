@@ -1,0 +1,72 @@
+//! What the broker remembers outside S3: topics, partitions and their
+//! committed segments; later consumer groups, offsets and ownership leases.
+//!
+//! ```text
+//! shard (glommio) --MetaClient--bounded crossbeam channel--> control-plane thread
+//!                                                             MetaStore<dyn Kv>
+//!                                                               |-- EtcdKv (tokio runtime, etcd-client)
+//!                                                               '-- FileKv (embedded: log + snapshot, fsync)
+//! ```
+//!
+//! Both backends are a small key-value interface with one atomic primitive,
+//! a transaction guarded by compares ([`kv::Txn`]). The logic that maps topics
+//! and segments onto keys ([`store::MetaStore`]) is written once on top of it,
+//! so the embedded default and etcd behave the same. The key layout is in
+//! [`keys`] and `docs/metadata.md`.
+
+pub mod client;
+pub mod embedded;
+pub mod etcd;
+pub mod keys;
+pub mod kv;
+pub mod store;
+mod types;
+
+pub use client::MetaClient;
+pub use store::MetaStore;
+pub use types::{PartitionState, SegmentCommit, SegmentRecord, TopicMeta};
+
+/// Errors of the metadata layer. Display is one sentence for a person.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("cannot reach etcd at {endpoints}: {reason}")]
+    Etcd { endpoints: String, reason: String },
+    #[error("embedded metadata store {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("embedded metadata store {path} is corrupt at byte {position}: {reason}")]
+    Corrupt {
+        path: String,
+        position: u64,
+        reason: String,
+    },
+    #[error("metadata key {key} holds a value we cannot read: {reason}")]
+    Decode { key: String, reason: String },
+    #[error("topic {topic:?} already exists")]
+    TopicExists { topic: String },
+    #[error("topic {topic:?} does not exist")]
+    UnknownTopic { topic: String },
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: u32 },
+    #[error("topic {topic:?} has {current} partitions; cannot change to {requested}")]
+    BadPartitionCount {
+        topic: String,
+        current: u32,
+        requested: u32,
+    },
+    #[error(
+        "partition {topic}-{partition} moved on: expected next offset {expected}, store has {actual}; another writer committed first"
+    )]
+    Conflict {
+        topic: String,
+        partition: u32,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("metadata requests are queued beyond capacity; retry")]
+    Busy,
+    #[error("the metadata thread has stopped")]
+    Closed,
+}

@@ -1,0 +1,61 @@
+//! The metadata key layout. All keys live under `/kafscale/{namespace}/`.
+//!
+//! ```text
+//! topics/{topic}                                    TopicMeta
+//! partitions/{topic}/{partition:010}/state          PartitionState
+//! partitions/{topic}/{partition:010}/segments/{base_offset:020}   SegmentRecord
+//! groups/{group}/meta                               group metadata      (consumer groups)
+//! groups/{group}/offsets/{topic}/{partition:010}    committed offset    (consumer groups)
+//! brokers/{broker_id}                               live broker, leased (clusters)
+//! owners/{topic}/{partition:010}                    owner + epoch, leased (clusters)
+//! producers/next-id                                 InitProducerId counter
+//! ```
+//!
+//! Zero-padded numbers make a prefix listing come back in numeric order.
+//! Kafka topic names are `[a-zA-Z0-9._-]`, so they never contain `/`.
+
+pub fn root(ns: &str) -> String {
+    format!("/kafscale/{ns}/")
+}
+
+pub fn topics(ns: &str) -> String {
+    format!("/kafscale/{ns}/topics/")
+}
+
+pub fn topic(ns: &str, topic: &str) -> String {
+    format!("/kafscale/{ns}/topics/{topic}")
+}
+
+pub fn topic_partitions(ns: &str, topic: &str) -> String {
+    format!("/kafscale/{ns}/partitions/{topic}/")
+}
+
+pub fn partition_state(ns: &str, topic: &str, partition: u32) -> String {
+    format!("/kafscale/{ns}/partitions/{topic}/{partition:010}/state")
+}
+
+pub fn segments(ns: &str, topic: &str, partition: u32) -> String {
+    format!("/kafscale/{ns}/partitions/{topic}/{partition:010}/segments/")
+}
+
+pub fn segment(ns: &str, topic: &str, partition: u32, base_offset: i64) -> String {
+    format!("/kafscale/{ns}/partitions/{topic}/{partition:010}/segments/{base_offset:020}")
+}
+
+pub fn group_offset(ns: &str, group: &str, topic: &str, partition: u32) -> String {
+    format!("/kafscale/{ns}/groups/{group}/offsets/{topic}/{partition:010}")
+}
+
+pub fn broker(ns: &str, broker_id: i32) -> String {
+    format!("/kafscale/{ns}/brokers/{broker_id}")
+}
+
+pub fn owner(ns: &str, topic: &str, partition: u32) -> String {
+    format!("/kafscale/{ns}/owners/{topic}/{partition:010}")
+}
+
+/// Object keys of a segment in the bucket (`shared/kfs-format.md`).
+pub fn segment_object(ns: &str, topic: &str, partition: u32, base_offset: i64) -> (String, String) {
+    let stem = format!("{ns}/{topic}/{partition}/segment-{base_offset:020}");
+    (format!("{stem}.kfs"), format!("{stem}.index"))
+}

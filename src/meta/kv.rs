@@ -1,0 +1,36 @@
+//! The key-value interface both metadata backends implement.
+
+use super::MetaError;
+
+/// A condition of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key exists and holds exactly this value.
+    Equals(String, String),
+    /// The key does not exist.
+    Absent(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Op {
+    Put(String, String),
+    Delete(String),
+    DeletePrefix(String),
+}
+
+/// If every compare holds, apply every op, atomically.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub ops: Vec<Op>,
+}
+
+/// A blocking key-value store with compare-guarded transactions. Called only
+/// from the metadata thread.
+pub trait Kv: Send {
+    fn get(&mut self, key: &str) -> Result<Option<String>, MetaError>;
+    /// Every key starting with `prefix`, in key order.
+    fn range(&mut self, prefix: &str) -> Result<Vec<(String, String)>, MetaError>;
+    /// Returns whether the compares held (and the ops were applied).
+    fn txn(&mut self, txn: Txn) -> Result<bool, MetaError>;
+}

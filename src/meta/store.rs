@@ -1,0 +1,262 @@
+//! Topics, partitions and segments mapped onto the key-value store.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::kv::{Compare, Kv, Op, Txn};
+use super::types::{PartitionState, SegmentCommit, SegmentRecord, TopicMeta};
+use super::{MetaError, keys};
+
+/// The metadata operations, over either backend.
+pub struct MetaStore {
+    kv: Box<dyn Kv>,
+    ns: String,
+}
+
+impl std::fmt::Debug for MetaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaStore")
+            .field("namespace", &self.ns)
+            .finish()
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    // Our value types are plain structs of numbers and strings: always encodable.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn from_json<T: DeserializeOwned>(key: &str, v: &str) -> Result<T, MetaError> {
+    serde_json::from_str(v).map_err(|e| MetaError::Decode {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl MetaStore {
+    pub fn new(kv: Box<dyn Kv>, namespace: impl Into<String>) -> Self {
+        Self {
+            kv,
+            ns: namespace.into(),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    /// Creates a topic and its partitions' initial state, atomically; fails if
+    /// it exists.
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        config: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, MetaError> {
+        let topic_key = keys::topic(&self.ns, name);
+        let meta = TopicMeta {
+            name: name.to_owned(),
+            id: new_topic_id(),
+            partitions,
+            created_ms: now_ms(),
+            config,
+        };
+        // delete_topic removes a topic's partition keys in the same transaction as
+        // the topic key, so none are left over here. (etcd refuses a transaction
+        // that deletes a prefix and puts keys under it.)
+        let mut ops = vec![Op::Put(topic_key.clone(), to_json(&meta))];
+        for p in 0..partitions {
+            ops.push(Op::Put(
+                keys::partition_state(&self.ns, name, p),
+                to_json(&PartitionState::NEW),
+            ));
+        }
+        if self.kv.txn(Txn {
+            compares: vec![Compare::Absent(topic_key)],
+            ops,
+        })? {
+            Ok(meta)
+        } else {
+            Err(MetaError::TopicExists {
+                topic: name.to_owned(),
+            })
+        }
+    }
+
+    pub fn topic(&mut self, name: &str) -> Result<Option<TopicMeta>, MetaError> {
+        let key = keys::topic(&self.ns, name);
+        self.kv.get(&key)?.map(|v| from_json(&key, &v)).transpose()
+    }
+
+    pub fn topics(&mut self) -> Result<Vec<TopicMeta>, MetaError> {
+        self.kv
+            .range(&keys::topics(&self.ns))?
+            .iter()
+            .map(|(k, v)| from_json(k, v))
+            .collect()
+    }
+
+    /// Deletes the topic and its partitions' metadata. Segment objects stay in
+    /// the bucket (the caller deletes them).
+    pub fn delete_topic(&mut self, name: &str) -> Result<TopicMeta, MetaError> {
+        let key = keys::topic(&self.ns, name);
+        let Some(raw) = self.kv.get(&key)? else {
+            return Err(MetaError::UnknownTopic {
+                topic: name.to_owned(),
+            });
+        };
+        let meta: TopicMeta = from_json(&key, &raw)?;
+        let txn = Txn {
+            compares: vec![Compare::Equals(key.clone(), raw)],
+            ops: vec![
+                Op::Delete(key),
+                Op::DeletePrefix(keys::topic_partitions(&self.ns, name)),
+            ],
+        };
+        if self.kv.txn(txn)? {
+            Ok(meta)
+        } else {
+            Err(MetaError::UnknownTopic {
+                topic: name.to_owned(),
+            })
+        }
+    }
+
+    /// Grows a topic to `total` partitions (Kafka never shrinks).
+    pub fn add_partitions(&mut self, name: &str, total: u32) -> Result<TopicMeta, MetaError> {
+        let key = keys::topic(&self.ns, name);
+        let Some(raw) = self.kv.get(&key)? else {
+            return Err(MetaError::UnknownTopic {
+                topic: name.to_owned(),
+            });
+        };
+        let mut meta: TopicMeta = from_json(&key, &raw)?;
+        if total <= meta.partitions {
+            return Err(MetaError::BadPartitionCount {
+                topic: name.to_owned(),
+                current: meta.partitions,
+                requested: total,
+            });
+        }
+        let old = meta.partitions;
+        meta.partitions = total;
+        let mut ops = vec![Op::Put(key.clone(), to_json(&meta))];
+        for p in old..total {
+            ops.push(Op::Put(
+                keys::partition_state(&self.ns, name, p),
+                to_json(&PartitionState::NEW),
+            ));
+        }
+        if self.kv.txn(Txn {
+            compares: vec![Compare::Equals(key, raw)],
+            ops,
+        })? {
+            Ok(meta)
+        } else {
+            // Someone changed the topic between our read and write: report what it is now.
+            let now = self.topic(name)?.map_or(0, |t| t.partitions);
+            Err(MetaError::BadPartitionCount {
+                topic: name.to_owned(),
+                current: now,
+                requested: total,
+            })
+        }
+    }
+
+    pub fn partition_state(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<PartitionState, MetaError> {
+        let key = keys::partition_state(&self.ns, topic, partition);
+        match self.kv.get(&key)? {
+            Some(v) => from_json(&key, &v),
+            None if self.topic(topic)?.is_none() => Err(MetaError::UnknownTopic {
+                topic: topic.to_owned(),
+            }),
+            None => Err(MetaError::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+            }),
+        }
+    }
+
+    /// The partition's committed segments in offset order.
+    pub fn segments(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<SegmentRecord>, MetaError> {
+        self.kv
+            .range(&keys::segments(&self.ns, topic, partition))?
+            .iter()
+            .map(|(k, v)| from_json(k, v))
+            .collect()
+    }
+
+    /// Commits uploaded segments of several partitions in one transaction.
+    /// Each partition must still be in the state its writer expects (same
+    /// next offset and epoch), and its segment must start at that next offset;
+    /// otherwise nothing is committed and the first partition that moved on is
+    /// reported as a [`MetaError::Conflict`]. Returns the new states.
+    pub fn commit(&mut self, commits: &[SegmentCommit]) -> Result<Vec<PartitionState>, MetaError> {
+        let mut txn = Txn::default();
+        let mut states = Vec::with_capacity(commits.len());
+        for c in commits {
+            if c.segment.base_offset != c.expected.next_offset {
+                return Err(MetaError::Conflict {
+                    topic: c.topic.clone(),
+                    partition: c.partition,
+                    expected: c.expected.next_offset,
+                    actual: c.segment.base_offset,
+                });
+            }
+            let state_key = keys::partition_state(&self.ns, &c.topic, c.partition);
+            let next = PartitionState {
+                next_offset: c.segment.last_offset + 1,
+                ..c.expected
+            };
+            txn.compares
+                .push(Compare::Equals(state_key.clone(), to_json(&c.expected)));
+            txn.ops.push(Op::Put(state_key, to_json(&next)));
+            txn.ops.push(Op::Put(
+                keys::segment(&self.ns, &c.topic, c.partition, c.segment.base_offset),
+                to_json(&c.segment),
+            ));
+            states.push(next);
+        }
+        if self.kv.txn(txn)? {
+            return Ok(states);
+        }
+        for c in commits {
+            let actual = self.partition_state(&c.topic, c.partition)?;
+            if actual != c.expected {
+                return Err(MetaError::Conflict {
+                    topic: c.topic.clone(),
+                    partition: c.partition,
+                    expected: c.expected.next_offset,
+                    actual: actual.next_offset,
+                });
+            }
+        }
+        // Every state matched on re-read: a concurrent writer came and went.
+        Err(MetaError::Busy)
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A random 128-bit topic id (UUID v4 layout), hex.
+fn new_topic_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

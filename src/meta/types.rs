@@ -1,0 +1,71 @@
+//! Values stored under the metadata keys (JSON).
+
+use serde::{Deserialize, Serialize};
+
+/// A topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    /// Kafka topic id (UUID), hex without dashes.
+    pub id: String,
+    pub partitions: u32,
+    pub created_ms: i64,
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
+}
+
+/// The committed state of one partition. Written only together with the
+/// segment that advanced it, in one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Offset the next record will get = high watermark.
+    pub next_offset: i64,
+    /// First offset still in the log.
+    pub log_start_offset: i64,
+    /// Owner epoch: bumped when ownership moves, compared on every commit.
+    pub epoch: i64,
+}
+
+impl PartitionState {
+    pub const NEW: Self = Self {
+        next_offset: 0,
+        log_start_offset: 0,
+        epoch: 0,
+    };
+}
+
+/// One committed segment of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub message_count: i32,
+    pub size: u64,
+    pub created_ms: i64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+}
+
+impl From<kafscale_codec::kfs::SegmentInfo> for SegmentRecord {
+    fn from(i: kafscale_codec::kfs::SegmentInfo) -> Self {
+        Self {
+            base_offset: i.base_offset,
+            last_offset: i.last_offset,
+            message_count: i.message_count,
+            size: i.size,
+            created_ms: i.created_ms,
+            min_timestamp: i.min_timestamp,
+            max_timestamp: i.max_timestamp,
+        }
+    }
+}
+
+/// "This segment is uploaded; advance the partition", guarded by the state
+/// the writer last saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentCommit {
+    pub topic: String,
+    pub partition: u32,
+    pub expected: PartitionState,
+    pub segment: SegmentRecord,
+}

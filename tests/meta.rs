@@ -1,0 +1,345 @@
+//! The metadata store, one scenario run against the embedded backend and
+//! against the real etcd that `scripts/test` starts.
+
+use kafscale::meta::embedded::FileKv;
+use kafscale::meta::etcd::EtcdKv;
+use kafscale::meta::{
+    MetaClient, MetaError, MetaStore, PartitionState, SegmentCommit, SegmentRecord,
+};
+
+fn etcd_endpoints() -> Option<Vec<String>> {
+    match std::env::var("KAFSCALE_TEST_ETCD_ENDPOINTS") {
+        Ok(e) => Some(e.split(',').map(str::to_owned).collect()),
+        Err(_) if std::env::var_os("KAFSCALE_TEST_REQUIRE_SERVERS").is_some() => {
+            panic!("KAFSCALE_TEST_ETCD_ENDPOINTS is not set but KAFSCALE_TEST_REQUIRE_SERVERS is")
+        }
+        Err(_) => {
+            eprintln!("skipped: no etcd (run scripts/test)");
+            None
+        }
+    }
+}
+
+fn unique_ns(name: &str) -> String {
+    format!("{name}-{}", rand::random::<u32>())
+}
+
+fn seg(base: i64, last: i64) -> SegmentRecord {
+    SegmentRecord {
+        base_offset: base,
+        last_offset: last,
+        message_count: (last - base + 1) as i32,
+        size: 1000,
+        created_ms: 1,
+        min_timestamp: 10,
+        max_timestamp: 20,
+    }
+}
+
+fn commit(
+    topic: &str,
+    partition: u32,
+    expected: PartitionState,
+    base: i64,
+    last: i64,
+) -> SegmentCommit {
+    SegmentCommit {
+        topic: topic.into(),
+        partition,
+        expected,
+        segment: seg(base, last),
+    }
+}
+
+fn scenario(store: &mut MetaStore) {
+    let t = store.create_topic("orders", 3, Default::default()).unwrap();
+    assert_eq!(t.partitions, 3);
+    assert_eq!(t.id.len(), 32);
+    assert!(matches!(
+        store.create_topic("orders", 5, Default::default()),
+        Err(MetaError::TopicExists { .. })
+    ));
+    store
+        .create_topic("payments", 1, Default::default())
+        .unwrap();
+    let names: Vec<_> = store
+        .topics()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, vec!["orders", "payments"]);
+    assert_eq!(
+        store.partition_state("orders", 2).unwrap(),
+        PartitionState::NEW
+    );
+    assert!(matches!(
+        store.partition_state("orders", 3),
+        Err(MetaError::UnknownPartition { partition: 3, .. })
+    ));
+    assert!(matches!(
+        store.partition_state("nope", 0),
+        Err(MetaError::UnknownTopic { .. })
+    ));
+
+    // Two partitions advance in one transaction.
+    let s = store
+        .commit(&[
+            commit("orders", 0, PartitionState::NEW, 0, 99),
+            commit("orders", 1, PartitionState::NEW, 0, 9),
+        ])
+        .unwrap();
+    assert_eq!((s[0].next_offset, s[1].next_offset), (100, 10));
+    assert_eq!(store.partition_state("orders", 0).unwrap().next_offset, 100);
+
+    // A stale writer (still believes partition 0 is at 0) is refused, and its
+    // good partner commit in the same transaction is not applied either.
+    let stale = store.commit(&[
+        commit("orders", 2, PartitionState::NEW, 0, 4),
+        commit("orders", 0, PartitionState::NEW, 0, 49),
+    ]);
+    match stale {
+        Err(MetaError::Conflict {
+            topic,
+            partition,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(
+                (topic.as_str(), partition, expected, actual),
+                ("orders", 0, 0, 100)
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        store.partition_state("orders", 2).unwrap().next_offset,
+        0,
+        "partner commit leaked"
+    );
+    assert_eq!(store.segments("orders", 2).unwrap(), vec![]);
+
+    // A writer with a different epoch is refused too (fencing).
+    let fenced = PartitionState { epoch: 7, ..s[0] };
+    assert!(matches!(
+        store.commit(&[commit("orders", 0, fenced, 100, 120)]),
+        Err(MetaError::Conflict { .. })
+    ));
+
+    // A segment that does not start at the expected offset is refused.
+    assert!(matches!(
+        store.commit(&[commit("orders", 0, s[0], 101, 120)]),
+        Err(MetaError::Conflict { .. })
+    ));
+
+    store
+        .commit(&[commit("orders", 0, s[0], 100, 149)])
+        .unwrap();
+    let segs = store.segments("orders", 0).unwrap();
+    assert_eq!(
+        segs.iter()
+            .map(|s| (s.base_offset, s.last_offset))
+            .collect::<Vec<_>>(),
+        vec![(0, 99), (100, 149)]
+    );
+
+    let grown = store.add_partitions("payments", 4).unwrap();
+    assert_eq!(grown.partitions, 4);
+    assert_eq!(
+        store.partition_state("payments", 3).unwrap(),
+        PartitionState::NEW
+    );
+    assert!(matches!(
+        store.add_partitions("payments", 2),
+        Err(MetaError::BadPartitionCount { .. })
+    ));
+
+    store.delete_topic("payments").unwrap();
+    assert!(store.topic("payments").unwrap().is_none());
+    assert!(matches!(
+        store.partition_state("payments", 0),
+        Err(MetaError::UnknownTopic { .. })
+    ));
+    assert!(matches!(
+        store.delete_topic("payments"),
+        Err(MetaError::UnknownTopic { .. })
+    ));
+    // Recreating gives a fresh topic with a new id and empty partitions.
+    let again = store
+        .create_topic("payments", 1, Default::default())
+        .unwrap();
+    assert_eq!(
+        store.partition_state("payments", 0).unwrap(),
+        PartitionState::NEW
+    );
+    assert_ne!(again.id, t.id);
+}
+
+#[test]
+fn embedded_store_scenario_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = MetaStore::new(Box::new(FileKv::open(dir.path()).unwrap()), "default");
+        scenario(&mut store);
+        // A second process on the same directory is refused while we hold it.
+        let err = FileKv::open(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("another kafscale process"),
+            "{err}"
+        );
+    }
+    let mut store = MetaStore::new(Box::new(FileKv::open(dir.path()).unwrap()), "default");
+    assert_eq!(store.partition_state("orders", 0).unwrap().next_offset, 150);
+    assert_eq!(store.segments("orders", 0).unwrap().len(), 2);
+}
+
+#[test]
+fn embedded_store_truncates_a_torn_tail_and_refuses_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = MetaStore::new(Box::new(FileKv::open(dir.path()).unwrap()), "default");
+        store.create_topic("t", 1, Default::default()).unwrap();
+        store
+            .commit(&[commit("t", 0, PartitionState::NEW, 0, 9)])
+            .unwrap();
+    }
+    let log = dir.path().join("meta.log");
+    let good = std::fs::read(&log).unwrap();
+    // A crash mid-append leaves half a record.
+    let mut torn = good.clone();
+    torn.extend_from_slice(&[0, 0, 1, 0, 1, 2, 3]);
+    std::fs::write(&log, &torn).unwrap();
+    {
+        let mut store = MetaStore::new(Box::new(FileKv::open(dir.path()).unwrap()), "default");
+        assert_eq!(store.partition_state("t", 0).unwrap().next_offset, 10);
+    }
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        good,
+        "torn tail not truncated"
+    );
+
+    // A flipped byte inside a complete record is corruption.
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 3] ^= 0x20;
+    std::fs::write(&log, &bad).unwrap();
+    let err = FileKv::open(dir.path()).unwrap_err();
+    assert!(matches!(err, MetaError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("CRC32C"), "{err}");
+}
+
+#[test]
+fn embedded_store_compacts_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MetaStore::new(Box::new(FileKv::open(dir.path()).unwrap()), "default");
+    store.create_topic("t", 1, Default::default()).unwrap();
+    let mut state = PartitionState::NEW;
+    // ~ 25k commits of ~ 300 bytes pass the 4 MiB compaction threshold.
+    for i in 0..15_000i64 {
+        state = store
+            .commit(&[commit("t", 0, state, i * 10, i * 10 + 9)])
+            .unwrap()[0];
+    }
+    drop(store);
+    let snapshot =
+        std::fs::metadata(dir.path().join("meta.snapshot")).expect("compaction wrote a snapshot");
+    assert!(snapshot.len() > 0);
+    assert!(
+        std::fs::metadata(dir.path().join("meta.log"))
+            .unwrap()
+            .len()
+            < 4 * 1024 * 1024
+    );
+    let mut store = MetaStore::new(Box::new(FileKv::open(dir.path()).unwrap()), "default");
+    assert_eq!(store.partition_state("t", 0).unwrap().next_offset, 150_000);
+    assert_eq!(store.segments("t", 0).unwrap().len(), 15_000);
+}
+
+#[test]
+fn etcd_store_scenario() {
+    let Some(endpoints) = etcd_endpoints() else {
+        return;
+    };
+    let mut store = MetaStore::new(
+        Box::new(EtcdKv::connect(&endpoints).unwrap()),
+        unique_ns("scenario"),
+    );
+    scenario(&mut store);
+}
+
+#[test]
+fn etcd_refuses_a_stale_writer_from_another_connection() {
+    let Some(endpoints) = etcd_endpoints() else {
+        return;
+    };
+    let ns = unique_ns("stale");
+    let mut a = MetaStore::new(Box::new(EtcdKv::connect(&endpoints).unwrap()), ns.clone());
+    let mut b = MetaStore::new(Box::new(EtcdKv::connect(&endpoints).unwrap()), ns);
+    a.create_topic("t", 1, Default::default()).unwrap();
+    // Both writers read the same state; a commits first.
+    let seen_by_a = a.partition_state("t", 0).unwrap();
+    let seen_by_b = b.partition_state("t", 0).unwrap();
+    a.commit(&[commit("t", 0, seen_by_a, 0, 99)]).unwrap();
+    let err = b.commit(&[commit("t", 0, seen_by_b, 0, 49)]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MetaError::Conflict {
+                expected: 0,
+                actual: 100,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("another writer committed first"),
+        "{err}"
+    );
+    assert_eq!(b.segments("t", 0).unwrap().len(), 1);
+}
+
+#[test]
+fn etcd_unreachable_is_one_clear_sentence() {
+    etcd_endpoints();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = EtcdKv::connect(&[format!("http://127.0.0.1:{port}")]).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("cannot reach etcd at http://127.0.0.1:{port}")),
+        "{text}"
+    );
+}
+
+#[test]
+fn client_runs_requests_on_the_metadata_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let (client, thread) =
+        MetaClient::spawn(move || Ok(MetaStore::new(Box::new(FileKv::open(&path)?), "default")))
+            .unwrap();
+    // From a glommio executor, as a shard would.
+    let c = client.clone();
+    let states = kafscale_shard::block_on(move || async move {
+        c.create_topic("t", 2).await.unwrap();
+        let s0 = c.partition_state("t", 0).await.unwrap();
+        c.commit(vec![commit("t", 0, s0, 0, 4)]).await.unwrap()
+    })
+    .unwrap();
+    assert_eq!(states[0].next_offset, 5);
+    assert_eq!(
+        client.call_blocking(|s| s.segments("t", 0)).unwrap().len(),
+        1
+    );
+    drop(client);
+    thread.join();
+
+    // A store that cannot open reports why, and no thread is left behind.
+    let err = MetaClient::spawn(|| Err(MetaError::Closed)).unwrap_err();
+    assert!(matches!(err, MetaError::Closed));
+}
