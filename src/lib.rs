@@ -4,5 +4,6 @@
 //! pieces it builds on are the `kafscale-codec`, `kafscale-s3` and
 //! `kafscale-shard` crates.
 
+pub mod broker;
 pub mod meta;
 pub mod segments;

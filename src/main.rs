@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the Kafka-compatible broker (port 9092; metrics on 9093).
+    Broker(Box<kafscale::broker::BrokerArgs>),
     /// Work with .kfs segments.
     Segments {
         #[command(subcommand)]
@@ -62,7 +64,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    match run(cli, &matches) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kafscale: {e:#}");
@@ -71,8 +78,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Broker(args) => {
+            let sub = matches.subcommand_matches("broker").unwrap_or(matches);
+            kafscale::broker::run(args.with_file(sub)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Segments {
             command: SegmentsCommand::Inspect { target, json, s3 },
         } => {

@@ -32,11 +32,13 @@
 //! ```
 
 pub mod batch;
+pub mod fetch;
 pub mod frame;
 pub mod header;
 pub mod index;
 pub mod kfs;
 pub mod records;
 mod wire;
+mod wire_out;
 
 pub use kafka_protocol;

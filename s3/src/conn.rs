@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsConnector;
@@ -64,54 +64,7 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// Adapts a futures-io stream to `hyper::rt::{Read, Write}`.
-///
-/// hyper hands us uninitialised memory, which safe code may only fill through
-/// `put_slice`; reads therefore land in a small scratch buffer first (one
-/// memcpy, which glommio's own receive buffer makes anyway).
-pub(crate) struct HyperIo {
-    inner: Stream,
-    scratch: Box<[u8]>,
-}
-
-impl HyperIo {
-    pub(crate) fn new(inner: Stream) -> Self {
-        Self {
-            inner,
-            scratch: vec![0; 64 * 1024].into_boxed_slice(),
-        }
-    }
-}
-
-impl hyper::rt::Read for HyperIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let want = buf.remaining().min(this.scratch.len());
-        let n = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut this.scratch[..want]))?;
-        buf.put_slice(&this.scratch[..n]);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl hyper::rt::Write for HyperIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx)
-    }
-}
+pub(crate) type HyperIo = kafscale_shard::HyperIo<Stream>;
 
 pub(crate) fn tls_connector() -> TlsConnector {
     let roots = rustls::RootCertStore {

@@ -36,5 +36,5 @@ pub use error::StoreError;
 pub use local::LocalStore;
 pub use multipart::MultipartUpload;
 pub use sign::Signer;
-pub use store::{ListEntry, Object, ObjectMeta, ObjectStore, PutOptions};
+pub use store::{AnyStore, ListEntry, Object, ObjectMeta, ObjectStore, PutOptions, StoreConfig};
 pub use time::format_unix_ms;

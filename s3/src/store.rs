@@ -72,3 +72,78 @@ pub trait ObjectStore {
     /// A short description for messages: `s3://bucket at http://...` or a path.
     fn describe(&self) -> String;
 }
+
+/// Either store, chosen at start-up. Not `Send`: build one per shard from a
+/// [`StoreConfig`].
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    Local(crate::LocalStore),
+    S3(crate::S3Client),
+}
+
+/// How to build an [`AnyStore`] on each shard (`Send`).
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Local(std::path::PathBuf),
+    S3(Box<crate::S3Config>),
+}
+
+impl StoreConfig {
+    /// Builds the store for the calling executor.
+    pub fn build(&self) -> Result<AnyStore, StoreError> {
+        Ok(match self {
+            Self::Local(path) => AnyStore::Local(crate::LocalStore::open(path)?),
+            Self::S3(cfg) => AnyStore::S3(crate::S3Client::new(cfg.as_ref().clone())),
+        })
+    }
+}
+
+impl ObjectStore for AnyStore {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        opts: &PutOptions,
+    ) -> Result<ObjectMeta, StoreError> {
+        match self {
+            Self::Local(s) => s.put(key, body, opts).await,
+            Self::S3(s) => s.put(key, body, opts).await,
+        }
+    }
+    async fn get(&self, key: &str) -> Result<Object, StoreError> {
+        match self {
+            Self::Local(s) => s.get(key).await,
+            Self::S3(s) => s.get(key).await,
+        }
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        match self {
+            Self::Local(s) => s.get_range(key, range).await,
+            Self::S3(s) => s.get_range(key, range).await,
+        }
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        match self {
+            Self::Local(s) => s.head(key).await,
+            Self::S3(s) => s.head(key).await,
+        }
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, StoreError> {
+        match self {
+            Self::Local(s) => s.list(prefix).await,
+            Self::S3(s) => s.list(prefix).await,
+        }
+    }
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        match self {
+            Self::Local(s) => s.delete_many(keys).await,
+            Self::S3(s) => s.delete_many(keys).await,
+        }
+    }
+    fn describe(&self) -> String {
+        match self {
+            Self::Local(s) => s.describe(),
+            Self::S3(s) => s.describe(),
+        }
+    }
+}

@@ -44,11 +44,16 @@ where
 }
 
 /// Starts `count` executors named `shard-N`, pinned to cores 0..count when
-/// `pin` is set, each running `f(ShardId)`. Waits for all of them to finish.
-pub fn spawn_shards<T, F, Fut>(count: usize, pin: bool, f: F) -> Result<Vec<T>, RuntimeError>
+/// `pin` is set. `make(ShardId)` runs here, once per shard, and returns what
+/// that shard's thread runs. Waits for all of them to finish.
+pub fn spawn_shards<T, G, Fut>(
+    count: usize,
+    pin: bool,
+    mut make: impl FnMut(ShardId) -> G,
+) -> Result<Vec<T>, RuntimeError>
 where
     T: Send + 'static,
-    F: Fn(ShardId) -> Fut + Send + Sync + Clone + 'static,
+    G: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
     let mut handles = Vec::with_capacity(count);
@@ -59,10 +64,9 @@ where
         } else {
             Placement::Unbound
         };
-        let f = f.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&name)
-            .spawn(move || f(ShardId(i)))
+            .spawn(make(ShardId(i)))
             .map_err(|e| RuntimeError::Start {
                 name: name.clone(),
                 reason: e.to_string(),
@@ -82,9 +86,11 @@ mod tests {
     #[test]
     fn shards_run_on_their_own_executors() {
         crate::raise_memlock_limit();
-        let out = spawn_shards(2, false, |id| async move {
-            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-            (id, std::thread::current().name().map(str::to_owned))
+        let out = spawn_shards(2, false, |id| {
+            move || async move {
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                (id, std::thread::current().name().map(str::to_owned))
+            }
         })
         .unwrap();
         // glommio appends its executor id to the thread name.

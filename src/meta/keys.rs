@@ -59,3 +59,7 @@ pub fn segment_object(ns: &str, topic: &str, partition: u32, base_offset: i64) -
     let stem = format!("{ns}/{topic}/{partition}/segment-{base_offset:020}");
     (format!("{stem}.kfs"), format!("{stem}.index"))
 }
+
+pub fn producer_ids(ns: &str) -> String {
+    format!("/kafscale/{ns}/producers/next-id")
+}

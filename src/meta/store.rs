@@ -246,6 +246,30 @@ impl MetaStore {
     }
 }
 
+impl MetaStore {
+    /// Allocates a producer id for InitProducerId, unique across brokers.
+    pub fn next_producer_id(&mut self) -> Result<i64, MetaError> {
+        let key = keys::producer_ids(&self.ns);
+        loop {
+            let current = self.kv.get(&key)?;
+            let id: i64 = match &current {
+                Some(v) => from_json(&key, v)?,
+                None => 1000,
+            };
+            let guard = match current {
+                Some(v) => Compare::Equals(key.clone(), v),
+                None => Compare::Absent(key.clone()),
+            };
+            if self.kv.txn(Txn {
+                compares: vec![guard],
+                ops: vec![Op::Put(key.clone(), to_json(&(id + 1)))],
+            })? {
+                return Ok(id);
+            }
+        }
+    }
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,0 +1,200 @@
+//! `kafscale broker`: the Kafka-compatible broker.
+//!
+//! ```text
+//! socket -> conn (frames, budget) -> api::<request> -> owner shard (mesh)
+//!        -> PartitionLog::append -> open segment (arena)
+//!        -> flush: seal -> object store (.kfs, .index) -> metadata commit -> acks
+//! fetch  -> owner shard -> PartitionLog::read -> segment cache | ranged GET via .index
+//! ```
+//!
+//! Start-up: validate settings, raise RLIMIT_MEMLOCK, check the object store
+//! and the metadata store are reachable (one clear sentence if not), then one
+//! glommio executor per shard, each accepting connections on the shared port
+//! (SO_REUSEPORT) and owning the partitions that hash to it.
+
+pub mod config;
+mod conn;
+mod errors;
+mod flush;
+mod http;
+mod metrics;
+mod partition;
+mod shard;
+
+mod api;
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::channels::local_channel;
+use kafscale_s3::{Credentials, S3Client, S3Config, StoreConfig};
+
+pub use config::BrokerArgs;
+use metrics::Metrics;
+use shard::{Job, Shard};
+
+use crate::meta::embedded::FileKv;
+use crate::meta::etcd::EtcdKv;
+use crate::meta::{MetaClient, MetaStore};
+
+/// Runs the broker until the process is stopped.
+pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    match kafscale_shard::raise_memlock_limit() {
+        status @ kafscale_shard::MemlockStatus::Unchanged { .. } => tracing::warn!("{status}"),
+        status => tracing::info!("{status}"),
+    }
+
+    // Fail before starting anything if the ports are taken (by another process:
+    // SO_REUSEADDR tolerates our own old connections in TIME_WAIT).
+    for (addr, flag) in [
+        (args.listen, "--listen"),
+        (args.metrics_listen, "--metrics-listen"),
+    ] {
+        let probe = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        probe.set_reuse_address(true)?;
+        probe
+            .bind(&addr.into())
+            .and_then(|()| probe.listen(1))
+            .map_err(|e| anyhow!("cannot listen on {addr} ({flag}): {e}"))?;
+    }
+
+    let store = store_config(&args)?;
+    if let StoreConfig::S3(cfg) = &store {
+        let cfg = cfg.as_ref().clone();
+        kafscale_shard::block_on(move || async move { S3Client::new(cfg).check_bucket().await })?
+            .map_err(|e| anyhow!("cannot use the S3 bucket: {e}"))?;
+    }
+
+    let ns = args.s3_namespace.clone();
+    let (meta, _meta_thread) = if args.etcd_endpoints.is_empty() {
+        let dir = args.data_dir.join("meta");
+        MetaClient::spawn(move || Ok(MetaStore::new(Box::new(FileKv::open(&dir)?), ns)))
+    } else {
+        let eps = args.etcd_endpoints.clone();
+        MetaClient::spawn(move || Ok(MetaStore::new(Box::new(EtcdKv::connect(&eps)?), ns)))
+    }
+    .map_err(|e| anyhow!("cannot open the metadata store: {e}"))?;
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shards = args.shards.unwrap_or(cores);
+    let pin = shards <= cores;
+    let (host, port) = args.advertised();
+    tracing::info!(
+        listen = %args.listen, advertise = %format!("{host}:{port}"), shards, store = ?store_label(&store),
+        metadata = if args.etcd_endpoints.is_empty() { "embedded" } else { "etcd" }, "kafscale broker starting"
+    );
+    eprintln!(
+        "kafscale broker: Kafka on {} (advertised as {host}:{port}), metrics on http://{}/metrics, {shards} shards, data in {}",
+        args.listen,
+        args.metrics_listen,
+        store_label(&store)
+    );
+
+    let metrics = Arc::new(Metrics::default());
+    let args = Arc::new(args);
+    let mesh: MeshBuilder<Job, _> = MeshBuilder::full(shards, 1024);
+    let results = kafscale_shard::spawn_shards(shards, pin, |_| {
+        let (args, store, meta, metrics, mesh) = (
+            args.clone(),
+            store.clone(),
+            meta.clone(),
+            metrics.clone(),
+            mesh.clone(),
+        );
+        move || run_shard(args, store, meta, metrics, mesh)
+    })?;
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+fn store_config(args: &BrokerArgs) -> anyhow::Result<StoreConfig> {
+    match (&args.s3_endpoint, &args.s3_bucket) {
+        (Some(endpoint), Some(bucket)) => {
+            let creds = Credentials::from_env().context("S3 credentials")?;
+            let mut cfg = S3Config::new(endpoint, bucket.clone(), creds)?;
+            cfg.region = args.s3_region.clone();
+            // Segments larger than the threshold go up as streamed multipart.
+            cfg.multipart_threshold = cfg
+                .multipart_threshold
+                .max(args.segment_bytes.0 as usize + 1);
+            Ok(StoreConfig::S3(Box::new(cfg)))
+        }
+        (None, None) => Ok(StoreConfig::Local(args.data_dir.join("objects"))),
+        _ => bail!("--s3-endpoint and --s3-bucket go together"),
+    }
+}
+
+fn store_label(store: &StoreConfig) -> String {
+    match store {
+        StoreConfig::Local(p) => p.display().to_string(),
+        StoreConfig::S3(c) => format!("s3://{} at {}", c.bucket, c.endpoint),
+    }
+}
+
+async fn run_shard(
+    args: Arc<BrokerArgs>,
+    store: StoreConfig,
+    meta: MetaClient,
+    metrics: Arc<Metrics>,
+    mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
+) -> anyhow::Result<()> {
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|e| anyhow!("shards could not connect to each other: {e}"))?;
+    let id = senders.peer_id();
+    let count = senders.nr_consumers();
+    let store = store
+        .build()
+        .map_err(|e| anyhow!("cannot open the object store: {e}"))?;
+    let listener = kafscale_shard::listen(args.listen)
+        .map_err(|e| anyhow!("cannot listen on {} (--listen): {e}", args.listen))?;
+    let (wake_tx, wake_rx) = local_channel::new_bounded(1);
+    let shard = Rc::new(Shard::new(
+        id,
+        count,
+        args.clone(),
+        store,
+        meta,
+        metrics.clone(),
+        senders,
+        wake_tx,
+    ));
+
+    for (_, stream) in receivers.streams() {
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            use futures::StreamExt;
+            let mut stream = stream;
+            while let Some(job) = stream.next().await {
+                glommio::spawn_local(job(s.clone())).detach();
+            }
+        })
+        .detach();
+    }
+    glommio::spawn_local(flush::run(shard.clone(), wake_rx)).detach();
+    if id == 0 {
+        let l = http::bind(args.metrics_listen)?;
+        glommio::spawn_local(http::serve(l, metrics)).detach();
+    }
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Request dispatch: one module per Kafka API.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable};
+use kafscale_codec::frame::{begin_frame, end_frame};
+use kafscale_codec::header::{RequestHeader, encode_response_header};
+
+use super::conn::Reply;
+use super::shard::{Reservation, Shard};
+
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_topics;
+mod describe_configs;
+mod fetch;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+/// The APIs and versions this broker serves, as ApiVersions advertises them.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (
+        ApiKey::Fetch,
+        kafscale_codec::fetch::MIN_VERSION,
+        kafscale_codec::fetch::MAX_VERSION,
+    ),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+];
+
+pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|&(_, min, max)| (min, max))
+}
+
+pub async fn handle(
+    shard: Rc<Shard>,
+    header: RequestHeader,
+    body: Bytes,
+    reservation: Reservation,
+) -> Reply {
+    let Some(api) = header.api() else {
+        return Reply::Close(format!(
+            "unknown API key {} (correlation id {})",
+            header.api_key, header.correlation_id
+        ));
+    };
+    let version = header.api_version;
+    let in_range = supported(api).is_some_and(|(min, max)| (min..=max).contains(&version));
+    if !in_range {
+        if api == ApiKey::ApiVersions {
+            return api_versions::unsupported_version(&header);
+        }
+        return Reply::Close(format!(
+            "{api:?} version {version} is not supported (see ApiVersions)"
+        ));
+    }
+    let result = match api {
+        ApiKey::ApiVersions => api_versions::handle(&header, body),
+        ApiKey::Metadata => metadata::handle(&shard, &header, body).await,
+        ApiKey::Produce => produce::handle(&shard, &header, body).await,
+        ApiKey::Fetch => fetch::handle(&shard, &header, body).await,
+        ApiKey::ListOffsets => list_offsets::handle(&shard, &header, body).await,
+        ApiKey::CreateTopics => create_topics::handle(&shard, &header, body).await,
+        ApiKey::DeleteTopics => delete_topics::handle(&shard, &header, body).await,
+        ApiKey::CreatePartitions => create_partitions::handle(&shard, &header, body).await,
+        ApiKey::DescribeConfigs => describe_configs::handle(&shard, &header, body).await,
+        ApiKey::InitProducerId => init_producer_id::handle(&shard, &header, body).await,
+        _ => Err(format!("{api:?} is not supported")),
+    };
+    drop(reservation);
+    result.unwrap_or_else(|why| Reply::Close(format!("{api:?} v{version}: {why}")))
+}
+
+/// Decodes a request body; a malformed body closes the connection, as in Kafka.
+pub fn decode<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, String> {
+    T::decode(&mut body, version).map_err(|e| format!("malformed request: {e}"))
+}
+
+/// Encodes a response frame.
+pub fn respond<T: Encodable>(header: &RequestHeader, resp: &T) -> Result<Reply, String> {
+    let mut out = BytesMut::with_capacity(256);
+    let at = begin_frame(&mut out);
+    encode_response_header(
+        &mut out,
+        header.correlation_id,
+        header.response_header_version(),
+    );
+    resp.encode(&mut out, header.api_version)
+        .map_err(|e| format!("cannot encode response: {e}"))?;
+    end_frame(&mut out, at, 0);
+    Ok(Reply::Frame(vec![out.freeze()]))
+}
+
+pub fn str_bytes(s: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(s.to_owned())
+}
+
+/// Kafka topic ids from our hex ids.
+pub fn topic_uuid(hex: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(hex).unwrap_or(uuid::Uuid::nil())
+}
+
+pub fn topic_hex(id: &uuid::Uuid) -> String {
+    id.simple().to_string()
+}

@@ -1,0 +1,68 @@
+//! CreatePartitions (v0-v3): topics only grow.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+use kafscale_codec::header::RequestHeader;
+
+use super::{decode, respond, str_bytes};
+use crate::broker::conn::Reply;
+use crate::broker::errors::ErrorCode;
+use crate::broker::shard::Shard;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    body: Bytes,
+) -> Result<Reply, String> {
+    let req: CreatePartitionsRequest = decode(body, header.api_version)?;
+    let mut resp = CreatePartitionsResponse::default();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut r = CreatePartitionsTopicResult::default();
+        r.name = t.name.clone();
+        let result = if t.count <= 0 {
+            Err((
+                ErrorCode::INVALID_PARTITIONS,
+                format!("partition count must be positive, got {}", t.count),
+            ))
+        } else if req.validate_only {
+            match shard.meta.topic(&name).await {
+                Ok(Some(m)) if (t.count as u32) > m.partitions => Ok(()),
+                Ok(Some(m)) => Err((
+                    ErrorCode::INVALID_PARTITIONS,
+                    format!("topic has {} partitions; can only grow", m.partitions),
+                )),
+                Ok(None) => Err((
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("topic {name:?} does not exist"),
+                )),
+                Err(e) => Err((ErrorCode::from(&e), e.to_string())),
+            }
+        } else {
+            let (n, count) = (name.clone(), t.count as u32);
+            match shard.meta.call(move |m| m.add_partitions(&n, count)).await {
+                Ok(_) => {
+                    let forget = name.clone();
+                    // Shards reload the topic (not the partitions they own).
+                    shard
+                        .on_all(move |s| {
+                            let t = forget.clone();
+                            async move { s.refresh_topic(&t) }
+                        })
+                        .await;
+                    Ok(())
+                }
+                Err(e) => Err((ErrorCode::from(&e), e.to_string())),
+            }
+        };
+        if let Err((code, msg)) = result {
+            r.error_code = code.code();
+            r.error_message = Some(str_bytes(&msg));
+        }
+        resp.results.push(r);
+    }
+    respond(header, &resp)
+}

@@ -1,0 +1,77 @@
+//! ListOffsets (v1-v7): earliest (-2), latest (-1), max timestamp (-3), or
+//! the first offset at or after a timestamp.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafscale_codec::header::RequestHeader;
+
+use super::{decode, respond};
+use crate::broker::conn::Reply;
+use crate::broker::errors::ErrorCode;
+use crate::broker::shard::Shard;
+
+async fn lookup(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: u32,
+    timestamp: i64,
+) -> Result<(i64, i64), ErrorCode> {
+    let log = shard.log(&topic, partition).await?;
+    log.offset_for(&shard, timestamp).await
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    body: Bytes,
+) -> Result<Reply, String> {
+    let req: ListOffsetsRequest = decode(body, header.api_version)?;
+    let mut resp = ListOffsetsResponse::default();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let known = shard.topic(&name).await.ok().flatten();
+        let futs = t.partitions.iter().map(|p| {
+            let (s, topic, partition, ts) =
+                (shard.clone(), name.clone(), p.partition_index, p.timestamp);
+            let exists = known
+                .as_ref()
+                .is_some_and(|m| partition >= 0 && (partition as u32) < m.partitions);
+            async move {
+                if !exists {
+                    return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+                }
+                let route = topic.clone();
+                s.on_owner(&route, partition as u32, move |o| {
+                    lookup(o, topic, partition as u32, ts)
+                })
+                .await?
+            }
+        });
+        let results = futures::future::join_all(futs).await;
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = t.name;
+        for (p, r) in t.partitions.iter().zip(results) {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            match r {
+                Ok((timestamp, offset)) => {
+                    pr.timestamp = timestamp;
+                    pr.offset = offset;
+                }
+                Err(code) => {
+                    pr.error_code = code.code();
+                    pr.timestamp = -1;
+                    pr.offset = -1;
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    respond(header, &resp)
+}

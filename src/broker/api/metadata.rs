@@ -1,0 +1,124 @@
+//! Metadata (v0-v12): this broker leads every partition.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafscale_codec::header::RequestHeader;
+
+use super::{decode, respond, str_bytes, topic_uuid};
+use crate::broker::conn::Reply;
+use crate::broker::errors::ErrorCode;
+use crate::broker::shard::{Shard, valid_topic_name};
+use crate::meta::TopicMeta;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    body: Bytes,
+) -> Result<Reply, String> {
+    let req: MetadataRequest = decode(body, header.api_version)?;
+    let (host, port) = shard.args.advertised();
+    let me = BrokerId(shard.args.broker_id);
+    let mut resp = MetadataResponse::default();
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = me;
+    broker.host = str_bytes(&host);
+    broker.port = port;
+    resp.brokers = vec![broker];
+    resp.cluster_id = Some(str_bytes("kafscale"));
+    resp.controller_id = me;
+
+    // v0 sends an empty list for "all topics"; v1+ sends null.
+    let wanted: Option<Vec<(Option<String>, Option<uuid::Uuid>)>> = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && header.api_version == 0 => None,
+        Some(t) => Some(
+            t.into_iter()
+                .map(|t| {
+                    (
+                        t.name.map(|n| n.0.to_string()),
+                        Some(t.topic_id).filter(|id| !id.is_nil()),
+                    )
+                })
+                .collect(),
+        ),
+    };
+    let allow_create = header.api_version < 4 || req.allow_auto_topic_creation;
+    match wanted {
+        None => {
+            let topics = shard.meta.topics().await.map_err(|e| e.to_string());
+            for t in topics.unwrap_or_default() {
+                resp.topics.push(topic_entry(&t, me));
+            }
+        }
+        Some(list) => {
+            for (name, id) in list {
+                let found = match (&name, id) {
+                    (Some(n), _) if !valid_topic_name(n) => {
+                        resp.topics.push(error_entry(
+                            Some(n),
+                            None,
+                            ErrorCode::INVALID_TOPIC_EXCEPTION,
+                        ));
+                        continue;
+                    }
+                    (Some(n), _) => shard.topic_or_create(n, allow_create).await,
+                    (None, Some(id)) => shard.topic_by_id(&super::topic_hex(&id)).await,
+                    (None, None) => Ok(None),
+                };
+                match found {
+                    Ok(Some(t)) => resp.topics.push(topic_entry(&t, me)),
+                    Ok(None) if name.is_none() => {
+                        resp.topics
+                            .push(error_entry(None, id, ErrorCode::UNKNOWN_TOPIC_ID))
+                    }
+                    Ok(None) => resp.topics.push(error_entry(
+                        name.as_deref(),
+                        id,
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    )),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metadata lookup failed");
+                        resp.topics
+                            .push(error_entry(name.as_deref(), id, ErrorCode::from(&e)));
+                    }
+                }
+            }
+        }
+    }
+    respond(header, &resp)
+}
+
+fn topic_entry(t: &TopicMeta, me: BrokerId) -> MetadataResponseTopic {
+    let mut e = MetadataResponseTopic::default();
+    e.name = Some(TopicName(str_bytes(&t.name)));
+    e.topic_id = topic_uuid(&t.id);
+    e.partitions = (0..t.partitions)
+        .map(|p| {
+            let mut mp = MetadataResponsePartition::default();
+            mp.partition_index = p as i32;
+            mp.leader_id = me;
+            mp.leader_epoch = 0;
+            mp.replica_nodes = vec![me];
+            mp.isr_nodes = vec![me];
+            mp
+        })
+        .collect();
+    e
+}
+
+fn error_entry(
+    name: Option<&str>,
+    id: Option<uuid::Uuid>,
+    code: ErrorCode,
+) -> MetadataResponseTopic {
+    let mut e = MetadataResponseTopic::default();
+    e.error_code = code.code();
+    e.name = name.map(|n| TopicName(str_bytes(n)));
+    e.topic_id = id.unwrap_or_default();
+    e
+}

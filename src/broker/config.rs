@@ -1,0 +1,228 @@
+//! Broker configuration: flags, `KAFSCALE_*` environment variables and an
+//! optional TOML file, in that order of precedence, then defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use serde::{Deserialize, Serialize};
+
+/// A byte count written as `8388608`, `8MiB`, `512MB` or `1GiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SizeRepr", into = "SizeRepr")]
+pub struct ByteSize(pub u64);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum SizeRepr {
+    Number(u64),
+    Text(String),
+}
+
+impl TryFrom<SizeRepr> for ByteSize {
+    type Error = String;
+    fn try_from(r: SizeRepr) -> Result<Self, String> {
+        match r {
+            SizeRepr::Number(n) => Ok(Self(n)),
+            SizeRepr::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl From<ByteSize> for SizeRepr {
+    fn from(b: ByteSize) -> Self {
+        Self::Number(b.0)
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (examples: 8388608, 8MiB, 1GiB)"))?;
+        let mult = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "kib" | "k" => 1024,
+            "mb" => 1000 * 1000,
+            "mib" | "m" => 1024 * 1024,
+            "gb" => 1000 * 1000 * 1000,
+            "gib" | "g" => 1024 * 1024 * 1024,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(Self)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// `kafscale broker` flags. Every flag is also `KAFSCALE_<NAME>` and a key of
+/// the TOML file (`--config`) with the flag's name, dashes as underscores.
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
+pub struct BrokerArgs {
+    /// TOML file with any of these settings.
+    #[arg(long, env = "KAFSCALE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Kafka listener.
+    #[arg(long, env = "KAFSCALE_LISTEN", default_value = "0.0.0.0:9092")]
+    pub listen: SocketAddr,
+    /// HOST:PORT clients are told to connect to (default: localhost and the listen port).
+    #[arg(long, env = "KAFSCALE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// HTTP listener for /metrics and /healthz.
+    #[arg(long, env = "KAFSCALE_METRICS_LISTEN", default_value = "0.0.0.0:9093")]
+    pub metrics_listen: SocketAddr,
+    /// Where the embedded default keeps objects and metadata.
+    #[arg(long, env = "KAFSCALE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// S3 endpoint URL; with --s3-bucket, segments go to S3 instead of --data-dir.
+    #[arg(long, env = "KAFSCALE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "KAFSCALE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    #[arg(long, env = "KAFSCALE_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Prefix of every object key and metadata key.
+    #[arg(long, env = "KAFSCALE_S3_NAMESPACE", default_value = "default")]
+    pub s3_namespace: String,
+    /// etcd endpoints, comma-separated; without them metadata is embedded in --data-dir.
+    #[arg(long, env = "KAFSCALE_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// Executors (one per core by default).
+    #[arg(long, env = "KAFSCALE_SHARDS")]
+    pub shards: Option<usize>,
+    /// Longest a record waits in memory before its segment is uploaded.
+    #[arg(long, env = "KAFSCALE_FLUSH_INTERVAL_MS", default_value_t = 250)]
+    pub flush_interval_ms: u64,
+    /// A partition's buffer is sealed and uploaded when it reaches this size.
+    #[arg(long, env = "KAFSCALE_SEGMENT_BYTES", default_value = "8MiB")]
+    pub segment_bytes: ByteSize,
+    /// Memory for request bodies and unsealed segments, split across shards.
+    #[arg(long, env = "KAFSCALE_MEMORY_BUDGET", default_value = "512MiB")]
+    pub memory_budget: ByteSize,
+    /// Recently written segments kept in memory for fetches, split across shards.
+    #[arg(long, env = "KAFSCALE_FETCH_CACHE_BYTES", default_value = "256MiB")]
+    pub fetch_cache_bytes: ByteSize,
+    /// Largest request frame accepted.
+    #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value = "100MiB")]
+    pub max_frame_bytes: ByteSize,
+    #[arg(long, env = "KAFSCALE_BROKER_ID", default_value_t = 0)]
+    pub broker_id: i32,
+    /// Create unknown topics on Metadata/Produce requests, as Kafka does by default.
+    #[arg(long, env = "KAFSCALE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics.
+    #[arg(long, env = "KAFSCALE_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub default_partitions: u32,
+}
+
+impl BrokerArgs {
+    /// Applies `--config` file values to every setting still at its default.
+    pub fn with_file(mut self, matches: &ArgMatches) -> anyhow::Result<Self> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read --config {}", path.display()))?;
+        let file: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("--config {} is not valid TOML", path.display()))?;
+        let mut current = serde_json::to_value(&self)?;
+        let obj = current.as_object_mut().context("settings are an object")?;
+        for (key, value) in file {
+            if !obj.contains_key(&key) {
+                bail!("--config {}: unknown setting {key:?}", path.display());
+            }
+            if matches.value_source(&key) == Some(ValueSource::DefaultValue)
+                || matches.value_source(&key).is_none()
+            {
+                obj.insert(key, serde_json::to_value(value)?);
+            }
+        }
+        let config = self.config.take();
+        self = serde_json::from_value(current)
+            .with_context(|| format!("--config {}: a value has the wrong type", path.display()))?;
+        self.config = config;
+        Ok(self)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.s3_bucket.is_some() != self.s3_endpoint.is_some() {
+            bail!(
+                "--s3-endpoint and --s3-bucket go together: give both to use S3, or neither for the local data directory"
+            );
+        }
+        if self.segment_bytes.0 < 1024 {
+            bail!("--segment-bytes must be at least 1KiB");
+        }
+        if self.flush_interval_ms == 0 {
+            bail!("--flush-interval-ms must be at least 1");
+        }
+        if self.default_partitions == 0 {
+            bail!("--default-partitions must be at least 1");
+        }
+        if self.shards == Some(0) {
+            bail!("--shards must be at least 1");
+        }
+        if self.memory_budget.0 < 16 * 1024 * 1024 {
+            bail!("--memory-budget must be at least 16MiB");
+        }
+        Ok(())
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+
+    pub fn advertised(&self) -> (String, i32) {
+        if let Some(a) = &self.advertise {
+            if let Some((h, p)) = a.rsplit_once(':')
+                && let Ok(p) = p.parse()
+            {
+                return (h.to_owned(), p);
+            }
+            return (a.clone(), i32::from(self.listen.port()));
+        }
+        let host = if self.listen.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            self.listen.ip().to_string()
+        };
+        (host, i32::from(self.listen.port()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!("8MiB".parse::<ByteSize>(), Ok(ByteSize(8 * 1024 * 1024)));
+        assert_eq!("1000".parse::<ByteSize>(), Ok(ByteSize(1000)));
+        assert_eq!("2 GB".parse::<ByteSize>(), Ok(ByteSize(2_000_000_000)));
+        assert!(
+            "8 parsecs"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+    }
+}

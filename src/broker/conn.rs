@@ -1,0 +1,107 @@
+//! One Kafka connection: frames in, responses out, in request order.
+//!
+//! The reader reserves a frame's size from the shard's memory budget before
+//! reading its body (when the budget is spent it stops reading, and the client
+//! slows down), reads the body into one buffer that every decoded record
+//! slice shares, and starts a task per request. The writer awaits those tasks
+//! in order, so clients can pipeline (librdkafka keeps up to 5 produce requests
+//! in flight) while responses still go back in the order Kafka promises.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{Bytes, BytesMut};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+use kafscale_codec::frame::FrameDecoder;
+use kafscale_codec::header::decode_request;
+
+use super::api;
+use super::shard::Shard;
+
+/// Requests of one connection being handled at once.
+const MAX_IN_FLIGHT: usize = 32;
+
+/// What a handler answers.
+pub enum Reply {
+    /// A response frame, as chunks written in order.
+    Frame(Vec<Bytes>),
+    /// No response (produce with acks=0).
+    Nothing,
+    /// Close the connection (Kafka's answer to unknown APIs and versions).
+    Close(String),
+}
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let _ignored = stream.set_nodelay(true);
+    shard.metrics.connections_total.fetch_add(1, Relaxed);
+    shard.metrics.connections_open.fetch_add(1, Relaxed);
+    let (mut rd, mut wr) = stream.split();
+    let (tx, rx) = local_channel::new_bounded::<glommio::Task<Reply>>(MAX_IN_FLIGHT);
+
+    let writer = glommio::spawn_local(async move {
+        while let Some(task) = rx.recv().await {
+            match task.await {
+                Reply::Frame(chunks) => {
+                    for c in &chunks {
+                        if wr.write_all(c).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Reply::Nothing => {}
+                Reply::Close(why) => {
+                    tracing::info!(%why, "closing connection");
+                    let _ignored = wr.close().await;
+                    return;
+                }
+            }
+        }
+        let _ignored = wr.close().await;
+    });
+
+    let decoder = FrameDecoder::new(shard.args.max_frame_bytes.0 as usize);
+    loop {
+        let mut prefix = [0u8; 4];
+        if rd.read_exact(&mut prefix).await.is_err() {
+            break; // closed by the client
+        }
+        let len = match decoder.peek_len(&prefix) {
+            Ok(Some(len)) => len,
+            Ok(None) => break,
+            Err(e) => {
+                shard.metrics.bad_frames.fetch_add(1, Relaxed);
+                tracing::warn!(%peer, error = %e, "closing connection");
+                break;
+            }
+        };
+        let reservation = shard.reserve(len as u64).await;
+        let mut frame = BytesMut::zeroed(len);
+        if rd.read_exact(&mut frame).await.is_err() {
+            break;
+        }
+        let (header, body) = match decode_request(frame.freeze()) {
+            Ok(x) => x,
+            Err(e) => {
+                shard.metrics.bad_frames.fetch_add(1, Relaxed);
+                tracing::warn!(%peer, error = %e, "closing connection");
+                break;
+            }
+        };
+        shard.metrics.requests_total.fetch_add(1, Relaxed);
+        let s = shard.clone();
+        let task =
+            glommio::spawn_local(async move { api::handle(s, header, body, reservation).await });
+        if tx.send(task).await.is_err() {
+            break; // writer gone
+        }
+    }
+    drop(tx);
+    writer.await;
+    shard.metrics.connections_open.fetch_sub(1, Relaxed);
+}

@@ -1,0 +1,44 @@
+//! Kafka error codes: data on the wire, kept apart from Rust errors.
+
+/// A Kafka protocol error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ErrorCode(pub i16);
+
+impl ErrorCode {
+    pub const NONE: Self = Self(0);
+    pub const UNKNOWN_SERVER_ERROR: Self = Self(-1);
+    pub const OFFSET_OUT_OF_RANGE: Self = Self(1);
+    pub const CORRUPT_MESSAGE: Self = Self(2);
+    pub const UNKNOWN_TOPIC_OR_PARTITION: Self = Self(3);
+    pub const NOT_LEADER_OR_FOLLOWER: Self = Self(6);
+    pub const MESSAGE_TOO_LARGE: Self = Self(10);
+    pub const COORDINATOR_NOT_AVAILABLE: Self = Self(15);
+    pub const INVALID_TOPIC_EXCEPTION: Self = Self(17);
+    pub const INVALID_REQUIRED_ACKS: Self = Self(21);
+    pub const UNSUPPORTED_VERSION: Self = Self(35);
+    pub const TOPIC_ALREADY_EXISTS: Self = Self(36);
+    pub const INVALID_PARTITIONS: Self = Self(37);
+    pub const INVALID_REQUEST: Self = Self(42);
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: Self = Self(45);
+    pub const INVALID_PRODUCER_EPOCH: Self = Self(47);
+    pub const KAFKA_STORAGE_ERROR: Self = Self(56);
+    pub const UNKNOWN_TOPIC_ID: Self = Self(100);
+
+    pub fn code(self) -> i16 {
+        self.0
+    }
+}
+
+impl From<&crate::meta::MetaError> for ErrorCode {
+    fn from(e: &crate::meta::MetaError) -> Self {
+        use crate::meta::MetaError as M;
+        match e {
+            M::UnknownTopic { .. } | M::UnknownPartition { .. } => Self::UNKNOWN_TOPIC_OR_PARTITION,
+            M::TopicExists { .. } => Self::TOPIC_ALREADY_EXISTS,
+            M::BadPartitionCount { .. } => Self::INVALID_PARTITIONS,
+            M::Conflict { .. } => Self::NOT_LEADER_OR_FOLLOWER,
+            // etcd unreachable, queue full, I/O: retriable for the client.
+            _ => Self::KAFKA_STORAGE_ERROR,
+        }
+    }
+}

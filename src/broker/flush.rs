@@ -1,0 +1,157 @@
+//! The shard's flusher: group commit of every partition it owns.
+//!
+//! One flush at a time per shard: seal every due partition (buffer at
+//! `--segment-bytes` or oldest record older than `--flush-interval-ms`),
+//! upload all `.kfs` + `.index` pairs concurrently, then commit all of them in
+//! one metadata transaction, then acknowledge producers and wake fetches.
+//! Appends continue into new buffers while a flush is in flight.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::local_channel::LocalReceiver;
+use kafscale_s3::{ObjectStore, PutOptions};
+
+use super::errors::ErrorCode;
+use super::partition::{Flushing, PartitionLog};
+use super::shard::Shard;
+use crate::meta::{MetaError, SegmentCommit, keys};
+
+pub async fn run(shard: Rc<Shard>, wake: LocalReceiver<()>) {
+    let interval = shard.args.flush_interval();
+    let segment_bytes = shard.args.segment_bytes.0 as usize;
+    loop {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for log in shard.owned_logs() {
+            let (is_due, deadline) = log.flush_due(now, segment_bytes, interval);
+            if is_due {
+                due.push(log);
+            } else if let Some(d) = deadline {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        if !due.is_empty() {
+            flush(&shard, due).await;
+            continue;
+        }
+        let sleep_for = next
+            .map_or(interval, |n| n.saturating_duration_since(now))
+            .max(Duration::from_millis(1));
+        let woken = async {
+            wake.recv().await;
+        };
+        futures_lite::future::or(woken, glommio::timer::sleep(sleep_for)).await;
+    }
+}
+
+async fn flush(shard: &Rc<Shard>, logs: Vec<Rc<PartitionLog>>) {
+    let now_ms = crate::meta::store::now_ms();
+    let taken: Vec<(Rc<PartitionLog>, Flushing)> = logs
+        .into_iter()
+        .filter_map(|log| log.take_for_flush(now_ms).map(|f| (log, f)))
+        .collect();
+    if taken.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let uploads = taken.iter().map(|(log, f)| upload(shard, log, f));
+    let results = futures::future::join_all(uploads).await;
+
+    let mut uploaded = Vec::new();
+    for ((log, f), result) in taken.into_iter().zip(results) {
+        match result {
+            Ok(()) => uploaded.push((log, f)),
+            Err(code) => log.flush_failed(f, code, None),
+        }
+    }
+    if uploaded.is_empty() {
+        return;
+    }
+    let commits: Vec<SegmentCommit> = uploaded
+        .iter()
+        .map(|(log, f)| SegmentCommit {
+            topic: log.topic.clone(),
+            partition: log.partition,
+            expected: f.expected,
+            segment: f.sealed.info.into(),
+        })
+        .collect();
+    match shard.meta.commit(commits).await {
+        Ok(states) => {
+            let bytes: usize = uploaded.iter().map(|(_, f)| f.sealed.segment.len()).sum();
+            shard
+                .metrics
+                .record_flush(uploaded.len(), bytes, started.elapsed());
+            for ((log, f), state) in uploaded.into_iter().zip(states) {
+                shard.cache_segment(&log.topic, log.partition, &f.sealed);
+                log.committed(f, state);
+            }
+        }
+        Err(e) => {
+            shard
+                .metrics
+                .commit_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(error = %e, partitions = uploaded.len(), "segment commit failed; producers get a retriable error");
+            let code = ErrorCode::from(&e);
+            for (log, f) in uploaded {
+                // Another writer moved the partition on: adopt its state.
+                let fresh = match &e {
+                    MetaError::Conflict { .. } => shard
+                        .meta
+                        .partition_state(&log.topic, log.partition)
+                        .await
+                        .ok(),
+                    _ => None,
+                };
+                log.flush_failed(f, code, fresh);
+            }
+        }
+    }
+}
+
+async fn upload(shard: &Shard, log: &PartitionLog, f: &Flushing) -> Result<(), ErrorCode> {
+    let info = &f.sealed.info;
+    let (kfs_key, index_key) = keys::segment_object(
+        shard.store_namespace(),
+        &log.topic,
+        log.partition,
+        info.base_offset,
+    );
+    let opts = PutOptions::default()
+        .with_meta("base-offset", info.base_offset)
+        .with_meta("last-offset", info.last_offset)
+        .with_meta("message-count", info.message_count)
+        .with_meta("created-ms", info.created_ms)
+        .with_meta("min-timestamp", info.min_timestamp)
+        .with_meta("max-timestamp", info.max_timestamp);
+    // The .kfs goes first: an .index without its .kfs never exists.
+    let put = async {
+        shard
+            .store
+            .put(&kfs_key, f.sealed.segment.clone(), &opts)
+            .await?;
+        shard
+            .store
+            .put(&index_key, f.sealed.index.clone(), &PutOptions::default())
+            .await
+    };
+    match put.await {
+        Ok(_) => {
+            shard
+                .metrics
+                .add_upload(f.sealed.segment.len() + f.sealed.index.len());
+            Ok(())
+        }
+        Err(e) => {
+            shard
+                .metrics
+                .upload_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(key = %kfs_key, error = %e, "segment upload failed; producers get a retriable error");
+            Err(ErrorCode::KAFKA_STORAGE_ERROR)
+        }
+    }
+}

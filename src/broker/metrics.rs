@@ -1,0 +1,156 @@
+//! Broker-wide counters, exported in Prometheus text format on /metrics.
+//! Relaxed atomics: each shard adds, the HTTP handler reads.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_total: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub requests_total: AtomicU64,
+    pub produce_records_bytes: AtomicU64,
+    pub produce_errors: AtomicU64,
+    pub fetch_bytes: AtomicU64,
+    pub segments_committed: AtomicU64,
+    pub segment_bytes_committed: AtomicU64,
+    pub flush_micros_total: AtomicU64,
+    pub flushes: AtomicU64,
+    pub upload_bytes: AtomicU64,
+    pub upload_errors: AtomicU64,
+    pub commit_errors: AtomicU64,
+    pub store_read_bytes: AtomicU64,
+    pub bad_frames: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record_flush(&self, segments: usize, bytes: usize, took: Duration) {
+        self.segments_committed.fetch_add(segments as u64, Relaxed);
+        self.segment_bytes_committed
+            .fetch_add(bytes as u64, Relaxed);
+        self.flushes.fetch_add(1, Relaxed);
+        self.flush_micros_total
+            .fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    pub fn add_upload(&self, bytes: usize) {
+        self.upload_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub fn add_store_read(&self, bytes: usize) {
+        self.store_read_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let rows: [(&str, &str, &str, &AtomicU64); 15] = [
+            (
+                "kafscale_connections_total",
+                "counter",
+                "Kafka connections accepted.",
+                &self.connections_total,
+            ),
+            (
+                "kafscale_connections_open",
+                "gauge",
+                "Kafka connections open.",
+                &self.connections_open,
+            ),
+            (
+                "kafscale_requests_total",
+                "counter",
+                "Kafka requests received.",
+                &self.requests_total,
+            ),
+            (
+                "kafscale_produce_bytes_total",
+                "counter",
+                "Record batch bytes accepted by produce.",
+                &self.produce_records_bytes,
+            ),
+            (
+                "kafscale_produce_errors_total",
+                "counter",
+                "Produce partitions answered with an error.",
+                &self.produce_errors,
+            ),
+            (
+                "kafscale_fetch_bytes_total",
+                "counter",
+                "Record batch bytes returned by fetch.",
+                &self.fetch_bytes,
+            ),
+            (
+                "kafscale_segments_committed_total",
+                "counter",
+                "Segments uploaded and committed.",
+                &self.segments_committed,
+            ),
+            (
+                "kafscale_segment_bytes_committed_total",
+                "counter",
+                "Bytes of committed segments.",
+                &self.segment_bytes_committed,
+            ),
+            (
+                "kafscale_flushes_total",
+                "counter",
+                "Group-commit flushes.",
+                &self.flushes,
+            ),
+            (
+                "kafscale_flush_seconds_total",
+                "counter",
+                "Time spent in flushes (upload + commit), microseconds.",
+                &self.flush_micros_total,
+            ),
+            (
+                "kafscale_upload_bytes_total",
+                "counter",
+                "Bytes written to the object store.",
+                &self.upload_bytes,
+            ),
+            (
+                "kafscale_upload_errors_total",
+                "counter",
+                "Failed segment uploads.",
+                &self.upload_errors,
+            ),
+            (
+                "kafscale_commit_errors_total",
+                "counter",
+                "Failed metadata commits.",
+                &self.commit_errors,
+            ),
+            (
+                "kafscale_store_read_bytes_total",
+                "counter",
+                "Bytes read from the object store for fetches.",
+                &self.store_read_bytes,
+            ),
+            (
+                "kafscale_bad_frames_total",
+                "counter",
+                "Connections closed for malformed or oversized frames.",
+                &self.bad_frames,
+            ),
+        ];
+        for (name, kind, help, v) in rows {
+            let value = v.load(Relaxed);
+            if name == "kafscale_flush_seconds_total" {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} Time spent in flushes (upload + commit).\n# TYPE {name} {kind}\n{name} {}",
+                    value as f64 / 1e6
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+                );
+            }
+        }
+        out
+    }
+}

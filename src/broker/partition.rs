@@ -1,0 +1,575 @@
+//! One partition's log on its owner shard: appends into an open segment,
+//! hands sealed segments to the flusher, serves reads.
+//!
+//! Offsets are assigned at append time, continuing from the last assigned
+//! offset; they become visible (the high watermark moves) only when the
+//! segment holding them is in the object store and committed in metadata.
+//! If a flush fails, every record appended after the last commit is refused
+//! with a retriable error and assignment restarts at the committed offset, so
+//! the log never has gaps or records that were acknowledged but lost.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use kafscale_codec::batch::{Batches, RecordBatch};
+use kafscale_codec::index::Index;
+use kafscale_codec::kfs::{FOOTER_LEN, HEADER_LEN, SealedSegment, SegmentWriter, batches_in_range};
+use kafscale_s3::ObjectStore;
+
+use super::errors::ErrorCode;
+use super::shard::{CachedSegment, Shard};
+use crate::meta::{PartitionState, SegmentRecord, keys};
+
+/// Answer to an appending producer once its records are durable (or not).
+pub type Durable = oneshot::Receiver<Result<(), ErrorCode>>;
+
+pub struct PartitionLog {
+    pub topic: String,
+    pub partition: u32,
+    state: RefCell<LogState>,
+    /// Fetches waiting for the high watermark to move.
+    watchers: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+struct LogState {
+    committed: PartitionState,
+    segments: Vec<SegmentRecord>,
+    open: Option<OpenSegment>,
+    next_offset: i64,
+    producers: HashMap<i64, Producer>,
+}
+
+struct OpenSegment {
+    writer: SegmentWriter,
+    opened: Instant,
+    acks: Vec<oneshot::Sender<Result<(), ErrorCode>>>,
+    producer_batches: Vec<(i64, ProducerBatch)>,
+}
+
+/// Idempotent producer state (per producer id) of one partition.
+#[derive(Debug, Clone, Default)]
+struct Producer {
+    epoch: i16,
+    /// Last sequence appended (may not be durable yet).
+    last_seq: Option<i32>,
+    /// Recent durable batches, for answering retries with their offsets.
+    recent: VecDeque<ProducerBatch>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ProducerBatch {
+    epoch: i16,
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: i64,
+}
+
+/// A segment the flusher has taken from a log.
+pub struct Flushing {
+    pub sealed: SealedSegment,
+    pub expected: PartitionState,
+    acks: Vec<oneshot::Sender<Result<(), ErrorCode>>>,
+    producer_batches: Vec<(i64, ProducerBatch)>,
+}
+
+/// Outcome of an append for one partition of a produce request.
+pub enum Appended {
+    /// Appended at this base offset; wait for durability.
+    Pending { base_offset: i64, durable: Durable },
+    /// A retry of batches already durable: their original base offset.
+    Duplicate { base_offset: i64 },
+}
+
+/// Records read for a fetch.
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub chunks: Vec<Bytes>,
+    pub bytes: usize,
+}
+
+impl PartitionLog {
+    pub fn new(
+        topic: String,
+        partition: u32,
+        committed: PartitionState,
+        segments: Vec<SegmentRecord>,
+    ) -> Self {
+        Self {
+            topic,
+            partition,
+            state: RefCell::new(LogState {
+                committed,
+                segments,
+                open: None,
+                next_offset: committed.next_offset,
+                producers: HashMap::new(),
+            }),
+            watchers: RefCell::default(),
+        }
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.state.borrow().committed.next_offset
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.borrow().committed.log_start_offset
+    }
+
+    /// Validates and appends the batches of one produce partition.
+    pub fn append(&self, records: Bytes, segment_bytes: usize) -> Result<Appended, ErrorCode> {
+        let batches: Vec<RecordBatch> = Batches::new(records)
+            .validated()
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "refusing corrupt produce batch");
+                ErrorCode::CORRUPT_MESSAGE
+            })?;
+        if batches.is_empty() {
+            return Err(ErrorCode::CORRUPT_MESSAGE);
+        }
+        if batches.iter().any(|b| b.compression().is_err()) {
+            return Err(ErrorCode::CORRUPT_MESSAGE);
+        }
+        let mut st = self.state.borrow_mut();
+        // Idempotence: all batches of a request come from one producer.
+        let first = &batches[0];
+        let pid = first.producer_id();
+        let mut accepted_seq = None;
+        if pid >= 0 {
+            let epoch = first.producer_epoch();
+            let first_seq = first.base_sequence();
+            let count: i32 = batches.iter().map(|b| b.record_count()).sum();
+            let last_seq = first_seq.wrapping_add(count - 1);
+            let p = st.producers.entry(pid).or_default();
+            if let Some(dup) = p
+                .recent
+                .iter()
+                .find(|b| b.epoch == epoch && b.first_seq == first_seq && b.last_seq == last_seq)
+            {
+                return Ok(Appended::Duplicate {
+                    base_offset: dup.base_offset,
+                });
+            }
+            if epoch < p.epoch {
+                return Err(ErrorCode::INVALID_PRODUCER_EPOCH);
+            }
+            let in_order = match (epoch > p.epoch, p.last_seq) {
+                (true, _) => first_seq == 0,
+                // Unknown producer (new, or state lost in a restart): accept.
+                (false, None) => true,
+                (false, Some(last)) => {
+                    first_seq == last.wrapping_add(1) || (last == i32::MAX && first_seq == 0)
+                }
+            };
+            if !in_order {
+                return Err(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER);
+            }
+            if epoch > p.epoch {
+                p.recent.clear();
+            }
+            p.epoch = epoch;
+            p.last_seq = Some(last_seq);
+            accepted_seq = Some((pid, epoch, first_seq, last_seq));
+        }
+        let next = st.next_offset;
+        let open = st.open.get_or_insert_with(|| OpenSegment {
+            writer: SegmentWriter::with_capacity(next, segment_bytes + segment_bytes / 8),
+            opened: Instant::now(),
+            acks: Vec::new(),
+            producer_batches: Vec::new(),
+        });
+        let mut base_offset = None;
+        for b in &batches {
+            let assigned = open
+                .writer
+                .append(b)
+                .map_err(|_| ErrorCode::MESSAGE_TOO_LARGE)?;
+            base_offset.get_or_insert(assigned);
+        }
+        let base_offset = base_offset.unwrap_or(next);
+        if let Some((pid, epoch, first_seq, last_seq)) = accepted_seq {
+            open.producer_batches.push((
+                pid,
+                ProducerBatch {
+                    epoch,
+                    first_seq,
+                    last_seq,
+                    base_offset,
+                },
+            ));
+        }
+        let (tx, rx) = oneshot::channel();
+        open.acks.push(tx);
+        st.next_offset = open.writer.next_offset();
+        Ok(Appended::Pending {
+            base_offset,
+            durable: rx,
+        })
+    }
+
+    /// Whether the open segment should be flushed now, and when it will be due.
+    pub fn flush_due(
+        &self,
+        now: Instant,
+        segment_bytes: usize,
+        interval: std::time::Duration,
+    ) -> (bool, Option<Instant>) {
+        let st = self.state.borrow();
+        match &st.open {
+            None => (false, None),
+            Some(o) => {
+                let deadline = o.opened + interval;
+                (
+                    o.writer.body_len() >= segment_bytes || deadline <= now,
+                    Some(deadline),
+                )
+            }
+        }
+    }
+
+    /// Seals the open segment for upload.
+    pub fn take_for_flush(&self, now_ms: i64) -> Option<Flushing> {
+        let mut st = self.state.borrow_mut();
+        let open = st.open.take()?;
+        let expected = st.committed;
+        match open.writer.seal(now_ms) {
+            Ok(sealed) => Some(Flushing {
+                sealed,
+                expected,
+                acks: open.acks,
+                producer_batches: open.producer_batches,
+            }),
+            Err(_) => None,
+        }
+    }
+
+    /// The flushed segment is durable and committed.
+    pub fn committed(&self, f: Flushing, state: PartitionState) -> SegmentRecord {
+        let record = SegmentRecord::from(f.sealed.info);
+        {
+            let mut st = self.state.borrow_mut();
+            st.committed = state;
+            st.segments.push(record);
+            for (pid, batch) in f.producer_batches {
+                let p = st.producers.entry(pid).or_default();
+                p.recent.push_back(batch);
+                while p.recent.len() > 5 {
+                    p.recent.pop_front();
+                }
+            }
+        }
+        for ack in f.acks {
+            let _ignored = ack.send(Ok(()));
+        }
+        for w in self.watchers.borrow_mut().drain(..) {
+            let _ignored = w.send(());
+        }
+        record
+    }
+
+    /// The flush failed: refuse everything not yet durable and restart offset
+    /// assignment at the committed offset.
+    pub fn flush_failed(&self, f: Flushing, code: ErrorCode, new_state: Option<PartitionState>) {
+        for ack in f.acks {
+            let _ignored = ack.send(Err(code));
+        }
+        let mut st = self.state.borrow_mut();
+        if let Some(s) = new_state {
+            st.committed = s;
+        }
+        self.reset_locked(&mut st, code);
+    }
+
+    /// Refuses every pending append (topic deleted, ownership lost).
+    pub fn fail_pending(&self, code: ErrorCode) {
+        let mut st = self.state.borrow_mut();
+        self.reset_locked(&mut st, code);
+    }
+
+    fn reset_locked(&self, st: &mut LogState, code: ErrorCode) {
+        if let Some(open) = st.open.take() {
+            for ack in open.acks {
+                let _ignored = ack.send(Err(code));
+            }
+        }
+        st.next_offset = st.committed.next_offset;
+        // Sequences appended but not durable are forgotten.
+        for p in st.producers.values_mut() {
+            p.last_seq = p.recent.back().map(|b| b.last_seq);
+        }
+    }
+
+    /// A receiver that fires when the high watermark next moves.
+    pub fn watch(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut w = self.watchers.borrow_mut();
+        w.retain(|s| !s.is_canceled());
+        w.push(tx);
+        rx
+    }
+
+    /// Committed segment containing `offset`.
+    fn segment_for(&self, offset: i64) -> Option<SegmentRecord> {
+        let st = self.state.borrow();
+        let i = st.segments.partition_point(|s| s.base_offset <= offset);
+        i.checked_sub(1)
+            .map(|i| st.segments[i])
+            .filter(|s| s.last_offset >= offset)
+    }
+
+    pub fn segments(&self) -> Vec<SegmentRecord> {
+        self.state.borrow().segments.clone()
+    }
+
+    /// Reads whole batches from `offset` on, up to about `max_bytes` (at least
+    /// one batch when any is available), across segment boundaries.
+    pub async fn read(
+        &self,
+        shard: &Shard,
+        mut offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadResult, ErrorCode> {
+        let (hw, start) = {
+            let st = self.state.borrow();
+            (st.committed.next_offset, st.committed.log_start_offset)
+        };
+        let mut out = ReadResult {
+            high_watermark: hw,
+            log_start_offset: start,
+            ..ReadResult::default()
+        };
+        if offset == hw {
+            return Ok(out);
+        }
+        if offset > hw || offset < start {
+            return Err(ErrorCode::OFFSET_OUT_OF_RANGE);
+        }
+        while offset < hw && (out.bytes < max_bytes || out.chunks.is_empty()) {
+            let Some(seg) = self.segment_for(offset) else {
+                // Offsets below the first segment's base (a log that starts late).
+                let next = self
+                    .state
+                    .borrow()
+                    .segments
+                    .iter()
+                    .find(|s| s.base_offset > offset)
+                    .map(|s| s.base_offset);
+                match next {
+                    Some(n) => {
+                        offset = n;
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            let want = max_bytes.saturating_sub(out.bytes);
+            let batches = self.read_segment(shard, &seg, offset, want).await?;
+            if batches.is_empty() {
+                break;
+            }
+            for b in batches {
+                offset = b.last_offset() + 1;
+                out.bytes += b.len();
+                out.chunks.push(b.into_bytes());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_segment(
+        &self,
+        shard: &Shard,
+        seg: &SegmentRecord,
+        offset: i64,
+        want: usize,
+    ) -> Result<Vec<RecordBatch>, ErrorCode> {
+        let cached = shard
+            .cache
+            .borrow()
+            .get(&self.topic, self.partition, seg.base_offset);
+        if let Some(c) = cached {
+            let pos = c
+                .index
+                .lookup(offset)
+                .map_or(HEADER_LEN, |e| e.position as usize);
+            let end = c.data.len() - FOOTER_LEN;
+            let body = c.data.slice(pos.min(end)..end);
+            return take_batches(Batches::starting_at(body, pos), offset, want);
+        }
+        let (kfs_key, index_key) = keys::segment_object(
+            shard.store_namespace(),
+            &self.topic,
+            self.partition,
+            seg.base_offset,
+        );
+        let index = shard
+            .cache
+            .borrow()
+            .index(&self.topic, self.partition, seg.base_offset);
+        let index = match index {
+            Some(i) => i,
+            None => {
+                let raw = shard
+                    .store
+                    .get(&index_key)
+                    .await
+                    .map_err(|e| storage_error(&index_key, &e))?;
+                let idx = Rc::new(Index::parse(&raw.body).map_err(|e| {
+                    tracing::error!(key = %index_key, error = %e, "corrupt segment index");
+                    ErrorCode::KAFKA_STORAGE_ERROR
+                })?);
+                shard.cache.borrow_mut().insert_index(
+                    &self.topic,
+                    self.partition,
+                    seg.base_offset,
+                    idx.clone(),
+                );
+                idx
+            }
+        };
+        let pos = index
+            .lookup(offset)
+            .map_or(HEADER_LEN as u64, |e| e.position as u64);
+        let body_end = seg.size.saturating_sub(FOOTER_LEN as u64);
+        let span = (want.max(64 * 1024) as u64).saturating_add(64 * 1024);
+        let end = body_end.min(pos + span);
+        let data = shard
+            .store
+            .get_range(&kfs_key, pos..end)
+            .await
+            .map_err(|e| storage_error(&kfs_key, &e))?;
+        shard.metrics.add_store_read(data.len());
+        let mut batches = take_batches(
+            Batches::starting_at(data.clone(), pos as usize)
+                .validated()
+                .allow_partial_tail(),
+            offset,
+            want,
+        )?;
+        if batches.is_empty() && end < body_end {
+            // The first wanted batch is longer than the range read: read exactly it.
+            let mut at = pos;
+            for b in Batches::starting_at(data, pos as usize)
+                .allow_partial_tail()
+                .map_while(Result::ok)
+            {
+                at += b.len() as u64;
+            }
+            let head = shard
+                .store
+                .get_range(&kfs_key, at..(at + 12).min(body_end))
+                .await
+                .map_err(|e| storage_error(&kfs_key, &e))?;
+            let len = head.get(8..12).map_or(0, |l| {
+                i32::from_be_bytes([l[0], l[1], l[2], l[3]]).max(0) as u64
+            }) + 12;
+            let whole = shard
+                .store
+                .get_range(&kfs_key, at..(at + len).min(body_end))
+                .await
+                .map_err(|e| storage_error(&kfs_key, &e))?;
+            batches = take_batches(batches_in_range(whole, at as usize), offset, usize::MAX)?;
+        }
+        Ok(batches)
+    }
+
+    /// Offset for ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else
+    /// the first offset whose record timestamp is >= `timestamp`.
+    pub async fn offset_for(&self, shard: &Shard, timestamp: i64) -> Result<(i64, i64), ErrorCode> {
+        let (hw, start) = (self.high_watermark(), self.log_start_offset());
+        match timestamp {
+            -1 => return Ok((-1, hw)),
+            -2 => return Ok((-1, start)),
+            _ => {}
+        }
+        let segments = self.segments();
+        let candidates: Vec<SegmentRecord> = if timestamp == -3 {
+            let max = segments.iter().map(|s| s.max_timestamp).max();
+            segments
+                .iter()
+                .filter(|s| Some(s.max_timestamp) == max)
+                .take(1)
+                .copied()
+                .collect()
+        } else {
+            segments
+                .iter()
+                .filter(|s| s.max_timestamp >= timestamp)
+                .copied()
+                .collect()
+        };
+        for seg in candidates {
+            let batches = self
+                .read_segment(shard, &seg, seg.base_offset, usize::MAX)
+                .await?;
+            let target = if timestamp == -3 {
+                seg.max_timestamp
+            } else {
+                timestamp
+            };
+            for b in batches.iter().filter(|b| b.max_timestamp() >= target) {
+                let records = b.records().map_err(|e| {
+                    tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "cannot decode records for ListOffsets");
+                    ErrorCode::KAFKA_STORAGE_ERROR
+                })?;
+                if let Some(r) = records.iter().find(|r| r.timestamp >= target) {
+                    return Ok((r.timestamp, r.offset));
+                }
+            }
+        }
+        Ok((-1, -1))
+    }
+}
+
+/// Takes batches that end at or after `offset` until `want` bytes (at least
+/// one). A corrupt batch (bad CRC, bad length) is a storage error.
+fn take_batches(batches: Batches, offset: i64, want: usize) -> Result<Vec<RecordBatch>, ErrorCode> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for b in batches {
+        let b = b.map_err(|e| {
+            tracing::error!(error = %e, "corrupt batch in stored segment");
+            ErrorCode::KAFKA_STORAGE_ERROR
+        })?;
+        if b.last_offset() < offset {
+            continue;
+        }
+        if !out.is_empty() && bytes + b.len() > want {
+            break;
+        }
+        bytes += b.len();
+        out.push(b);
+    }
+    Ok(out)
+}
+
+fn storage_error(key: &str, e: &kafscale_s3::StoreError) -> ErrorCode {
+    tracing::error!(key, error = %e, "segment read failed");
+    ErrorCode::KAFKA_STORAGE_ERROR
+}
+
+impl Shard {
+    pub fn store_namespace(&self) -> &str {
+        &self.args.s3_namespace
+    }
+
+    /// Puts a freshly committed segment in the fetch cache.
+    pub fn cache_segment(&self, topic: &str, partition: u32, sealed: &SealedSegment) {
+        if let Ok(index) = Index::parse(&sealed.index) {
+            let seg = CachedSegment {
+                data: sealed.segment.clone(),
+                index: Rc::new(index),
+            };
+            self.cache
+                .borrow_mut()
+                .insert(topic, partition, sealed.info.base_offset, seg);
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! One shard's state and the routing of work to partition owners.
+//!
+//! Single-threaded invariants (everything here lives on one glommio executor):
+//! - `logs` holds only partitions this shard owns; only this shard appends to
+//!   them, so no locks guard a partition log.
+//! - Work for a partition owned elsewhere travels as a `Job` over the bounded
+//!   mesh channel to its owner and the answer comes back on a oneshot.
+//! - `budget` bounds request bytes held in memory: a connection reserves a
+//!   frame's size before reading its body, and waits when the budget is spent.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use glommio::channels::channel_mesh::Senders;
+use glommio::sync::Semaphore;
+use kafscale_codec::index::Index;
+use kafscale_s3::AnyStore;
+
+use super::config::BrokerArgs;
+use super::errors::ErrorCode;
+use super::metrics::Metrics;
+use super::partition::PartitionLog;
+use crate::meta::{MetaClient, MetaError, TopicMeta};
+
+/// Work sent to another shard: runs there, with that shard's state.
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub args: Arc<BrokerArgs>,
+    pub store: AnyStore,
+    pub meta: MetaClient,
+    pub metrics: Arc<Metrics>,
+    senders: Senders<Job>,
+    topics: RefCell<HashMap<String, TopicMeta>>,
+    logs: RefCell<HashMap<(String, u32), Rc<PartitionLog>>>,
+    budget: Rc<Semaphore>,
+    budget_bytes: u64,
+    pub cache: RefCell<SegmentCache>,
+    flush_wake: glommio::channels::local_channel::LocalSender<()>,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").field("id", &self.id).finish()
+    }
+}
+
+/// Bytes reserved from a shard's memory budget, returned on drop.
+pub struct Reservation {
+    budget: Rc<Semaphore>,
+    units: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.signal(self.units);
+    }
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: usize,
+        count: usize,
+        args: Arc<BrokerArgs>,
+        store: AnyStore,
+        meta: MetaClient,
+        metrics: Arc<Metrics>,
+        senders: Senders<Job>,
+        flush_wake: glommio::channels::local_channel::LocalSender<()>,
+    ) -> Self {
+        let budget_bytes = (args.memory_budget.0 / count as u64).max(4 * 1024 * 1024);
+        let cache_bytes = (args.fetch_cache_bytes.0 / count as u64) as usize;
+        Self {
+            id,
+            count,
+            args,
+            store,
+            meta,
+            metrics,
+            senders,
+            topics: RefCell::default(),
+            logs: RefCell::default(),
+            budget: Rc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+            cache: RefCell::new(SegmentCache::new(cache_bytes)),
+            flush_wake,
+        }
+    }
+
+    /// Waits until `bytes` fit in the budget and reserves them. A request larger
+    /// than the whole budget reserves the whole budget (it is still served, alone).
+    pub async fn reserve(&self, bytes: u64) -> Reservation {
+        let units = bytes.clamp(1, self.budget_bytes);
+        // The semaphore is never closed, so acquire cannot fail.
+        let _ignored = self.budget.acquire(units).await;
+        Reservation {
+            budget: self.budget.clone(),
+            units,
+        }
+    }
+
+    pub fn wake_flusher(&self) {
+        // A full channel means a wake-up is already pending.
+        let _ignored = self.flush_wake.try_send(());
+    }
+
+    /// The shard that owns a partition.
+    pub fn owner_of(&self, topic: &str, partition: u32) -> usize {
+        let h = u64::from(crc32c::crc32c(topic.as_bytes())) + u64::from(partition);
+        (h % self.count as u64) as usize
+    }
+
+    /// Runs `f` on the partition's owner shard and returns its result.
+    pub async fn on_owner<T, F, Fut>(
+        self: &Rc<Self>,
+        topic: &str,
+        partition: u32,
+        f: F,
+    ) -> Result<T, ErrorCode>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        let owner = self.owner_of(topic, partition);
+        self.on_shard(owner, f).await
+    }
+
+    pub async fn on_shard<T, F, Fut>(self: &Rc<Self>, shard: usize, f: F) -> Result<T, ErrorCode>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        if shard == self.id {
+            return Ok(f(self.clone()).await);
+        }
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |s| {
+            Box::pin(async move {
+                let _ignored = tx.send(f(s).await);
+            })
+        });
+        if self.senders.send_to(shard, job).await.is_err() {
+            return Err(ErrorCode::UNKNOWN_SERVER_ERROR);
+        }
+        rx.await.map_err(|_| ErrorCode::UNKNOWN_SERVER_ERROR)
+    }
+
+    /// Runs `f` on every shard (including this one), in parallel.
+    pub async fn on_all<F, Fut>(self: &Rc<Self>, f: F)
+    where
+        F: Fn(Rc<Shard>) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let all = (0..self.count).map(|i| {
+            let f = f.clone();
+            self.on_shard(i, f)
+        });
+        futures::future::join_all(all).await;
+    }
+
+    // ---- topics ----
+
+    /// The topic, from this shard's cache or the metadata store.
+    pub async fn topic(&self, name: &str) -> Result<Option<TopicMeta>, MetaError> {
+        if let Some(t) = self.topics.borrow().get(name) {
+            return Ok(Some(t.clone()));
+        }
+        let t = self.meta.topic(name).await?;
+        if let Some(t) = &t {
+            self.topics.borrow_mut().insert(name.to_owned(), t.clone());
+        }
+        Ok(t)
+    }
+
+    /// The topic, created with the default partition count if it is missing
+    /// and auto-creation is on.
+    pub async fn topic_or_create(
+        &self,
+        name: &str,
+        allow_create: bool,
+    ) -> Result<Option<TopicMeta>, MetaError> {
+        if let Some(t) = self.topic(name).await? {
+            return Ok(Some(t));
+        }
+        if !(allow_create && self.args.auto_create_topics && valid_topic_name(name)) {
+            return Ok(None);
+        }
+        match self
+            .meta
+            .create_topic(name, self.args.default_partitions)
+            .await
+        {
+            Ok(t) => {
+                tracing::info!(
+                    topic = name,
+                    partitions = t.partitions,
+                    "auto-created topic"
+                );
+                self.topics.borrow_mut().insert(name.to_owned(), t.clone());
+                Ok(Some(t))
+            }
+            Err(MetaError::TopicExists { .. }) => self.topic(name).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn topic_by_id(&self, id: &str) -> Result<Option<TopicMeta>, MetaError> {
+        if let Some(t) = self.topics.borrow().values().find(|t| t.id == id) {
+            return Ok(Some(t.clone()));
+        }
+        let all = self.meta.topics().await?;
+        let found = all.into_iter().find(|t| t.id == id);
+        if let Some(t) = &found {
+            self.topics.borrow_mut().insert(t.name.clone(), t.clone());
+        }
+        Ok(found)
+    }
+
+    /// Drops the cached topic so the next use reads it again (partitions added).
+    pub fn refresh_topic(&self, name: &str) {
+        self.topics.borrow_mut().remove(name);
+    }
+
+    /// Forgets a topic (deleted or changed elsewhere): cache, logs, segments.
+    pub fn forget_topic(&self, name: &str) {
+        self.topics.borrow_mut().remove(name);
+        let doomed: Vec<_> = self
+            .logs
+            .borrow()
+            .keys()
+            .filter(|(t, _)| t == name)
+            .cloned()
+            .collect();
+        for key in doomed {
+            if let Some(log) = self.logs.borrow_mut().remove(&key) {
+                log.fail_pending(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+            }
+        }
+        self.cache.borrow_mut().forget_topic(name);
+    }
+
+    // ---- partition logs (owner shard only) ----
+
+    /// The log of a partition this shard owns, loaded from metadata on first use.
+    pub async fn log(&self, topic: &str, partition: u32) -> Result<Rc<PartitionLog>, ErrorCode> {
+        let key = (topic.to_owned(), partition);
+        if let Some(log) = self.logs.borrow().get(&key) {
+            return Ok(log.clone());
+        }
+        let meta = match self.topic(topic).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+            Err(e) => return Err(ErrorCode::from(&e)),
+        };
+        if partition >= meta.partitions {
+            // The cache may be stale after CreatePartitions elsewhere.
+            self.topics.borrow_mut().remove(topic);
+            match self.topic(topic).await {
+                Ok(Some(t)) if partition < t.partitions => {}
+                _ => return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+            }
+        }
+        let state = self
+            .meta
+            .partition_state(topic, partition)
+            .await
+            .map_err(|e| ErrorCode::from(&e))?;
+        let segments = self
+            .meta
+            .segments(topic, partition)
+            .await
+            .map_err(|e| ErrorCode::from(&e))?;
+        let log = Rc::new(PartitionLog::new(
+            topic.to_owned(),
+            partition,
+            state,
+            segments,
+        ));
+        // Another task may have loaded it meanwhile; keep the first.
+        Ok(self.logs.borrow_mut().entry(key).or_insert(log).clone())
+    }
+
+    pub fn owned_logs(&self) -> Vec<Rc<PartitionLog>> {
+        self.logs.borrow().values().cloned().collect()
+    }
+}
+
+/// Kafka's rule: 1-249 characters of `[a-zA-Z0-9._-]`, not "." or "..".
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Recently sealed segments kept for fetches, oldest evicted first.
+pub struct SegmentCache {
+    cap: usize,
+    used: usize,
+    order: VecDeque<(String, u32, i64)>,
+    segments: HashMap<(String, u32, i64), CachedSegment>,
+    indexes: HashMap<(String, u32, i64), Rc<Index>>,
+}
+
+#[derive(Clone)]
+pub struct CachedSegment {
+    pub data: Bytes,
+    pub index: Rc<Index>,
+}
+
+impl SegmentCache {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            used: 0,
+            order: VecDeque::new(),
+            segments: HashMap::new(),
+            indexes: HashMap::new(),
+        }
+    }
+
+    pub fn insert(&mut self, topic: &str, partition: u32, base: i64, seg: CachedSegment) {
+        if seg.data.len() > self.cap {
+            return;
+        }
+        let key = (topic.to_owned(), partition, base);
+        self.used += seg.data.len();
+        self.indexes.insert(key.clone(), seg.index.clone());
+        if let Some(old) = self.segments.insert(key.clone(), seg) {
+            self.used -= old.data.len();
+        } else {
+            self.order.push_back(key);
+        }
+        while self.used > self.cap {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(s) = self.segments.remove(&old) {
+                self.used -= s.data.len();
+            }
+        }
+        if self.indexes.len() > 100_000 {
+            self.indexes.clear();
+        }
+    }
+
+    pub fn get(&self, topic: &str, partition: u32, base: i64) -> Option<CachedSegment> {
+        self.segments
+            .get(&(topic.to_owned(), partition, base))
+            .cloned()
+    }
+
+    pub fn index(&self, topic: &str, partition: u32, base: i64) -> Option<Rc<Index>> {
+        self.indexes
+            .get(&(topic.to_owned(), partition, base))
+            .cloned()
+    }
+
+    pub fn insert_index(&mut self, topic: &str, partition: u32, base: i64, index: Rc<Index>) {
+        if self.indexes.len() > 100_000 {
+            self.indexes.clear();
+        }
+        self.indexes
+            .insert((topic.to_owned(), partition, base), index);
+    }
+
+    fn forget_topic(&mut self, topic: &str) {
+        self.segments.retain(|k, _| k.0 != topic);
+        self.indexes.retain(|k, _| k.0 != topic);
+        self.order.retain(|k| k.0 != topic);
+        self.used = self.segments.values().map(|s| s.data.len()).sum();
+    }
+}
