@@ -68,8 +68,15 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let store = store_config(&args)?;
     if let StoreConfig::S3(cfg) = &store {
         let cfg = cfg.as_ref().clone();
-        kafscale_shard::block_on(move || async move { S3Client::new(cfg).check_bucket().await })?
-            .map_err(|e| anyhow!("cannot use the S3 bucket: {e}"))?;
+        let create = args.s3_create_bucket;
+        kafscale_shard::block_on(move || async move {
+            let client = S3Client::new(cfg);
+            if create {
+                client.create_bucket().await?;
+            }
+            client.check_bucket().await
+        })?
+        .map_err(|e| anyhow!("cannot use the S3 bucket: {e}"))?;
     }
 
     let ns = args.s3_namespace.clone();

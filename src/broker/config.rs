@@ -100,6 +100,9 @@ pub struct BrokerArgs {
     pub s3_bucket: Option<String>,
     #[arg(long, env = "KAFSCALE_S3_REGION", default_value = "us-east-1")]
     pub s3_region: String,
+    /// Create the bucket at start-up if it does not exist (quick starts, tests).
+    #[arg(long, env = "KAFSCALE_S3_CREATE_BUCKET", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub s3_create_bucket: bool,
     /// Prefix of every object key and metadata key.
     #[arg(long, env = "KAFSCALE_S3_NAMESPACE", default_value = "default")]
     pub s3_namespace: String,

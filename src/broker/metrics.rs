@@ -22,6 +22,7 @@ pub struct Metrics {
     pub commit_errors: AtomicU64,
     pub store_read_bytes: AtomicU64,
     pub bad_frames: AtomicU64,
+    pub orphans_found: AtomicU64,
 }
 
 impl Metrics {
@@ -44,7 +45,13 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 15] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 16] = [
+            (
+                "kafscale_orphan_objects_total",
+                "counter",
+                "Segment objects found uploaded but never committed.",
+                &self.orphans_found,
+            ),
             (
                 "kafscale_connections_total",
                 "counter",

@@ -114,6 +114,32 @@ impl PartitionLog {
         }
     }
 
+    /// Rebuilds idempotent-producer state from the newest committed batches,
+    /// so a retry of a batch whose acknowledgement was lost in a crash is
+    /// recognised as a duplicate after restart.
+    pub fn restore_producers(&self, batches: &[RecordBatch]) {
+        let mut st = self.state.borrow_mut();
+        for b in batches.iter().filter(|b| b.producer_id() >= 0) {
+            let p = st.producers.entry(b.producer_id()).or_default();
+            let first_seq = b.base_sequence();
+            let last_seq = first_seq.wrapping_add(b.record_count() - 1);
+            if b.producer_epoch() > p.epoch {
+                p.recent.clear();
+            }
+            p.epoch = b.producer_epoch();
+            p.last_seq = Some(last_seq);
+            p.recent.push_back(ProducerBatch {
+                epoch: p.epoch,
+                first_seq,
+                last_seq,
+                base_offset: b.base_offset(),
+            });
+            while p.recent.len() > 5 {
+                p.recent.pop_front();
+            }
+        }
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.state.borrow().committed.next_offset
     }

@@ -20,7 +20,7 @@ use futures::channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 use glommio::sync::Semaphore;
 use kafscale_codec::index::Index;
-use kafscale_s3::AnyStore;
+use kafscale_s3::{AnyStore, ObjectStore};
 
 use super::config::BrokerArgs;
 use super::errors::ErrorCode;
@@ -287,8 +287,71 @@ impl Shard {
             state,
             segments,
         ));
+        self.recover(&log).await;
         // Another task may have loaded it meanwhile; keep the first.
         Ok(self.logs.borrow_mut().entry(key).or_insert(log).clone())
+    }
+
+    /// On first load of a partition: report objects uploaded but never
+    /// committed (a crash between upload and commit) and rebuild producer
+    /// state from the last committed segments.
+    async fn recover(&self, log: &PartitionLog) {
+        let prefix = format!(
+            "{}/{}/{}/",
+            self.store_namespace(),
+            log.topic,
+            log.partition
+        );
+        let hw = log.high_watermark();
+        match self.store.list(&prefix).await {
+            Ok(entries) => {
+                let orphans: Vec<&str> = entries
+                    .iter()
+                    .map(|e| e.key.as_str())
+                    .filter(|k| {
+                        let base = k
+                            .rsplit('-')
+                            .next()
+                            .and_then(|t| t.split('.').next())
+                            .and_then(|n| n.parse::<i64>().ok());
+                        base.is_some_and(|b| b >= hw)
+                    })
+                    .collect();
+                if !orphans.is_empty() {
+                    tracing::warn!(topic = %log.topic, partition = log.partition, count = orphans.len(), keys = ?orphans,
+                        "orphan segment objects (uploaded, never committed) are ignored; they will be overwritten");
+                    self.metrics
+                        .orphans_found
+                        .fetch_add(orphans.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(prefix, error = %e, "cannot list segment objects to look for orphans")
+            }
+        }
+        let segments = log.segments();
+        let recent = &segments[segments.len().saturating_sub(2)..];
+        let mut batches = Vec::new();
+        for seg in recent {
+            let (kfs, _) = crate::meta::keys::segment_object(
+                self.store_namespace(),
+                &log.topic,
+                log.partition,
+                seg.base_offset,
+            );
+            match self.store.get(&kfs).await {
+                Ok(obj) => match kafscale_codec::kfs::SegmentReader::open(obj.body) {
+                    Ok(r) => batches.extend(r.batches()),
+                    Err(e) => {
+                        tracing::error!(key = %kfs, error = %e, "committed segment is corrupt")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(key = %kfs, error = %e, "cannot read segment to restore producer state")
+                }
+            }
+        }
+        log.restore_producers(&batches);
     }
 
     pub fn owned_logs(&self) -> Vec<Rc<PartitionLog>> {
