@@ -1,0 +1,329 @@
+//! Misbehaving clients against the real broker binary: every bad input gets
+//! Kafka's answer or a closed connection, nothing is appended, and everyone
+//! else keeps being served.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafscale_codec::batch::BatchBuilder;
+use kafscale_codec::kafka_protocol::messages::produce_request::{
+    PartitionProduceData, TopicProduceData,
+};
+use kafscale_codec::kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, CreateTopicsRequest, FetchRequest, FetchResponse, ProduceRequest,
+    ProduceResponse, TopicName,
+};
+use kafscale_codec::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start() -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .args([
+            "broker",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--flush-interval-ms",
+            "20",
+            "--max-frame-bytes",
+            "1MiB",
+            "--shards",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Broker {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+fn connect(b: &Broker) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Sends one request (header v1, or v2 for flexible versions) and returns the
+/// response body after its header, or None if the broker closed the connection.
+fn call<T: Encodable>(s: &mut TcpStream, api: ApiKey, version: i16, req: &T) -> Option<Bytes> {
+    let mut body = BytesMut::new();
+    body.put_i16(api as i16);
+    body.put_i16(version);
+    body.put_i32(7);
+    body.put_i16(4);
+    body.put_slice(b"test");
+    let flexible = api.request_header_version(version) >= 2;
+    if flexible {
+        body.put_u8(0);
+    }
+    req.encode(&mut body, version).unwrap();
+    send_raw(s, &body)?;
+    let resp = read_frame(s)?;
+    let skip = if api.response_header_version(version) >= 1 {
+        5
+    } else {
+        4
+    };
+    assert_eq!(&resp[..4], &7i32.to_be_bytes(), "correlation id");
+    Some(resp.slice(skip..))
+}
+
+fn send_raw(s: &mut TcpStream, body: &[u8]) -> Option<()> {
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    s.write_all(&frame).ok()
+}
+
+fn read_frame(s: &mut TcpStream) -> Option<Bytes> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    Some(Bytes::from(buf))
+}
+
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+fn create_topic(b: &Broker, name: &str, partitions: i32) {
+    let mut t =
+        kafscale_codec::kafka_protocol::messages::create_topics_request::CreatableTopic::default();
+    t.name = TopicName(StrBytes::from_string(name.into()));
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 5000;
+    call(&mut connect(b), ApiKey::CreateTopics, 5, &req).expect("create topic");
+}
+
+fn produce(s: &mut TcpStream, topic: &str, parts: Vec<(i32, Bytes)>) -> Option<ProduceResponse> {
+    let mut t = TopicProduceData::default();
+    t.name = TopicName(StrBytes::from_string(topic.into()));
+    t.partition_data = parts
+        .into_iter()
+        .map(|(i, r)| {
+            let mut p = PartitionProduceData::default();
+            p.index = i;
+            p.records = Some(r);
+            p
+        })
+        .collect();
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 10_000;
+    req.topic_data = vec![t];
+    let mut body = call(s, ApiKey::Produce, 7, &req)?;
+    Some(ProduceResponse::decode(&mut body, 7).unwrap())
+}
+
+fn batch(values: &[&str]) -> Bytes {
+    let mut b = BatchBuilder::new(0, 1_778_682_180_000);
+    for v in values {
+        b.push(None, Some(v.as_bytes()), &[]);
+    }
+    b.finish()
+}
+
+fn api_versions_ok(b: &Broker) {
+    let req = kafscale_codec::kafka_protocol::messages::ApiVersionsRequest::default();
+    let mut body =
+        call(&mut connect(b), ApiKey::ApiVersions, 2, &req).expect("broker still serves");
+    let resp = ApiVersionsResponse::decode(&mut body, 2).unwrap();
+    assert_eq!(resp.error_code, 0);
+}
+
+#[test]
+fn oversized_and_garbage_frames_close_only_that_connection() {
+    let b = start();
+    let mut bystander = connect(&b);
+
+    // A frame over --max-frame-bytes is refused from its length alone.
+    let mut s = connect(&b);
+    s.write_all(&(2 * 1024 * 1024i32).to_be_bytes()).unwrap();
+    assert!(closed(&mut s));
+
+    // A negative length.
+    let mut s = connect(&b);
+    s.write_all(&(-5i32).to_be_bytes()).unwrap();
+    assert!(closed(&mut s));
+
+    // A frame too short to hold a request header.
+    let mut s = connect(&b);
+    send_raw(&mut s, &[0, 18]).unwrap();
+    assert!(closed(&mut s));
+
+    // A known API with a body that is not what it claims to be.
+    let mut s = connect(&b);
+    let mut junk = vec![0u8, 0, 0, 7, 0, 0, 0, 1, 0, 0];
+    junk.extend_from_slice(&[0xff; 40]);
+    send_raw(&mut s, &junk).unwrap();
+    assert!(closed(&mut s));
+
+    // An unknown API key.
+    let mut s = connect(&b);
+    send_raw(&mut s, &[0x03, 0xe7, 0, 0, 0, 0, 0, 1, 0, 0]).unwrap();
+    assert!(closed(&mut s));
+
+    // The connection opened before all that still works.
+    let req = kafscale_codec::kafka_protocol::messages::ApiVersionsRequest::default();
+    assert!(call(&mut bystander, ApiKey::ApiVersions, 0, &req).is_some());
+    api_versions_ok(&b);
+}
+
+#[test]
+fn unsupported_api_versions_version_gets_kafkas_answer() {
+    let b = start();
+    let mut s = connect(&b);
+    // ApiVersions v99: answered as v0 with UNSUPPORTED_VERSION and our ranges.
+    let mut body = BytesMut::new();
+    body.put_i16(ApiKey::ApiVersions as i16);
+    body.put_i16(99);
+    body.put_i32(7);
+    body.put_i16(-1);
+    body.put_u8(0);
+    send_raw(&mut s, &body).unwrap();
+    let mut resp = read_frame(&mut s).unwrap().slice(4..);
+    let r = ApiVersionsResponse::decode(&mut resp, 0).unwrap();
+    assert_eq!(r.error_code, 35);
+    assert!(
+        r.api_keys
+            .iter()
+            .any(|k| k.api_key == ApiKey::Produce as i16 && k.max_version >= 9)
+    );
+
+    // Produce v2 (message format 0/1 era) is not served: the connection closes.
+    let mut s = connect(&b);
+    send_raw(
+        &mut s,
+        &[0, 0, 0, 2, 0, 0, 0, 9, 0xff, 0xff, 0, 1, 0, 0, 0, 0, 0, 0],
+    )
+    .unwrap();
+    assert!(closed(&mut s));
+}
+
+#[test]
+fn corrupt_batches_get_corrupt_message_and_nothing_is_appended() {
+    let b = start();
+    create_topic(&b, "bad-input", 3);
+    let mut s = connect(&b);
+
+    let good = batch(&["a", "b"]);
+    let mut bad_crc = batch(&["x"]).to_vec();
+    let n = bad_crc.len();
+    bad_crc[n - 1] ^= 0xff;
+    let mut magic1 = batch(&["y"]).to_vec();
+    magic1[16] = 1;
+    let mut truncated = batch(&["z", "z"]).to_vec();
+    truncated.truncate(truncated.len() - 3);
+
+    let r = produce(
+        &mut s,
+        "bad-input",
+        vec![
+            (0, good.clone()),
+            (1, Bytes::from(bad_crc)),
+            (2, Bytes::from(magic1)),
+        ],
+    )
+    .unwrap();
+    let codes: Vec<(i32, i16, i64)> = r.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| (p.index, p.error_code, p.base_offset))
+        .collect();
+    assert_eq!(codes, vec![(0, 0, 0), (1, 2, -1), (2, 2, -1)]);
+
+    let r = produce(
+        &mut s,
+        "bad-input",
+        vec![(1, Bytes::from(truncated)), (7, good.clone())],
+    )
+    .unwrap();
+    let codes: Vec<(i32, i16)> = r.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| (p.index, p.error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![(1, 2), (7, 3)],
+        "truncated batch; partition that does not exist"
+    );
+
+    let r = produce(&mut s, "no-such-topic", vec![(0, good.clone())]).unwrap();
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 3);
+
+    // Partitions 1 and 2 are still empty; a good batch lands at offset 0.
+    let r = produce(&mut s, "bad-input", vec![(1, good.clone()), (2, good)]).unwrap();
+    let offs: Vec<(i16, i64)> = r.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| (p.error_code, p.base_offset))
+        .collect();
+    assert_eq!(offs, vec![(0, 0), (0, 0)]);
+
+    // Fetch beyond the end: OFFSET_OUT_OF_RANGE; at the end: empty, no error.
+    let mut fp = kafscale_codec::kafka_protocol::messages::fetch_request::FetchPartition::default();
+    fp.partition = 0;
+    fp.fetch_offset = 5;
+    fp.partition_max_bytes = 1 << 20;
+    let mut ft = kafscale_codec::kafka_protocol::messages::fetch_request::FetchTopic::default();
+    ft.topic = TopicName(StrBytes::from_string("bad-input".into()));
+    ft.partitions = vec![fp.clone()];
+    let mut req = FetchRequest::default();
+    req.max_bytes = 1 << 20;
+    req.topics = vec![ft.clone()];
+    let mut body = call(&mut s, ApiKey::Fetch, 11, &req).unwrap();
+    let r = FetchResponse::decode(&mut body, 11).unwrap();
+    assert_eq!(r.responses[0].partitions[0].error_code, 1);
+    fp.fetch_offset = 2;
+    ft.partitions = vec![fp];
+    req.topics = vec![ft];
+    let mut body = call(&mut s, ApiKey::Fetch, 11, &req).unwrap();
+    let r = FetchResponse::decode(&mut body, 11).unwrap();
+    let p = &r.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 2));
+    assert!(p.records.as_ref().is_none_or(|r| r.is_empty()));
+}
