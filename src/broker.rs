@@ -19,6 +19,7 @@ mod flush;
 mod http;
 mod metrics;
 mod partition;
+mod pool;
 mod shard;
 
 mod api;
@@ -47,6 +48,11 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         status => tracing::info!("{status}"),
     }
 
+    if !kafscale_shard::pin_mmap_threshold(256 * 1024) {
+        tracing::warn!(
+            "could not pin the allocator's mmap threshold; RSS may exceed --memory-budget"
+        );
+    }
     // Fail before starting anything if the ports are taken (by another process:
     // SO_REUSEADDR tolerates our own old connections in TIME_WAIT).
     for (addr, flag) in [

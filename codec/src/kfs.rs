@@ -129,7 +129,15 @@ impl SegmentWriter {
 
     /// `capacity` is the expected body size; the arena is allocated once for it.
     pub fn with_capacity(base_offset: i64, capacity: usize) -> Self {
-        let mut arena = BytesMut::with_capacity(HEADER_LEN + capacity + FOOTER_LEN);
+        Self::with_buffer(
+            base_offset,
+            BytesMut::with_capacity(HEADER_LEN + capacity + FOOTER_LEN),
+        )
+    }
+
+    /// Writes into `arena` (cleared first), e.g. a buffer reused from a pool.
+    pub fn with_buffer(base_offset: i64, mut arena: BytesMut) -> Self {
+        arena.clear();
         arena.put_bytes(0, HEADER_LEN);
         Self {
             base_offset,
@@ -161,18 +169,27 @@ impl SegmentWriter {
     }
 
     /// Appends a batch, assigning it the next offsets. Returns its new base offset.
-    /// The caller has validated the batch (CRC, magic) already.
+    ///
+    /// The caller has validated the batch (length, magic, CRC): the body CRC is
+    /// extended from the batch's own CRC (which covers bytes 21..end) with
+    /// `crc32c_combine`, so the batch bytes are read once, by the copy.
     pub fn append(&mut self, batch: &RecordBatch) -> Result<i64, SegmentError> {
+        const CRC_START: usize = 21;
         let position = self.arena.len();
         let max = i32::MAX as usize - FOOTER_LEN;
         if position + batch.len() > max {
             return Err(SegmentError::TooLarge { max });
         }
+        debug_assert!(
+            batch.validate().is_ok(),
+            "SegmentWriter::append needs a validated batch"
+        );
         let assigned = self.next_offset;
         self.arena.extend_from_slice(batch.as_bytes());
         let stored = &mut self.arena[position..];
         set_base_offset(stored, assigned);
-        self.body_crc = crc32c::crc32c_append(self.body_crc, stored);
+        self.body_crc = crc32c::crc32c_append(self.body_crc, &stored[..CRC_START]);
+        self.body_crc = crc32c::crc32c_combine(self.body_crc, batch.crc(), batch.len() - CRC_START);
         self.index
             .on_batch(assigned, position as i32, batch.record_count());
         self.next_offset += batch.offset_span();

@@ -350,8 +350,13 @@ impl S3Client {
             _ => StoreError::Http {
                 operation: call.operation,
                 status,
+                message: match (parsed.message.is_empty(), parsed.code.is_empty()) {
+                    (false, _) => parsed.message,
+                    // An error document without a message: the code says it all.
+                    (true, false) => "(no message)".into(),
+                    (true, true) => String::from_utf8_lossy(body).chars().take(200).collect(),
+                },
                 code: if parsed.code.is_empty() { status.canonical_reason().unwrap_or("Error").into() } else { parsed.code },
-                message: if parsed.message.is_empty() { String::from_utf8_lossy(body).chars().take(200).collect() } else { parsed.message },
                 request_id,
                 bucket,
                 key,

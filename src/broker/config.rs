@@ -118,12 +118,14 @@ pub struct BrokerArgs {
     /// A partition's buffer is sealed and uploaded when it reaches this size.
     #[arg(long, env = "KAFSCALE_SEGMENT_BYTES", default_value = "8MiB")]
     pub segment_bytes: ByteSize,
-    /// Memory for request bodies and unsealed segments, split across shards.
+    /// Memory for request bodies, unsealed segments and the fetch cache,
+    /// split across shards. RSS stays within this plus a small fixed overhead.
     #[arg(long, env = "KAFSCALE_MEMORY_BUDGET", default_value = "512MiB")]
     pub memory_budget: ByteSize,
-    /// Recently written segments kept in memory for fetches, split across shards.
-    #[arg(long, env = "KAFSCALE_FETCH_CACHE_BYTES", default_value = "256MiB")]
-    pub fetch_cache_bytes: ByteSize,
+    /// The part of --memory-budget that keeps recently written segments for
+    /// fetches (default: a quarter of the budget).
+    #[arg(long, env = "KAFSCALE_FETCH_CACHE_BYTES")]
+    pub fetch_cache_bytes: Option<ByteSize>,
     /// Largest request frame accepted.
     #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value = "100MiB")]
     pub max_frame_bytes: ByteSize,
@@ -187,7 +189,23 @@ impl BrokerArgs {
         if self.memory_budget.0 < 16 * 1024 * 1024 {
             bail!("--memory-budget must be at least 16MiB");
         }
+        if self.fetch_cache().0 > self.memory_budget.0 / 2 {
+            bail!("--fetch-cache-bytes must be at most half of --memory-budget");
+        }
+        if self.max_frame_bytes.0 < 1024 || self.max_frame_bytes.0 > i32::MAX as u64 {
+            bail!("--max-frame-bytes must be between 1KiB and 2GiB");
+        }
         Ok(())
+    }
+
+    pub fn fetch_cache(&self) -> ByteSize {
+        self.fetch_cache_bytes
+            .unwrap_or(ByteSize(self.memory_budget.0 / 4))
+    }
+
+    /// The budget left for request bodies and unsealed segments.
+    pub fn produce_budget(&self) -> u64 {
+        self.memory_budget.0 - self.fetch_cache().0
     }
 
     pub fn flush_interval(&self) -> Duration {

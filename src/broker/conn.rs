@@ -18,6 +18,7 @@ use kafscale_codec::frame::FrameDecoder;
 use kafscale_codec::header::decode_request;
 
 use super::api;
+use super::pool::MIN_POOLED;
 use super::shard::Shard;
 
 /// Requests of one connection being handled at once.
@@ -81,11 +82,18 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         let reservation = shard.reserve(len as u64).await;
-        let mut frame = BytesMut::zeroed(len);
+        let mut frame = if len >= MIN_POOLED {
+            shard.pool.take(len)
+        } else {
+            BytesMut::with_capacity(len)
+        };
+        frame.resize(len, 0);
         if rd.read_exact(&mut frame).await.is_err() {
             break;
         }
-        let (header, body) = match decode_request(frame.freeze()) {
+        let frame = frame.freeze();
+        let recycle = frame.clone();
+        let (header, body) = match decode_request(frame) {
             Ok(x) => x,
             Err(e) => {
                 shard.metrics.bad_frames.fetch_add(1, Relaxed);
@@ -95,8 +103,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         };
         shard.metrics.requests_total.fetch_add(1, Relaxed);
         let s = shard.clone();
-        let task =
-            glommio::spawn_local(async move { api::handle(s, header, body, reservation).await });
+        let task = glommio::spawn_local(async move {
+            let reply = api::handle(s.clone(), header, body, reservation).await;
+            // Every slice of the frame is gone once the request is answered.
+            s.pool.give(recycle);
+            reply
+        });
         if tx.send(task).await.is_err() {
             break; // writer gone
         }

@@ -78,7 +78,10 @@ async fn flush(shard: &Rc<Shard>, logs: Vec<Rc<PartitionLog>>) {
             segment: f.sealed.info.into(),
         })
         .collect();
-    match shard.meta.commit(commits).await {
+    let commit_started = Instant::now();
+    let committed = shard.meta.commit(commits).await;
+    shard.metrics.commit.record(commit_started.elapsed());
+    match committed {
         Ok(states) => {
             let bytes: usize = uploaded.iter().map(|(_, f)| f.sealed.segment.len()).sum();
             shard
@@ -129,10 +132,12 @@ async fn upload(shard: &Shard, log: &PartitionLog, f: &Flushing) -> Result<(), E
         .with_meta("max-timestamp", info.max_timestamp);
     // The .kfs goes first: an .index without its .kfs never exists.
     let put = async {
+        let started = Instant::now();
         shard
             .store
             .put(&kfs_key, f.sealed.segment.clone(), &opts)
             .await?;
+        shard.metrics.segment_put.record(started.elapsed());
         shard
             .store
             .put(&index_key, f.sealed.index.clone(), &PutOptions::default())

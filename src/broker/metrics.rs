@@ -5,8 +5,70 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+/// A lock-free latency histogram: buckets at quarter powers of two of a
+/// microsecond (about 19% apart), from 1 us to over an hour.
+#[derive(Debug)]
+pub struct Latency {
+    buckets: [AtomicU64; 128],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Latency {
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros().max(1) as f64;
+        let i = ((us.log2() * 4.0).ceil() as usize).min(127);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(us as u64, Relaxed);
+    }
+
+    /// Upper bound of the bucket holding quantile `q`, in seconds.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let total = self.count.load(Relaxed);
+        if total == 0 {
+            return 0.0;
+        }
+        let want = (q * total as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Relaxed);
+            if seen >= want {
+                return 2f64.powf(i as f64 / 4.0) / 1e6;
+            }
+        }
+        2f64.powf(127.0 / 4.0) / 1e6
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {:.6}", self.quantile(q));
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum {:.6}",
+            self.sum_micros.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {}", self.count.load(Relaxed));
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pub segment_put: Latency,
+    pub commit: Latency,
+    pub flush: Latency,
     pub connections_total: AtomicU64,
     pub connections_open: AtomicU64,
     pub requests_total: AtomicU64,
@@ -33,6 +95,7 @@ impl Metrics {
         self.flushes.fetch_add(1, Relaxed);
         self.flush_micros_total
             .fetch_add(took.as_micros() as u64, Relaxed);
+        self.flush.record(took);
     }
 
     pub fn add_upload(&self, bytes: usize) {
@@ -158,6 +221,21 @@ impl Metrics {
                 );
             }
         }
+        self.segment_put.render(
+            &mut out,
+            "kafscale_segment_put_seconds",
+            "Object store PUT of one .kfs segment (with retries).",
+        );
+        self.commit.render(
+            &mut out,
+            "kafscale_commit_seconds",
+            "Metadata commit of one flush.",
+        );
+        self.flush.render(
+            &mut out,
+            "kafscale_flush_seconds",
+            "One flush: uploads plus commit.",
+        );
         out
     }
 }

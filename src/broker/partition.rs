@@ -21,6 +21,7 @@ use kafscale_codec::kfs::{FOOTER_LEN, HEADER_LEN, SealedSegment, SegmentWriter, 
 use kafscale_s3::ObjectStore;
 
 use super::errors::ErrorCode;
+use super::pool::BufferPool;
 use super::shard::{CachedSegment, Shard};
 use crate::meta::{PartitionState, SegmentRecord, keys};
 
@@ -149,7 +150,12 @@ impl PartitionLog {
     }
 
     /// Validates and appends the batches of one produce partition.
-    pub fn append(&self, records: Bytes, segment_bytes: usize) -> Result<Appended, ErrorCode> {
+    pub fn append(
+        &self,
+        records: Bytes,
+        segment_bytes: usize,
+        pool: &BufferPool,
+    ) -> Result<Appended, ErrorCode> {
         let batches: Vec<RecordBatch> = Batches::new(records)
             .validated()
             .collect::<Result<_, _>>()
@@ -206,7 +212,10 @@ impl PartitionLog {
         }
         let next = st.next_offset;
         let open = st.open.get_or_insert_with(|| OpenSegment {
-            writer: SegmentWriter::with_capacity(next, segment_bytes + segment_bytes / 8),
+            writer: SegmentWriter::with_buffer(
+                next,
+                pool.take(segment_bytes + segment_bytes / 8 + 64),
+            ),
             opened: Instant::now(),
             acks: Vec::new(),
             producer_batches: Vec::new(),

@@ -26,6 +26,7 @@ use super::config::BrokerArgs;
 use super::errors::ErrorCode;
 use super::metrics::Metrics;
 use super::partition::PartitionLog;
+use super::pool::BufferPool;
 use crate::meta::{MetaClient, MetaError, TopicMeta};
 
 /// Work sent to another shard: runs there, with that shard's state.
@@ -44,6 +45,7 @@ pub struct Shard {
     budget: Rc<Semaphore>,
     budget_bytes: u64,
     pub cache: RefCell<SegmentCache>,
+    pub pool: Rc<BufferPool>,
     flush_wake: glommio::channels::local_channel::LocalSender<()>,
 }
 
@@ -77,8 +79,12 @@ impl Shard {
         senders: Senders<Job>,
         flush_wake: glommio::channels::local_channel::LocalSender<()>,
     ) -> Self {
-        let budget_bytes = (args.memory_budget.0 / count as u64).max(4 * 1024 * 1024);
-        let cache_bytes = (args.fetch_cache_bytes.0 / count as u64) as usize;
+        let budget_bytes = (args.produce_budget() / count as u64).max(4 * 1024 * 1024);
+        let cache_bytes = (args.fetch_cache().0 / count as u64) as usize;
+        // Idle pooled buffers: an eighth of the budget, at most 64 MiB in all.
+        let pool = Rc::new(BufferPool::new(
+            (args.memory_budget.0 / 8).min(64 << 20) as usize / count,
+        ));
         Self {
             id,
             count,
@@ -91,7 +97,8 @@ impl Shard {
             logs: RefCell::default(),
             budget: Rc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
-            cache: RefCell::new(SegmentCache::new(cache_bytes)),
+            cache: RefCell::new(SegmentCache::new(cache_bytes, pool.clone())),
+            pool,
             flush_wake,
         }
     }
@@ -373,6 +380,7 @@ pub fn valid_topic_name(name: &str) -> bool {
 /// Recently sealed segments kept for fetches, oldest evicted first.
 pub struct SegmentCache {
     cap: usize,
+    pool: Rc<BufferPool>,
     used: usize,
     order: VecDeque<(String, u32, i64)>,
     segments: HashMap<(String, u32, i64), CachedSegment>,
@@ -386,9 +394,10 @@ pub struct CachedSegment {
 }
 
 impl SegmentCache {
-    fn new(cap: usize) -> Self {
+    fn new(cap: usize, pool: Rc<BufferPool>) -> Self {
         Self {
             cap,
+            pool,
             used: 0,
             order: VecDeque::new(),
             segments: HashMap::new(),
@@ -414,6 +423,8 @@ impl SegmentCache {
             };
             if let Some(s) = self.segments.remove(&old) {
                 self.used -= s.data.len();
+                // The arena goes back to the pool unless a fetch still sends it.
+                self.pool.give(s.data);
             }
         }
         if self.indexes.len() > 100_000 {

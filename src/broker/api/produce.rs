@@ -26,7 +26,7 @@ async fn produce_partition(
         Ok(l) => l,
         Err(code) => return (code, -1, -1),
     };
-    let appended = log.append(records, shard.args.segment_bytes.0 as usize);
+    let appended = log.append(records, shard.args.segment_bytes.0 as usize, &shard.pool);
     shard.wake_flusher();
     match appended {
         Ok(Appended::Duplicate { base_offset }) => {
