@@ -48,7 +48,10 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         status => tracing::info!("{status}"),
     }
 
-    if !kafscale_shard::pin_mmap_threshold(256 * 1024) {
+    // Segment arenas (several MiB) are mapped on their own and go back to the
+    // kernel when freed; request frames (usually <= 1 MiB) come from the heap
+    // and the shard's buffer pool.
+    if !kafscale_shard::pin_mmap_threshold(2 * 1024 * 1024) {
         tracing::warn!(
             "could not pin the allocator's mmap threshold; RSS may exceed --memory-budget"
         );
