@@ -16,6 +16,7 @@ pub mod config;
 mod conn;
 mod errors;
 mod flush;
+mod group;
 mod http;
 mod metrics;
 mod partition;

@@ -24,7 +24,9 @@ mod types;
 
 pub use client::MetaClient;
 pub use store::MetaStore;
-pub use types::{PartitionState, SegmentCommit, SegmentRecord, TopicMeta};
+pub use types::{
+    CommittedOffset, GroupMeta, PartitionState, SegmentCommit, SegmentRecord, TopicMeta,
+};
 
 /// Errors of the metadata layer. Display is one sentence for a person.
 #[derive(Debug, thiserror::Error)]

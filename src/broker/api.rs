@@ -17,9 +17,11 @@ mod create_topics;
 mod delete_topics;
 mod describe_configs;
 mod fetch;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 
 /// The APIs and versions this broker serves, as ApiVersions advertises them.
@@ -38,6 +40,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
@@ -80,6 +93,17 @@ pub async fn handle(
         ApiKey::CreatePartitions => create_partitions::handle(&shard, &header, body).await,
         ApiKey::DescribeConfigs => describe_configs::handle(&shard, &header, body).await,
         ApiKey::InitProducerId => init_producer_id::handle(&shard, &header, body).await,
+        ApiKey::FindCoordinator => groups::find_coordinator(&shard, &header, body).await,
+        ApiKey::JoinGroup => groups::join_group(&shard, &header, body).await,
+        ApiKey::SyncGroup => groups::sync_group(&shard, &header, body).await,
+        ApiKey::Heartbeat => groups::heartbeat(&shard, &header, body).await,
+        ApiKey::LeaveGroup => groups::leave_group(&shard, &header, body).await,
+        ApiKey::DescribeGroups => groups::describe_groups(&shard, &header, body).await,
+        ApiKey::ListGroups => groups::list_groups(&shard, &header, body).await,
+        ApiKey::DeleteGroups => groups::delete_groups(&shard, &header, body).await,
+        ApiKey::OffsetCommit => offsets::offset_commit(&shard, &header, body).await,
+        ApiKey::OffsetFetch => offsets::offset_fetch(&shard, &header, body).await,
+        ApiKey::OffsetDelete => offsets::offset_delete(&shard, &header, body).await,
         _ => Err(format!("{api:?} is not supported")),
     };
     drop(reservation);

@@ -23,6 +23,15 @@ impl ErrorCode {
     pub const INVALID_PRODUCER_EPOCH: Self = Self(47);
     pub const KAFKA_STORAGE_ERROR: Self = Self(56);
     pub const UNKNOWN_TOPIC_ID: Self = Self(100);
+    pub const ILLEGAL_GENERATION: Self = Self(22);
+    pub const INCONSISTENT_GROUP_PROTOCOL: Self = Self(23);
+    pub const INVALID_GROUP_ID: Self = Self(24);
+    pub const UNKNOWN_MEMBER_ID: Self = Self(25);
+    pub const INVALID_SESSION_TIMEOUT: Self = Self(26);
+    pub const REBALANCE_IN_PROGRESS: Self = Self(27);
+    pub const GROUP_ID_NOT_FOUND: Self = Self(69);
+    pub const NON_EMPTY_GROUP: Self = Self(68);
+    pub const MEMBER_ID_REQUIRED: Self = Self(79);
 
     pub fn code(self) -> i16 {
         self.0

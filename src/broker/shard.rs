@@ -24,6 +24,7 @@ use kafscale_s3::{AnyStore, ObjectStore};
 
 use super::config::BrokerArgs;
 use super::errors::ErrorCode;
+use super::group::{Group, GroupRef};
 use super::metrics::Metrics;
 use super::partition::PartitionLog;
 use super::pool::BufferPool;
@@ -42,6 +43,7 @@ pub struct Shard {
     senders: Senders<Job>,
     topics: RefCell<HashMap<String, TopicMeta>>,
     logs: RefCell<HashMap<(String, u32), Rc<PartitionLog>>>,
+    groups: RefCell<HashMap<String, GroupRef>>,
     budget: Rc<Semaphore>,
     budget_bytes: u64,
     pub cache: RefCell<SegmentCache>,
@@ -95,6 +97,7 @@ impl Shard {
             senders,
             topics: RefCell::default(),
             logs: RefCell::default(),
+            groups: RefCell::default(),
             budget: Rc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
             cache: RefCell::new(SegmentCache::new(cache_bytes, pool.clone())),
@@ -359,6 +362,46 @@ impl Shard {
             }
         }
         log.restore_producers(&batches);
+    }
+
+    // ---- consumer groups (owner shard only) ----
+
+    /// The shard that coordinates a group.
+    pub fn group_owner(&self, group: &str) -> usize {
+        (crc32c::crc32c(group.as_bytes()) as usize) % self.count
+    }
+
+    /// The group's state on its owner shard, created (with its stored
+    /// generation) on first use.
+    pub async fn group(&self, name: &str) -> GroupRef {
+        if let Some(g) = self.groups.borrow().get(name) {
+            return g.clone();
+        }
+        let n = name.to_owned();
+        let stored = self.meta.call(move |m| m.group_meta(&n)).await.unwrap_or_else(|e| {
+            tracing::warn!(group = name, error = %e, "cannot read group metadata; starting at generation 0");
+            None
+        });
+        let g = self
+            .groups
+            .borrow_mut()
+            .entry(name.to_owned())
+            .or_insert_with(|| Group::new(name.to_owned(), stored, self.meta.clone()))
+            .clone();
+        glommio::spawn_local(super::group::reaper(Rc::downgrade(&g))).detach();
+        g
+    }
+
+    pub fn existing_group(&self, name: &str) -> Option<GroupRef> {
+        self.groups.borrow().get(name).cloned()
+    }
+
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups.borrow().keys().cloned().collect()
+    }
+
+    pub fn drop_group(&self, name: &str) {
+        self.groups.borrow_mut().remove(name);
     }
 
     pub fn owned_logs(&self) -> Vec<Rc<PartitionLog>> {

@@ -63,3 +63,19 @@ pub fn segment_object(ns: &str, topic: &str, partition: u32, base_offset: i64) -
 pub fn producer_ids(ns: &str) -> String {
     format!("/kafscale/{ns}/producers/next-id")
 }
+
+pub fn groups(ns: &str) -> String {
+    format!("/kafscale/{ns}/groups/")
+}
+
+pub fn group(ns: &str, group: &str) -> String {
+    format!("/kafscale/{ns}/groups/{group}/")
+}
+
+pub fn group_meta(ns: &str, group: &str) -> String {
+    format!("/kafscale/{ns}/groups/{group}/meta")
+}
+
+pub fn group_offsets(ns: &str, group: &str) -> String {
+    format!("/kafscale/{ns}/groups/{group}/offsets/")
+}

@@ -6,7 +6,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::kv::{Compare, Kv, Op, Txn};
-use super::types::{PartitionState, SegmentCommit, SegmentRecord, TopicMeta};
+use super::types::{
+    CommittedOffset, GroupMeta, PartitionState, SegmentCommit, SegmentRecord, TopicMeta,
+};
 use super::{MetaError, keys};
 
 /// The metadata operations, over either backend.
@@ -267,6 +269,103 @@ impl MetaStore {
                 return Ok(id);
             }
         }
+    }
+}
+
+/// Consumer groups: committed offsets and group metadata.
+impl MetaStore {
+    /// Stores offsets of one group, all in one transaction.
+    pub fn commit_offsets(
+        &mut self,
+        group: &str,
+        offsets: &[(String, u32, CommittedOffset)],
+    ) -> Result<(), MetaError> {
+        let ops = offsets
+            .iter()
+            .map(|(t, p, o)| Op::Put(keys::group_offset(&self.ns, group, t, *p), to_json(o)))
+            .collect();
+        self.kv
+            .txn(Txn {
+                compares: vec![],
+                ops,
+            })
+            .map(|_| ())
+    }
+
+    /// Every committed offset of a group: (topic, partition, offset).
+    pub fn group_offsets(
+        &mut self,
+        group: &str,
+    ) -> Result<Vec<(String, u32, CommittedOffset)>, MetaError> {
+        let prefix = keys::group_offsets(&self.ns, group);
+        let mut out = Vec::new();
+        for (k, v) in self.kv.range(&prefix)? {
+            let rest = &k[prefix.len()..];
+            let Some((topic, part)) = rest.rsplit_once('/') else {
+                continue;
+            };
+            let Ok(part) = part.parse::<u32>() else {
+                continue;
+            };
+            out.push((topic.to_owned(), part, from_json(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    pub fn delete_offsets(
+        &mut self,
+        group: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<(), MetaError> {
+        let ops = partitions
+            .iter()
+            .map(|(t, p)| Op::Delete(keys::group_offset(&self.ns, group, t, *p)))
+            .collect();
+        self.kv
+            .txn(Txn {
+                compares: vec![],
+                ops,
+            })
+            .map(|_| ())
+    }
+
+    pub fn group_meta(&mut self, group: &str) -> Result<Option<GroupMeta>, MetaError> {
+        let key = keys::group_meta(&self.ns, group);
+        self.kv.get(&key)?.map(|v| from_json(&key, &v)).transpose()
+    }
+
+    pub fn put_group_meta(&mut self, group: &str, meta: &GroupMeta) -> Result<(), MetaError> {
+        let op = Op::Put(keys::group_meta(&self.ns, group), to_json(meta));
+        self.kv
+            .txn(Txn {
+                compares: vec![],
+                ops: vec![op],
+            })
+            .map(|_| ())
+    }
+
+    /// Names of every group with stored metadata or offsets.
+    pub fn group_names(&mut self) -> Result<Vec<String>, MetaError> {
+        let prefix = keys::groups(&self.ns);
+        let mut names: Vec<String> = self
+            .kv
+            .range(&prefix)?
+            .into_iter()
+            .filter_map(|(k, _)| k[prefix.len()..].split('/').next().map(str::to_owned))
+            .collect();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Removes a group's offsets and metadata.
+    pub fn delete_group(&mut self, group: &str) -> Result<(), MetaError> {
+        let op = Op::DeletePrefix(keys::group(&self.ns, group));
+        self.kv
+            .txn(Txn {
+                compares: vec![],
+                ops: vec![op],
+            })
+            .map(|_| ())
     }
 }
 

@@ -69,3 +69,22 @@ pub struct SegmentCommit {
     pub expected: PartitionState,
     pub segment: SegmentRecord,
 }
+
+/// A consumer group's committed offset of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    #[serde(default)]
+    pub metadata: Option<String>,
+    #[serde(default)]
+    pub leader_epoch: i32,
+}
+
+/// What survives a restart of a group: its generation and protocol, so
+/// generations keep increasing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMeta {
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+}

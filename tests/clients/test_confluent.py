@@ -33,13 +33,15 @@ def consumer(broker, **extra):
 
 def read_all(c, partitions, expected=None, timeout=60):
     """Reads from assigned partitions until every one reached EOF (and, if
-    given, `expected` messages arrived)."""
+    given, `expected` messages arrived). Fails after `timeout` seconds without
+    progress (a slow machine is not a stall)."""
     out, eof = [], set()
     deadline = time.time() + timeout
     while time.time() < deadline:
         m = c.poll(0.5)
         if m is None:
             continue
+        deadline = time.time() + timeout
         if m.error():
             if m.error().code() == -191:  # _PARTITION_EOF
                 eof.add(m.partition())

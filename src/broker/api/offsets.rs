@@ -1,0 +1,276 @@
+//! Committed consumer offsets: OffsetCommit (v2-v8), OffsetFetch (v1-v8),
+//! OffsetDelete (v0). Offsets live in the metadata store, so they survive
+//! restarts; commits from group members are checked against the group's
+//! current generation on its owner shard.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafscale_codec::header::RequestHeader;
+
+use super::{decode, respond, str_bytes};
+use crate::broker::conn::Reply;
+use crate::broker::errors::ErrorCode;
+use crate::broker::shard::Shard;
+use crate::meta::CommittedOffset;
+
+pub async fn offset_commit(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    body: Bytes,
+) -> Result<Reply, String> {
+    let v = header.api_version;
+    let req: OffsetCommitRequest = decode(body, v)?;
+    let group = req.group_id.0.to_string();
+    let member = req.member_id.to_string();
+    let generation = req.generation_id_or_member_epoch;
+    // Members commit with their generation; admin tools commit with -1 and no member.
+    let check = if generation < 0 && member.is_empty() {
+        ErrorCode::NONE
+    } else {
+        let (g, m) = (group.clone(), member.clone());
+        let owner = shard.group_owner(&group);
+        shard
+            .on_shard(owner, move |s| async move {
+                match s.existing_group(&g) {
+                    Some(grp) => grp
+                        .borrow()
+                        .check(&m, generation)
+                        .err()
+                        .unwrap_or(ErrorCode::NONE),
+                    None => ErrorCode::UNKNOWN_MEMBER_ID,
+                }
+            })
+            .await
+            .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+    };
+    let mut offsets = Vec::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            let o = CommittedOffset {
+                offset: p.committed_offset,
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                leader_epoch: p.committed_leader_epoch,
+            };
+            offsets.push((t.name.0.to_string(), p.partition_index.max(0) as u32, o));
+        }
+    }
+    let code = if check != ErrorCode::NONE {
+        check
+    } else {
+        let g = group.clone();
+        match shard
+            .meta
+            .call(move |m| m.commit_offsets(&g, &offsets))
+            .await
+        {
+            Ok(()) => ErrorCode::NONE,
+            Err(e) => {
+                tracing::warn!(group, error = %e, "offset commit failed");
+                ErrorCode::from(&e)
+            }
+        }
+    };
+    let mut resp = OffsetCommitResponse::default();
+    resp.topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let mut rt = OffsetCommitResponseTopic::default();
+            rt.name = t.name.clone();
+            rt.partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut rp = OffsetCommitResponsePartition::default();
+                    rp.partition_index = p.partition_index;
+                    rp.error_code = code.code();
+                    rp
+                })
+                .collect();
+            rt
+        })
+        .collect();
+    respond(header, &resp)
+}
+
+type Wanted = Option<Vec<(String, Vec<i32>)>>;
+/// A partition's committed offset: (partition, offset or -1, metadata).
+type Committed = (i32, i64, Option<String>);
+
+/// (topic, partition, offset or -1, metadata) for what was asked; all when `None`.
+async fn fetch_group(
+    shard: &Shard,
+    group: String,
+    wanted: Wanted,
+) -> Result<Vec<(String, i32, i64, Option<String>)>, ErrorCode> {
+    let stored = shard
+        .meta
+        .call(move |m| m.group_offsets(&group))
+        .await
+        .map_err(|e| ErrorCode::from(&e))?;
+    Ok(match wanted {
+        None => stored
+            .into_iter()
+            .map(|(t, p, o)| (t, p as i32, o.offset, o.metadata))
+            .collect(),
+        Some(list) => list
+            .into_iter()
+            .flat_map(|(t, parts)| parts.into_iter().map(move |p| (t.clone(), p)))
+            .map(|(t, p)| {
+                let hit = stored
+                    .iter()
+                    .find(|(st, sp, _)| *st == t && *sp as i32 == p);
+                match hit {
+                    Some((_, _, o)) => (t, p, o.offset, o.metadata.clone()),
+                    None => (t, p, -1, None),
+                }
+            })
+            .collect(),
+    })
+}
+
+fn by_topic(rows: Vec<(String, i32, i64, Option<String>)>) -> Vec<(String, Vec<Committed>)> {
+    let mut out: Vec<(String, Vec<Committed>)> = Vec::new();
+    for (t, p, o, m) in rows {
+        match out.iter_mut().find(|(name, _)| *name == t) {
+            Some((_, v)) => v.push((p, o, m)),
+            None => out.push((t, vec![(p, o, m)])),
+        }
+    }
+    out
+}
+
+pub async fn offset_fetch(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    body: Bytes,
+) -> Result<Reply, String> {
+    let v = header.api_version;
+    let req: OffsetFetchRequest = decode(body, v)?;
+    let mut resp = OffsetFetchResponse::default();
+    if v >= 8 {
+        for g in req.groups {
+            let wanted: Wanted = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let mut rg = OffsetFetchResponseGroup::default();
+            rg.group_id = g.group_id.clone();
+            match fetch_group(shard, g.group_id.0.to_string(), wanted).await {
+                Ok(rows) => {
+                    rg.topics = by_topic(rows)
+                        .into_iter()
+                        .map(|(t, parts)| {
+                            let mut rt = OffsetFetchResponseTopics::default();
+                            rt.name = TopicName(str_bytes(&t));
+                            rt.partitions = parts
+                                .into_iter()
+                                .map(|(p, o, m)| {
+                                    let mut rp = OffsetFetchResponsePartitions::default();
+                                    rp.partition_index = p;
+                                    rp.committed_offset = o;
+                                    rp.metadata = Some(str_bytes(&m.unwrap_or_default()));
+                                    rp
+                                })
+                                .collect();
+                            rt
+                        })
+                        .collect();
+                }
+                Err(code) => rg.error_code = code.code(),
+            }
+            resp.groups.push(rg);
+        }
+        return respond(header, &resp);
+    }
+    let wanted: Wanted = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    match fetch_group(shard, req.group_id.0.to_string(), wanted).await {
+        Ok(rows) => {
+            resp.topics = by_topic(rows)
+                .into_iter()
+                .map(|(t, parts)| {
+                    let mut rt = OffsetFetchResponseTopic::default();
+                    rt.name = TopicName(str_bytes(&t));
+                    rt.partitions = parts
+                        .into_iter()
+                        .map(|(p, o, m)| {
+                            let mut rp = OffsetFetchResponsePartition::default();
+                            rp.partition_index = p;
+                            rp.committed_offset = o;
+                            rp.metadata = Some(str_bytes(&m.unwrap_or_default()));
+                            rp
+                        })
+                        .collect();
+                    rt
+                })
+                .collect();
+        }
+        Err(code) if v >= 2 => resp.error_code = code.code(),
+        Err(_) => {}
+    }
+    respond(header, &resp)
+}
+
+pub async fn offset_delete(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    body: Bytes,
+) -> Result<Reply, String> {
+    let req: OffsetDeleteRequest = decode(body, header.api_version)?;
+    let group = req.group_id.0.to_string();
+    let parts: Vec<(String, u32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.0.to_string(), p.partition_index.max(0) as u32))
+        })
+        .collect();
+    let code = match shard
+        .meta
+        .call(move |m| m.delete_offsets(&group, &parts))
+        .await
+    {
+        Ok(()) => ErrorCode::NONE,
+        Err(e) => ErrorCode::from(&e),
+    };
+    let mut resp = OffsetDeleteResponse::default();
+    resp.topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let mut rt = OffsetDeleteResponseTopic::default();
+            rt.name = t.name.clone();
+            rt.partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut rp = OffsetDeleteResponsePartition::default();
+                    rp.partition_index = p.partition_index;
+                    rp.error_code = code.code();
+                    rp
+                })
+                .collect();
+            rt
+        })
+        .collect();
+    respond(header, &resp)
+}

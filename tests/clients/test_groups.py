@@ -1,0 +1,166 @@
+"""Consumer groups (classic protocol) with real clients."""
+import time
+
+from confluent_kafka import ConsumerGroupTopicPartitions, Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from kafka import KafkaConsumer
+
+from conftest import topic_name
+
+
+def setup_topic(broker, partitions, per_partition):
+    topic = topic_name("grp")
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 2})
+    for part in range(partitions):
+        for i in range(per_partition):
+            p.produce(topic, value=f"{part}:{i}".encode(), partition=part)
+    assert p.flush(60) == 0
+    return topic
+
+
+def ck_consumer(broker, group, **extra):
+    conf = {
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 500,
+    }
+    conf.update(extra)
+    return Consumer(conf)
+
+
+def poll_until(consumers, pred, timeout=60, on_msg=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for c in consumers:
+            if isinstance(c, KafkaConsumer):
+                for recs in c.poll(timeout_ms=100).values():
+                    for r in recs:
+                        on_msg and on_msg(c, r.partition, r.offset, r.value)
+            else:
+                m = c.poll(0.1)
+                if m is not None and not m.error():
+                    on_msg and on_msg(c, m.partition(), m.offset(), m.value())
+        if pred():
+            return
+    raise AssertionError("condition not reached in time")
+
+
+def assigned(c):
+    if isinstance(c, KafkaConsumer):
+        return {tp.partition for tp in c.assignment()}
+    return {tp.partition for tp in c.assignment()}
+
+
+def test_mixed_clients_share_partitions_and_resume_from_commits(broker):
+    topic = setup_topic(broker, 12, 0)
+    group = topic_name("g")
+    seen = {}
+
+    def record(c, part, offset, value):
+        seen.setdefault((part, offset), []).append(value)
+
+    cks = [ck_consumer(broker, group) for _ in range(3)]
+    for c in cks:
+        c.subscribe([topic])
+    kp = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group, auto_offset_reset="earliest",
+                       enable_auto_commit=False, session_timeout_ms=10000, heartbeat_interval_ms=500)
+    members = cks + [kp]
+
+    def balanced():
+        sets = [assigned(c) for c in members]
+        return sum(len(s) for s in sets) == 12 and set().union(*sets) == set(range(12)) and all(len(s) == 3 for s in sets)
+
+    # Settle the group first: records read before the last rebalance may be
+    # read again by the next owner (nothing is committed yet), as in Kafka.
+    poll_until(members, balanced, on_msg=record)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 2})
+    for part in range(12):
+        for i in range(20):
+            p.produce(topic, value=f"{part}:{i}".encode(), partition=part)
+    assert p.flush(60) == 0
+    poll_until(members, lambda: len(seen) == 240, on_msg=record)
+    assert all(len(v) == 1 for v in seen.values()), "a record was delivered to two members"
+    assert balanced(), "the assignment changed while consuming"
+
+    # Commit what was read, then everyone leaves.
+    for c in cks:
+        c.commit(asynchronous=False)
+    kp.commit()
+    for c in cks:
+        c.close()
+    kp.close()
+
+    # More records; a new generation of members resumes exactly after the commits.
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    for part in range(12):
+        p.produce(topic, value=f"{part}:new".encode(), partition=part)
+    assert p.flush(30) == 0
+    seen.clear()
+    c2 = ck_consumer(broker, group)
+    c2.subscribe([topic])
+    poll_until([c2], lambda: len(seen) == 12, on_msg=record)
+    assert sorted(seen) == [(part, 20) for part in range(12)]
+    c2.commit(asynchronous=False)
+    c2.close()
+
+    adm = AdminClient({"bootstrap.servers": broker.bootstrap})
+    listed = adm.list_consumer_groups().result(30)
+    assert group in [g.group_id for g in listed.valid]
+    res = adm.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(30)
+    got = {tp.partition: tp.offset for tp in res.topic_partitions if tp.topic == topic}
+    assert got == {part: 21 for part in range(12)}
+    desc = adm.describe_consumer_groups([group])[group].result(30)
+    assert desc.group_id == group and len(desc.members) == 0
+    adm.delete_consumer_groups([group])[group].result(30)
+    assert group not in [g.group_id for g in adm.list_consumer_groups().result(30).valid]
+
+
+def test_members_joining_and_leaving_rebalance_cooperatively(broker):
+    topic = setup_topic(broker, 6, 1)
+    group = topic_name("coop")
+    extra = {"partition.assignment.strategy": "cooperative-sticky"}
+    a = ck_consumer(broker, group, **extra)
+    a.subscribe([topic])
+    poll_until([a], lambda: assigned(a) == set(range(6)))
+
+    b = ck_consumer(broker, group, **extra)
+    b.subscribe([topic])
+    poll_until([a, b], lambda: len(assigned(a)) == 3 and len(assigned(b)) == 3 and assigned(a) | assigned(b) == set(range(6)))
+
+    b.close()  # leaves the group: its partitions go back to a
+    poll_until([a], lambda: assigned(a) == set(range(6)))
+    a.close()
+
+
+def test_a_killed_member_is_expired_after_its_session_timeout(broker):
+    import subprocess
+    import sys
+
+    topic = setup_topic(broker, 4, 1)
+    group = topic_name("expire")
+    a = ck_consumer(broker, group, **{"session.timeout.ms": 6000})
+    a.subscribe([topic])
+    poll_until([a], lambda: assigned(a) == set(range(4)))
+    # A second member in another process, killed with SIGKILL: no LeaveGroup
+    # is ever sent, so only its session timeout can free its partitions.
+    script = (
+        "from kafka import KafkaConsumer\n"
+        f"c = KafkaConsumer({topic!r}, bootstrap_servers={broker.bootstrap!r}, group_id={group!r}, "
+        "session_timeout_ms=6000, heartbeat_interval_ms=500, enable_auto_commit=False)\n"
+        "while True:\n    c.poll(timeout_ms=200)\n"
+    )
+    other = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        poll_until([a], lambda: len(assigned(a)) == 2)
+    finally:
+        other.kill()
+        other.wait()
+    killed = time.time()
+    poll_until([a], lambda: assigned(a) == set(range(4)), timeout=40)
+    assert time.time() - killed >= 3, "partitions moved before the session timeout"
+    a.close()

@@ -1,0 +1,119 @@
+//! A broker binary on a free port and a raw Kafka client for the tests.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafscale_codec::kafka_protocol::messages::ApiKey;
+use kafscale_codec::kafka_protocol::protocol::Encodable;
+
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn start() -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .args([
+            "broker",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--flush-interval-ms",
+            "20",
+            "--max-frame-bytes",
+            "1MiB",
+            "--shards",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Broker {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+pub fn connect(b: &Broker) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Sends one request (header v1, or v2 for flexible versions) and returns the
+/// response body after its header, or None if the broker closed the connection.
+pub fn call<T: Encodable>(s: &mut TcpStream, api: ApiKey, version: i16, req: &T) -> Option<Bytes> {
+    let mut body = BytesMut::new();
+    body.put_i16(api as i16);
+    body.put_i16(version);
+    body.put_i32(7);
+    body.put_i16(4);
+    body.put_slice(b"test");
+    let flexible = api.request_header_version(version) >= 2;
+    if flexible {
+        body.put_u8(0);
+    }
+    req.encode(&mut body, version).unwrap();
+    send_raw(s, &body)?;
+    let resp = read_frame(s)?;
+    let skip = if api.response_header_version(version) >= 1 {
+        5
+    } else {
+        4
+    };
+    assert_eq!(&resp[..4], &7i32.to_be_bytes(), "correlation id");
+    Some(resp.slice(skip..))
+}
+
+pub fn send_raw(s: &mut TcpStream, body: &[u8]) -> Option<()> {
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    s.write_all(&frame).ok()
+}
+
+pub fn read_frame(s: &mut TcpStream) -> Option<Bytes> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    Some(Bytes::from(buf))
+}
+
+pub fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
