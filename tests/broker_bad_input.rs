@@ -18,7 +18,7 @@ use kafscale_codec::kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, CreateTopicsRequest, FetchRequest, FetchResponse, ProduceRequest,
     ProduceResponse, TopicName,
 };
-use kafscale_codec::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafscale_codec::kafka_protocol::protocol::{Decodable, StrBytes};
 
 fn create_topic(b: &Broker, name: &str, partitions: i32) {
     let mut t =
