@@ -57,8 +57,10 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
             "could not pin the allocator's mmap threshold; RSS may exceed --memory-budget"
         );
     }
-    // Fail before starting anything if the ports are taken (by another process:
-    // SO_REUSEADDR tolerates our own old connections in TIME_WAIT).
+    // Fail before starting anything if a port is taken by another process.
+    // Binding (without listening, so no client can connect to the probe)
+    // fails with EADDRINUSE when something listens there; SO_REUSEADDR lets
+    // our own old connections in TIME_WAIT pass.
     for (addr, flag) in [
         (args.listen, "--listen"),
         (args.metrics_listen, "--metrics-listen"),
@@ -71,7 +73,6 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         probe.set_reuse_address(true)?;
         probe
             .bind(&addr.into())
-            .and_then(|()| probe.listen(1))
             .map_err(|e| anyhow!("cannot listen on {addr} ({flag}): {e}"))?;
     }
 

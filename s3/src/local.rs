@@ -34,8 +34,11 @@ struct Dirs {
     objects: PathBuf,
     meta: PathBuf,
     tmp: PathBuf,
-    next_tmp: AtomicU64,
 }
+
+/// Temp file numbers, process-wide: two stores on one directory must never
+/// pick the same temp name (that once mixed a .kfs into an .index).
+static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
@@ -53,15 +56,18 @@ impl LocalStore {
             meta: root.join("meta"),
             tmp: root.join("tmp"),
             root,
-            next_tmp: AtomicU64::new(0),
         };
         for d in [&dirs.objects, &dirs.meta, &dirs.tmp] {
             fs::create_dir_all(d).map_err(io_err(d))?;
         }
-        // Leftovers of writes cut short by a crash.
+        // Leftovers of writes cut short by a crash of an earlier process (this
+        // process's other shards may be writing theirs right now).
+        let ours = format!("{}-", std::process::id());
         if let Ok(entries) = fs::read_dir(&dirs.tmp) {
             for e in entries.flatten() {
-                let _ignored = fs::remove_file(e.path());
+                if !e.file_name().to_string_lossy().starts_with(&ours) {
+                    let _ignored = fs::remove_file(e.path());
+                }
             }
         }
         Ok(Self {
@@ -120,7 +126,8 @@ impl Dirs {
     fn write_atomic(&self, dest: &Path, data: &[u8]) -> Result<(), StoreError> {
         let parent = dest.parent().unwrap_or(&self.root);
         fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        // Unique across every LocalStore of this process (each shard has one).
+        let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp.join(format!("{}-{n}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;

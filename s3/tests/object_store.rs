@@ -152,3 +152,43 @@ fn local_store_meets_the_contract() {
 fn s3_store_meets_the_contract() {
     common::with_bucket("contract", |s3| async move { contract(&s3).await });
 }
+
+#[test]
+fn two_local_stores_on_one_directory_never_mix_objects() {
+    // Each shard opens its own LocalStore on the same directory.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let handles: Vec<_> = (0..2u8)
+        .map(|shard| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                kafscale_shard::block_on(move || async move {
+                    let store = LocalStore::open(&root).unwrap();
+                    for i in 0..200u32 {
+                        let key = format!("s{shard}/obj-{i}");
+                        let body = Bytes::from(vec![shard; 1000 + i as usize]);
+                        store.put(&key, body, &PutOptions::default()).await.unwrap();
+                    }
+                })
+                .unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    kafscale_shard::block_on(move || async move {
+        let store = LocalStore::open(&root).unwrap();
+        for shard in 0..2u8 {
+            for i in 0..200u32 {
+                let body = store.get(&format!("s{shard}/obj-{i}")).await.unwrap().body;
+                assert_eq!(body.len(), 1000 + i as usize);
+                assert!(
+                    body.iter().all(|&b| b == shard),
+                    "object s{shard}/obj-{i} holds another's bytes"
+                );
+            }
+        }
+    })
+    .unwrap();
+}
