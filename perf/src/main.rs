@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
-use kafscale_codec::batch::{BatchBuilder, Batches};
+use kafscale_codec::batch::{BatchBuilder, Batches, Compression};
 use kafscale_codec::kafka_protocol::messages::ApiKey;
 use serde::Serialize;
 
@@ -86,6 +86,24 @@ struct ProduceArgs {
     /// Record bytes per second, all connections together.
     #[arg(long, value_parser = parse_size)]
     rate: Option<u64>,
+    /// Batch compression: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none", value_parser = parse_codec)]
+    compression: Compression,
+}
+
+fn parse_codec(s: &str) -> Result<Compression, String> {
+    Ok(match s {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => {
+            return Err(format!(
+                "unknown compression {other:?} (none, gzip, snappy, lz4, zstd)"
+            ));
+        }
+    })
 }
 
 #[derive(Args, Debug, Clone)]
@@ -216,8 +234,14 @@ fn now_ms() -> i64 {
 }
 
 /// Builds one batch of `n` records, values sliced from the pool at `at`.
-fn build_batch(pool: &[u8], at: &mut usize, n: usize, record_size: usize) -> Bytes {
-    let mut b = BatchBuilder::new(0, now_ms());
+fn build_batch(
+    pool: &[u8],
+    at: &mut usize,
+    n: usize,
+    record_size: usize,
+    codec: Compression,
+) -> Bytes {
+    let mut b = BatchBuilder::new(0, now_ms()).compression(codec);
     for _ in 0..n {
         if *at + record_size > pool.len() {
             *at = (*at * 7 + 13) % (pool.len() - record_size);
@@ -280,7 +304,8 @@ fn produce(a: ProduceArgs) -> anyhow::Result<()> {
                             continue;
                         }
                     }
-                    let batch = build_batch(&pool, &mut at, per_batch, a.record_size);
+                    let batch =
+                        build_batch(&pool, &mut at, per_batch, a.record_size, a.compression);
                     let p = mine[next_partition % mine.len()];
                     next_partition += 1;
                     let corr = conn.send(
