@@ -27,7 +27,10 @@ impl BufferPool {
         }
     }
 
-    /// An empty buffer with capacity for at least `len` bytes.
+    /// A buffer with capacity for at least `len` bytes. A reused buffer keeps
+    /// its old length and contents (initialised, unspecified), so a caller
+    /// that needs `len` bytes to read into can `resize(len, 0)`, which then
+    /// only truncates: no zeroing of memory that is about to be overwritten.
     pub fn take(&self, len: usize) -> BytesMut {
         if len >= MIN_POOLED {
             let mut free = self.free.borrow_mut();
@@ -49,14 +52,13 @@ impl BufferPool {
 
     /// Takes a buffer back if nothing else still refers to it.
     pub fn give(&self, bytes: Bytes) {
-        let Ok(mut b) = bytes.try_into_mut() else {
+        let Ok(b) = bytes.try_into_mut() else {
             return;
         };
         let cap = b.capacity();
         if cap < MIN_POOLED || self.idle_bytes.get() + cap > self.cap {
             return;
         }
-        b.clear();
         self.idle_bytes.set(self.idle_bytes.get() + cap);
         self.free.borrow_mut().push(b);
     }
@@ -79,9 +81,11 @@ mod tests {
         drop(slice);
         pool.give(frozen);
         assert!(pool.idle_bytes.get() >= 1 << 20);
-        let again = pool.take(512 * 1024);
+        let mut again = pool.take(512 * 1024);
         assert_eq!(again.as_ptr(), ptr, "reused");
-        assert!(again.is_empty());
+        assert!(again.capacity() >= 512 * 1024);
+        again.resize(512 * 1024, 0);
+        assert_eq!(again[0], 7, "resizing down did not zero the old bytes");
         // Over the cap: dropped instead.
         let big = Bytes::from(vec![0u8; 8 << 20]);
         pool.give(big);
