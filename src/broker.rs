@@ -60,20 +60,32 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     // Fail before starting anything if a port is taken by another process.
     // Binding (without listening, so no client can connect to the probe)
     // fails with EADDRINUSE when something listens there; SO_REUSEADDR lets
-    // our own old connections in TIME_WAIT pass.
+    // our own old connections in TIME_WAIT pass. A broker killed a moment ago
+    // can hold its port a little longer (its io_uring is torn down after the
+    // process exits), so EADDRINUSE is retried for a few seconds.
     for (addr, flag) in [
         (args.listen, "--listen"),
         (args.metrics_listen, "--metrics-listen"),
     ] {
-        let probe = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )?;
-        probe.set_reuse_address(true)?;
-        probe
-            .bind(&addr.into())
-            .map_err(|e| anyhow!("cannot listen on {addr} ({flag}): {e}"))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let probe = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                None,
+            )?;
+            probe.set_reuse_address(true)?;
+            match probe.bind(&addr.into()) {
+                Ok(()) => break,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => bail!("cannot listen on {addr} ({flag}): {e}"),
+            }
+        }
     }
 
     let store = store_config(&args)?;

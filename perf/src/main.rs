@@ -160,6 +160,32 @@ struct Latency {
     max: f64,
 }
 
+impl Report {
+    fn new(
+        mode: &'static str,
+        topic: &str,
+        records: u64,
+        bytes: u64,
+        seconds: f64,
+        h: &Histogram<u64>,
+        usage: Option<server::Usage>,
+    ) -> Self {
+        Self {
+            mode,
+            topic: topic.to_owned(),
+            records,
+            bytes,
+            seconds,
+            mib_per_s: bytes as f64 / 1048576.0 / seconds,
+            records_per_s: records as f64 / seconds,
+            latency_ms: latency(h),
+            server_cpu_seconds: usage.as_ref().map(|u| u.cpu_seconds),
+            server_cpu_seconds_per_gb: usage.as_ref().map(|u| u.cpu_seconds / (bytes as f64 / 1e9)),
+            server_peak_rss_mib: usage.as_ref().map(|u| u.peak_rss as f64 / 1048576.0),
+        }
+    }
+}
+
 fn latency(h: &Histogram<u64>) -> Option<Latency> {
     (!h.is_empty()).then(|| Latency {
         p50: h.value_at_quantile(0.5) as f64 / 1000.0,
@@ -361,19 +387,15 @@ fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     let bytes = sent_bytes.load(Ordering::Relaxed);
     let records = sent_records.load(Ordering::Relaxed);
     let h = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    let report = Report {
-        mode: "produce",
-        topic: a.common.topic.clone(),
+    let report = Report::new(
+        "produce",
+        &a.common.topic,
         records,
         bytes,
         seconds,
-        mib_per_s: bytes as f64 / 1048576.0 / seconds,
-        records_per_s: records as f64 / seconds,
-        latency_ms: latency(&h),
-        server_cpu_seconds: usage.as_ref().map(|u| u.cpu_seconds),
-        server_cpu_seconds_per_gb: usage.as_ref().map(|u| u.cpu_seconds / (bytes as f64 / 1e9)),
-        server_peak_rss_mib: usage.as_ref().map(|u| u.peak_rss as f64 / 1048576.0),
-    };
+        &h,
+        usage,
+    );
     print(&report, a.common.json)
 }
 
@@ -448,18 +470,14 @@ fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
         bail!("read {records} records, expected {want}");
     }
     let h = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    let report = Report {
-        mode: "consume",
-        topic: a.common.topic.clone(),
+    let report = Report::new(
+        "consume",
+        &a.common.topic,
         records,
         bytes,
         seconds,
-        mib_per_s: bytes as f64 / 1048576.0 / seconds,
-        records_per_s: records as f64 / seconds,
-        latency_ms: latency(&h),
-        server_cpu_seconds: usage.as_ref().map(|u| u.cpu_seconds),
-        server_cpu_seconds_per_gb: usage.as_ref().map(|u| u.cpu_seconds / (bytes as f64 / 1e9)),
-        server_peak_rss_mib: usage.as_ref().map(|u| u.peak_rss as f64 / 1048576.0),
-    };
+        &h,
+        usage,
+    );
     print(&report, a.common.json)
 }

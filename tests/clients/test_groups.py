@@ -164,3 +164,33 @@ def test_a_killed_member_is_expired_after_its_session_timeout(broker):
     poll_until([a], lambda: assigned(a) == set(range(4)), timeout=40)
     assert time.time() - killed >= 3, "partitions moved before the session timeout"
     a.close()
+
+
+def test_committed_offsets_survive_a_broker_restart(broker):
+    topic = setup_topic(broker, 2, 10)
+    group = topic_name("restart")
+    seen = {}
+
+    def record(c, part, offset, value):
+        seen[(part, offset)] = value
+
+    c = ck_consumer(broker, group)
+    c.subscribe([topic])
+    poll_until([c], lambda: len(seen) == 20, on_msg=record)
+    c.commit(asynchronous=False)
+    c.close()
+
+    broker.kill9()
+    broker.start()
+
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    for part in range(2):
+        p.produce(topic, value=b"after-restart", partition=part)
+    assert p.flush(30) == 0
+    seen.clear()
+    c = ck_consumer(broker, group)
+    c.subscribe([topic])
+    poll_until([c], lambda: len(seen) == 2, on_msg=record)
+    assert sorted(seen) == [(0, 10), (1, 10)]
+    assert set(seen.values()) == {b"after-restart"}
+    c.close()
