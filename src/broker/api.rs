@@ -22,7 +22,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod offsets;
-mod produce;
+pub mod produce;
 
 /// The APIs and versions this broker serves, as ApiVersions advertises them.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
@@ -65,6 +65,7 @@ pub async fn handle(
     header: RequestHeader,
     body: Bytes,
     reservation: Reservation,
+    order: Option<produce::Order>,
 ) -> Reply {
     let Some(api) = header.api() else {
         return Reply::Close(format!(
@@ -85,7 +86,10 @@ pub async fn handle(
     let result = match api {
         ApiKey::ApiVersions => api_versions::handle(&header, body),
         ApiKey::Metadata => metadata::handle(&shard, &header, body).await,
-        ApiKey::Produce => produce::handle(&shard, &header, body).await,
+        ApiKey::Produce => match order {
+            Some(order) => produce::handle(&shard, &header, body, order).await,
+            None => Err("produce request without its place in the connection's order".into()),
+        },
         ApiKey::Fetch => fetch::handle(&shard, &header, body).await,
         ApiKey::ListOffsets => list_offsets::handle(&shard, &header, body).await,
         ApiKey::CreateTopics => create_topics::handle(&shard, &header, body).await,

@@ -11,11 +11,13 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use kafscale_codec::frame::FrameDecoder;
 use kafscale_codec::header::decode_request;
+use kafscale_codec::kafka_protocol::messages::ApiKey;
 
 use super::api;
 use super::pool::MIN_POOLED;
@@ -67,6 +69,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     });
 
     let decoder = FrameDecoder::new(shard.args.max_frame_bytes.0 as usize);
+    let mut last_produce: Option<oneshot::Receiver<()>> = None;
     loop {
         let mut prefix = [0u8; 4];
         if rd.read_exact(&mut prefix).await.is_err() {
@@ -102,9 +105,17 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         shard.metrics.requests_total.fetch_add(1, Relaxed);
+        // Produce requests append in the order they arrived on this connection.
+        let order = (header.api_key == ApiKey::Produce as i16).then(|| {
+            let (appended, next) = oneshot::channel();
+            api::produce::Order {
+                after: last_produce.replace(next),
+                appended,
+            }
+        });
         let s = shard.clone();
         let task = glommio::spawn_local(async move {
-            let reply = api::handle(s.clone(), header, body, reservation).await;
+            let reply = api::handle(s.clone(), header, body, reservation, order).await;
             // Every slice of the frame is gone once the request is answered.
             s.pool.give(recycle);
             reply

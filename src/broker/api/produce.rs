@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
+use futures::channel::oneshot;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafscale_codec::header::RequestHeader;
@@ -12,42 +13,58 @@ use kafscale_codec::header::RequestHeader;
 use super::{decode, respond};
 use crate::broker::conn::Reply;
 use crate::broker::errors::ErrorCode;
-use crate::broker::partition::Appended;
+use crate::broker::partition::{Appended, Durable};
 use crate::broker::shard::Shard;
 
-/// Appends on the owner and waits until durable. Returns (error, base offset, log start).
-async fn produce_partition(
+/// What the owner answers right after appending: the base offset and, unless
+/// the batches were a retry of durable ones, when they become durable.
+type AppendResult = Result<(i64, i64, Option<Durable>), ErrorCode>;
+
+/// Appends on the owner shard. Returns (base offset, log start, durability).
+async fn append_on_owner(
     shard: Rc<Shard>,
     topic: String,
     partition: u32,
     records: Bytes,
-) -> (ErrorCode, i64, i64) {
-    let log = match shard.log(&topic, partition).await {
-        Ok(l) => l,
-        Err(code) => return (code, -1, -1),
-    };
+) -> AppendResult {
+    let log = shard.log(&topic, partition).await?;
     let appended = log.append(records, shard.args.segment_bytes.0 as usize, &shard.pool);
     shard.wake_flusher();
-    match appended {
-        Ok(Appended::Duplicate { base_offset }) => {
-            (ErrorCode::NONE, base_offset, log.log_start_offset())
-        }
-        Ok(Appended::Pending {
+    match appended? {
+        Appended::Duplicate { base_offset } => Ok((base_offset, log.log_start_offset(), None)),
+        Appended::Pending {
             base_offset,
             durable,
-        }) => match durable.await {
-            Ok(Ok(())) => (ErrorCode::NONE, base_offset, log.log_start_offset()),
+        } => Ok((base_offset, log.log_start_offset(), Some(durable))),
+    }
+}
+
+/// Waits until the appended records are durable. Returns (error, base offset, log start).
+async fn durable(appended: AppendResult) -> (ErrorCode, i64, i64) {
+    match appended {
+        Err(code) => (code, -1, -1),
+        Ok((base, start, None)) => (ErrorCode::NONE, base, start),
+        Ok((base, start, Some(rx))) => match rx.await {
+            Ok(Ok(())) => (ErrorCode::NONE, base, start),
             Ok(Err(code)) => (code, -1, -1),
             Err(_) => (ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1),
         },
-        Err(code) => (code, -1, -1),
     }
+}
+
+/// Keeps the produce requests of one connection in order: each appends only
+/// after the previous one has appended (not after it is durable), as Kafka
+/// processes a connection's requests in order.
+pub struct Order {
+    pub after: Option<oneshot::Receiver<()>>,
+    pub appended: oneshot::Sender<()>,
 }
 
 pub async fn handle(
     shard: &Rc<Shard>,
     header: &RequestHeader,
     body: Bytes,
+    order: Order,
 ) -> Result<Reply, String> {
     let req: ProduceRequest = decode(body, header.api_version)?;
     let acks = req.acks;
@@ -93,14 +110,10 @@ pub async fn handle(
                     owners.push(async move {
                         let route = topic.clone();
                         s.on_owner(&route, part, move |owner| {
-                            produce_partition(owner, topic, part, records)
+                            append_on_owner(owner, topic, part, records)
                         })
                         .await
-                        .unwrap_or((
-                            ErrorCode::UNKNOWN_SERVER_ERROR,
-                            -1,
-                            -1,
-                        ))
+                        .unwrap_or(Err(ErrorCode::UNKNOWN_SERVER_ERROR))
                     });
                     Slot::Owner(owners.len() - 1)
                 }
@@ -109,7 +122,14 @@ pub async fn handle(
             slots.push((ti, p.index, slot));
         }
     }
-    let results = futures::future::join_all(owners).await;
+    // Phase 1, in connection order: append on every owner.
+    if let Some(after) = order.after {
+        let _ignored = after.await; // Err: the previous request failed early; it appended nothing.
+    }
+    let appended = futures::future::join_all(owners).await;
+    let _ignored = order.appended.send(());
+    // Phase 2, concurrently with later requests: wait until durable.
+    let results = futures::future::join_all(appended.into_iter().map(durable)).await;
     for (ti, index, slot) in slots {
         let (code, base, start) = match slot {
             Slot::Now(code) => (code, -1, -1),
