@@ -33,7 +33,7 @@ def ck_consumer(broker, group, **extra):
     return Consumer(conf)
 
 
-def poll_until(consumers, pred, timeout=60, on_msg=None):
+def poll_until(consumers, pred, timeout=90, on_msg=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
         for c in consumers:
@@ -47,7 +47,8 @@ def poll_until(consumers, pred, timeout=60, on_msg=None):
                     on_msg and on_msg(c, m.partition(), m.offset(), m.value())
         if pred():
             return
-    raise AssertionError("condition not reached in time")
+    state = [sorted(assigned(c)) for c in consumers]
+    raise AssertionError(f"condition not reached in {timeout}s; assignments: {state}")
 
 
 def assigned(c):
