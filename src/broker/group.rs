@@ -297,6 +297,27 @@ impl Group {
                 return fail(ErrorCode::UNKNOWN_MEMBER_ID, req.member_id);
             }
         };
+        // Kafka's shortcut: a known follower rejoining a stable group with
+        // unchanged protocols gets the current generation back without a
+        // rebalance (clients rejoin more often than they change anything).
+        {
+            let g = group.borrow();
+            if let Some(m) = g.members.get(&member_id)
+                && g.state == State::Stable
+                && g.leader.as_deref() != Some(member_id.as_str())
+                && m.protocols == req.protocols
+            {
+                return Joined {
+                    error: 0,
+                    generation: g.generation,
+                    protocol_type: g.protocol_type.clone(),
+                    protocol: g.protocol.clone(),
+                    leader: g.leader.clone().unwrap_or_default(),
+                    member_id,
+                    members: Vec::new(),
+                };
+            }
+        }
         Self::begin_rebalance(group);
         let rx = {
             let mut g = group.borrow_mut();
