@@ -195,3 +195,24 @@ def test_committed_offsets_survive_a_broker_restart(broker):
     assert sorted(seen) == [(0, 10), (1, 10)]
     assert set(seen.values()) == {b"after-restart"}
     c.close()
+
+
+def test_static_member_keeps_its_partitions_across_a_restart(broker):
+    topic = setup_topic(broker, 4, 1)
+    group = topic_name("static")
+
+    def member(instance):
+        c = ck_consumer(broker, group, **{"group.instance.id": instance, "session.timeout.ms": 30000})
+        c.subscribe([topic])
+        return c
+
+    a, b = member("i-a"), member("i-b")
+    poll_until([a, b], lambda: len(assigned(a)) == 2 and len(assigned(b)) == 2)
+    mine_a, mine_b = assigned(a), assigned(b)
+    # A static member leaves no LeaveGroup behind when it closes; its
+    # replacement with the same group.instance.id takes over its member id.
+    b.close()
+    b2 = member("i-b")
+    poll_until([a, b2], lambda: assigned(b2) == mine_b and assigned(a) == mine_a)
+    a.close()
+    b2.close()
