@@ -30,6 +30,9 @@ use super::partition::PartitionLog;
 use super::pool::BufferPool;
 use crate::meta::{MetaClient, MetaError, TopicMeta};
 
+/// (topic, partition).
+type PartitionKey = (String, u32);
+
 /// Work sent to another shard: runs there, with that shard's state.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
@@ -43,6 +46,8 @@ pub struct Shard {
     senders: Senders<Job>,
     topics: RefCell<HashMap<String, TopicMeta>>,
     logs: RefCell<HashMap<(String, u32), Rc<PartitionLog>>>,
+    /// Partitions being loaded, with the callers waiting for them.
+    loading: RefCell<HashMap<PartitionKey, Vec<oneshot::Sender<()>>>>,
     groups: RefCell<HashMap<String, GroupRef>>,
     budget: Rc<Semaphore>,
     budget_bytes: u64,
@@ -97,6 +102,7 @@ impl Shard {
             senders,
             topics: RefCell::default(),
             logs: RefCell::default(),
+            loading: RefCell::default(),
             groups: RefCell::default(),
             budget: Rc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
@@ -265,9 +271,43 @@ impl Shard {
     /// The log of a partition this shard owns, loaded from metadata on first use.
     pub async fn log(&self, topic: &str, partition: u32) -> Result<Rc<PartitionLog>, ErrorCode> {
         let key = (topic.to_owned(), partition);
-        if let Some(log) = self.logs.borrow().get(&key) {
-            return Ok(log.clone());
+        // One load per partition at a time: later callers wait for it and
+        // look again (a failed load leaves the next caller to try).
+        loop {
+            if let Some(log) = self.logs.borrow().get(&key) {
+                return Ok(log.clone());
+            }
+            let waiting = match self.loading.borrow_mut().entry(key.clone()) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    let (tx, rx) = oneshot::channel();
+                    e.get_mut().push(tx);
+                    Some(rx)
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(Vec::new());
+                    None
+                }
+            };
+            match waiting {
+                Some(rx) => {
+                    let _ignored = rx.await;
+                }
+                None => break,
+            }
         }
+        let _loading = LoadingGuard {
+            shard: self,
+            key: key.clone(),
+        };
+        self.load_log(topic, partition, key).await
+    }
+
+    async fn load_log(
+        &self,
+        topic: &str,
+        partition: u32,
+        key: (String, u32),
+    ) -> Result<Rc<PartitionLog>, ErrorCode> {
         let meta = match self.topic(topic).await {
             Ok(Some(t)) => t,
             Ok(None) => return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
@@ -298,7 +338,6 @@ impl Shard {
             segments,
         ));
         self.recover(&log).await;
-        // Another task may have loaded it meanwhile; keep the first.
         Ok(self.logs.borrow_mut().entry(key).or_insert(log).clone())
     }
 
@@ -406,6 +445,27 @@ impl Shard {
 
     pub fn owned_logs(&self) -> Vec<Rc<PartitionLog>> {
         self.logs.borrow().values().cloned().collect()
+    }
+}
+
+/// Marks a partition as being loaded; on drop (done, failed or cancelled)
+/// wakes whoever waited for the load.
+struct LoadingGuard<'a> {
+    shard: &'a Shard,
+    key: (String, u32),
+}
+
+impl Drop for LoadingGuard<'_> {
+    fn drop(&mut self) {
+        let waiters = self
+            .shard
+            .loading
+            .borrow_mut()
+            .remove(&self.key)
+            .unwrap_or_default();
+        for w in waiters {
+            let _ignored = w.send(());
+        }
     }
 }
 
