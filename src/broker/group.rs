@@ -60,6 +60,17 @@ pub struct Member {
     rejoined: bool,
 }
 
+impl Member {
+    /// This member's metadata for `protocol` (empty if it does not offer it).
+    pub fn metadata(&self, protocol: Option<&str>) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| Some(n.as_str()) == protocol)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// What a JoinGroup gets back.
 #[derive(Debug, Clone, Default)]
 pub struct Joined {
@@ -208,12 +219,7 @@ impl Group {
             .members
             .values()
             .map(|m| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| Some(n) == protocol.as_ref())
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
+                let meta = m.metadata(protocol.as_deref());
                 (m.id.clone(), m.instance_id.clone(), meta)
             })
             .collect();

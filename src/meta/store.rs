@@ -274,6 +274,16 @@ impl MetaStore {
 
 /// Consumer groups: committed offsets and group metadata.
 impl MetaStore {
+    /// Applies ops with no condition, atomically.
+    fn apply(&mut self, ops: Vec<Op>) -> Result<(), MetaError> {
+        self.kv
+            .txn(Txn {
+                compares: vec![],
+                ops,
+            })
+            .map(|_| ())
+    }
+
     /// Stores offsets of one group, all in one transaction.
     pub fn commit_offsets(
         &mut self,
@@ -284,12 +294,7 @@ impl MetaStore {
             .iter()
             .map(|(t, p, o)| Op::Put(keys::group_offset(&self.ns, group, t, *p), to_json(o)))
             .collect();
-        self.kv
-            .txn(Txn {
-                compares: vec![],
-                ops,
-            })
-            .map(|_| ())
+        self.apply(ops)
     }
 
     /// Every committed offset of a group: (topic, partition, offset).
@@ -321,12 +326,7 @@ impl MetaStore {
             .iter()
             .map(|(t, p)| Op::Delete(keys::group_offset(&self.ns, group, t, *p)))
             .collect();
-        self.kv
-            .txn(Txn {
-                compares: vec![],
-                ops,
-            })
-            .map(|_| ())
+        self.apply(ops)
     }
 
     pub fn group_meta(&mut self, group: &str) -> Result<Option<GroupMeta>, MetaError> {
@@ -336,12 +336,7 @@ impl MetaStore {
 
     pub fn put_group_meta(&mut self, group: &str, meta: &GroupMeta) -> Result<(), MetaError> {
         let op = Op::Put(keys::group_meta(&self.ns, group), to_json(meta));
-        self.kv
-            .txn(Txn {
-                compares: vec![],
-                ops: vec![op],
-            })
-            .map(|_| ())
+        self.apply(vec![op])
     }
 
     /// Names of every group with stored metadata or offsets.
@@ -360,12 +355,7 @@ impl MetaStore {
     /// Removes a group's offsets and metadata.
     pub fn delete_group(&mut self, group: &str) -> Result<(), MetaError> {
         let op = Op::DeletePrefix(keys::group(&self.ns, group));
-        self.kv
-            .txn(Txn {
-                compares: vec![],
-                ops: vec![op],
-            })
-            .map(|_| ())
+        self.apply(vec![op])
     }
 }
 

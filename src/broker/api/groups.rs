@@ -292,12 +292,7 @@ async fn describe_one(shard: &Rc<Shard>, group: String) -> Option<Described> {
                 .members
                 .values()
                 .map(|m| {
-                    let meta = m
-                        .protocols
-                        .iter()
-                        .find(|(n, _)| *n == protocol)
-                        .map(|(_, b)| b.clone())
-                        .unwrap_or_default();
+                    let meta = m.metadata(Some(&protocol));
                     (
                         m.id.clone(),
                         m.instance_id.clone(),
