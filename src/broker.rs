@@ -12,6 +12,7 @@
 //! glommio executor per shard, each accepting connections on the shared port
 //! (SO_REUSEPORT) and owning the partitions that hash to it.
 
+mod cluster;
 pub mod config;
 mod conn;
 mod errors;
@@ -112,16 +113,32 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     }
     .map_err(|e| anyhow!("cannot open the metadata store: {e}"))?;
 
+    let (host, port) = args.advertised();
+    let me = crate::meta::BrokerInfo {
+        id: args.broker_id.unwrap_or(0),
+        host,
+        port,
+        started_ms: crate::meta::store::now_ms(),
+    };
+    let cluster = if args.etcd_endpoints.is_empty() {
+        Arc::new(cluster::Cluster::single(me))
+    } else {
+        let ttl = std::time::Duration::from_secs(args.lease_ttl_secs);
+        cluster::Cluster::join(meta.clone(), me, args.broker_id, ttl)
+            .map_err(|e| anyhow!("cannot join the cluster in etcd: {e}"))?
+    };
+
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = args.shards.unwrap_or(cores);
     let pin = shards <= cores;
     let (host, port) = args.advertised();
     tracing::info!(
-        listen = %args.listen, advertise = %format!("{host}:{port}"), shards, store = ?store_label(&store),
+        broker_id = cluster.id(), listen = %args.listen, advertise = %format!("{host}:{port}"), shards, store = ?store_label(&store),
         metadata = if args.etcd_endpoints.is_empty() { "embedded" } else { "etcd" }, "kafscale broker starting"
     );
     eprintln!(
-        "kafscale broker: Kafka on {} (advertised as {host}:{port}), metrics on http://{}/metrics, {shards} shards, data in {}",
+        "kafscale broker {}: Kafka on {} (advertised as {host}:{port}), metrics on http://{}/metrics, {shards} shards, data in {}",
+        cluster.id(),
         args.listen,
         args.metrics_listen,
         store_label(&store)
@@ -131,14 +148,15 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let args = Arc::new(args);
     let mesh: MeshBuilder<Job, _> = MeshBuilder::full(shards, 1024);
     let results = kafscale_shard::spawn_shards(shards, pin, |_| {
-        let (args, store, meta, metrics, mesh) = (
+        let (args, store, meta, cluster, metrics, mesh) = (
             args.clone(),
             store.clone(),
             meta.clone(),
+            cluster.clone(),
             metrics.clone(),
             mesh.clone(),
         );
-        move || run_shard(args, store, meta, metrics, mesh)
+        move || run_shard(args, store, meta, cluster, metrics, mesh)
     })?;
     for r in results {
         r?;
@@ -174,6 +192,7 @@ async fn run_shard(
     args: Arc<BrokerArgs>,
     store: StoreConfig,
     meta: MetaClient,
+    cluster: Arc<cluster::Cluster>,
     metrics: Arc<Metrics>,
     mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
 ) -> anyhow::Result<()> {
@@ -195,6 +214,7 @@ async fn run_shard(
         args.clone(),
         store,
         meta,
+        cluster,
         metrics.clone(),
         senders,
         wake_tx,
@@ -212,6 +232,9 @@ async fn run_shard(
         .detach();
     }
     glommio::spawn_local(flush::run(shard.clone(), wake_rx)).detach();
+    if shard.cluster.is_clustered() {
+        glommio::spawn_local(hand_over(shard.clone())).detach();
+    }
     if id == 0 {
         let l = http::bind(args.metrics_listen)?;
         glommio::spawn_local(http::serve(l, metrics)).detach();
@@ -225,6 +248,30 @@ async fn run_shard(
                 tracing::warn!(error = %e, "accept failed");
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
             }
+        }
+    }
+}
+
+/// In a cluster: gives up partitions that now hash to another live broker
+/// (one joined), so load spreads without copying anything. The new owner
+/// claims each on its next request; clients follow NOT_LEADER_OR_FOLLOWER.
+async fn hand_over(shard: Rc<Shard>) {
+    // A partition stays at least this long where it was claimed, so brief
+    // disagreements between brokers' views do not bounce it around.
+    let settle = std::time::Duration::from_secs(5);
+    loop {
+        glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+        for log in shard.owned_logs() {
+            let Some(claim) = log.claim else { continue };
+            if log.loaded.elapsed() < settle || shard.cluster.prefers_me(&log.topic, log.partition)
+            {
+                continue;
+            }
+            shard.drop_log(&log);
+            shard
+                .cluster
+                .release_partition(&shard.meta, &log.topic, log.partition, &claim)
+                .await;
         }
     }
 }

@@ -25,7 +25,8 @@ mod types;
 pub use client::MetaClient;
 pub use store::MetaStore;
 pub use types::{
-    CommittedOffset, GroupMeta, PartitionState, SegmentCommit, SegmentRecord, TopicMeta,
+    BrokerInfo, CommittedOffset, GroupMeta, Owner, PartitionState, SegmentCommit, SegmentRecord,
+    TopicMeta,
 };
 
 /// Errors of the metadata layer. Display is one sentence for a person.
@@ -65,6 +66,23 @@ pub enum MetaError {
         topic: String,
         partition: u32,
         expected: i64,
+        actual: i64,
+    },
+    #[error("the embedded metadata store does not support {what}")]
+    Unsupported { what: &'static str },
+    #[error("{what} is owned by broker {broker}")]
+    OwnedBy { what: String, broker: i32 },
+    #[error(
+        "broker id {id} is registered by a live broker (or by a previous run whose lease has not expired yet)"
+    )]
+    BrokerIdTaken { id: i32 },
+    #[error(
+        "partition {topic}-{partition} changed owner: this writer holds epoch {epoch}, the store has {actual}; it cannot append any more"
+    )]
+    Fenced {
+        topic: String,
+        partition: u32,
+        epoch: i64,
         actual: i64,
     },
     #[error("metadata requests are queued beyond capacity; retry")]

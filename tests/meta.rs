@@ -4,7 +4,7 @@
 use kafscale::meta::embedded::FileKv;
 use kafscale::meta::etcd::EtcdKv;
 use kafscale::meta::{
-    MetaClient, MetaError, MetaStore, PartitionState, SegmentCommit, SegmentRecord,
+    BrokerInfo, MetaClient, MetaError, MetaStore, PartitionState, SegmentCommit, SegmentRecord,
 };
 
 fn etcd_endpoints() -> Option<Vec<String>> {
@@ -123,7 +123,11 @@ fn scenario(store: &mut MetaStore) {
     let fenced = PartitionState { epoch: 7, ..s[0] };
     assert!(matches!(
         store.commit(&[commit("orders", 0, fenced, 100, 120)]),
-        Err(MetaError::Conflict { .. })
+        Err(MetaError::Fenced {
+            epoch: 7,
+            actual: 0,
+            ..
+        })
     ));
 
     // A segment that does not start at the expected offset is refused.
@@ -298,6 +302,121 @@ fn etcd_refuses_a_stale_writer_from_another_connection() {
         "{err}"
     );
     assert_eq!(b.segments("t", 0).unwrap().len(), 1);
+}
+
+fn broker(id: i32) -> BrokerInfo {
+    BrokerInfo {
+        id,
+        host: "127.0.0.1".into(),
+        port: 9000 + id,
+        started_ms: 1,
+    }
+}
+
+/// Two brokers on two connections: registration, claims, and the fence that
+/// keeps an owner whose lease ended from committing.
+#[test]
+fn etcd_ownership_is_leased_and_fences_the_previous_owner() {
+    let Some(endpoints) = etcd_endpoints() else {
+        return;
+    };
+    let ns = unique_ns("owners");
+    let mut a = MetaStore::new(Box::new(EtcdKv::connect(&endpoints).unwrap()), ns.clone());
+    let mut b = MetaStore::new(Box::new(EtcdKv::connect(&endpoints).unwrap()), ns);
+    let la = a.grant_lease(30).unwrap();
+    let lb = b.grant_lease(30).unwrap();
+    a.register_broker(&broker(1), la).unwrap();
+    assert!(matches!(
+        b.register_broker(&broker(1), lb),
+        Err(MetaError::BrokerIdTaken { id: 1 })
+    ));
+    assert_eq!(b.register_any_broker(broker(7), lb).unwrap(), 0);
+    assert_eq!(
+        a.brokers()
+            .unwrap()
+            .iter()
+            .map(|b| b.id)
+            .collect::<Vec<_>>(),
+        [0, 1]
+    );
+
+    a.create_topic("t", 2, Default::default()).unwrap();
+    let mine = a.claim_partition("t", 0, 1, la).unwrap();
+    assert_eq!(mine.epoch, 1);
+    // Claiming again under the same lease is idempotent.
+    assert_eq!(a.claim_partition("t", 0, 1, la).unwrap(), mine);
+    let err = b.claim_partition("t", 0, 0, lb).unwrap_err();
+    assert!(matches!(err, MetaError::OwnedBy { broker: 1, .. }), "{err}");
+    assert_eq!(b.owners().unwrap().len(), 1);
+    a.commit(&[commit("t", 0, mine, 0, 9)]).unwrap();
+    let mine = a.partition_state("t", 0).unwrap();
+
+    // a's lease ends (as when it is paused or dies): its keys go with it.
+    a.revoke_lease(la).unwrap();
+    assert!(!a.keep_alive(la).unwrap());
+    assert!(b.owners().unwrap().is_empty());
+    assert_eq!(b.brokers().unwrap().len(), 1);
+    let theirs = b.claim_partition("t", 0, 0, lb).unwrap();
+    assert_eq!((theirs.epoch, theirs.next_offset), (2, 10));
+
+    // a still believes it owns the partition: its commit is refused.
+    let err = a.commit(&[commit("t", 0, mine, 10, 19)]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MetaError::Fenced {
+                epoch: 1,
+                actual: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("changed owner"), "{err}");
+    b.commit(&[commit("t", 0, theirs, 10, 14)]).unwrap();
+    assert_eq!(b.segments("t", 0).unwrap().len(), 2);
+
+    // Releasing hands the partition back without touching its data.
+    let owner = b.owners().unwrap()[0].2;
+    b.release_partition("t", 0, &owner).unwrap();
+    assert!(b.owners().unwrap().is_empty());
+    assert_eq!(b.partition_state("t", 0).unwrap().next_offset, 15);
+
+    // Groups: one coordinator at a time.
+    b.claim_coordinator("g", 0, lb).unwrap();
+    let la2 = a.grant_lease(30).unwrap();
+    assert!(matches!(
+        a.claim_coordinator("g", 1, la2),
+        Err(MetaError::OwnedBy { broker: 0, .. })
+    ));
+    assert_eq!(a.coordinators().unwrap()[0].0, "g");
+}
+
+/// A lease nobody renews expires on its own, and its keys with it.
+#[test]
+fn etcd_lease_expires_without_keep_alive() {
+    let Some(endpoints) = etcd_endpoints() else {
+        return;
+    };
+    let mut a = MetaStore::new(
+        Box::new(EtcdKv::connect(&endpoints).unwrap()),
+        unique_ns("expiry"),
+    );
+    let lease = a.grant_lease(1).unwrap();
+    a.register_broker(&broker(3), lease).unwrap();
+    assert!(a.keep_alive(lease).unwrap());
+    assert_eq!(a.brokers().unwrap().len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(a.brokers().unwrap().is_empty());
+    assert!(!a.keep_alive(lease).unwrap());
+}
+
+#[test]
+fn embedded_store_has_no_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MetaStore::new(Box::new(FileKv::open(dir.path()).unwrap()), "x");
+    let err = store.grant_lease(10).unwrap_err();
+    assert!(err.to_string().contains("need etcd"), "{err}");
 }
 
 #[test]

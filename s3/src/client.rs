@@ -70,6 +70,7 @@ pub(crate) struct Call<'a> {
     pub query: Vec<(&'static str, String)>,
     pub headers: Vec<(HeaderName, String)>,
     pub body: Vec<Bytes>,
+    pub if_absent: bool,
 }
 
 impl<'a> Call<'a> {
@@ -81,6 +82,7 @@ impl<'a> Call<'a> {
             query: Vec::new(),
             headers: Vec::new(),
             body: Vec::new(),
+            if_absent: false,
         }
     }
     pub(crate) fn query(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -90,6 +92,12 @@ impl<'a> Call<'a> {
     pub(crate) fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
+    }
+    /// `If-None-Match: *`: the write fails with [`StoreError::Exists`] when
+    /// the key is taken.
+    pub(crate) fn if_absent(mut self) -> Self {
+        self.if_absent = true;
+        self.header(http::header::IF_NONE_MATCH, "*")
     }
     pub(crate) fn body(mut self, chunks: Vec<Bytes>) -> Self {
         self.body = chunks;
@@ -326,6 +334,9 @@ impl S3Client {
         match (status, parsed.code.as_str()) {
             (_, "NoSuchBucket") => StoreError::NoSuchBucket { bucket, endpoint, request_id },
             (_, "NoSuchKey") => StoreError::NotFound { bucket, key },
+            (StatusCode::PRECONDITION_FAILED, _) | (_, "PreconditionFailed") if call.if_absent => {
+                StoreError::Exists { bucket, key }
+            }
             (StatusCode::NOT_FOUND, "") if call.method == Method::HEAD || call.key.is_some() => {
                 StoreError::NotFound { bucket, key }
             }
@@ -388,6 +399,7 @@ impl S3Client {
         if let Some(ct) = &opts.content_type {
             call = call.header(CONTENT_TYPE, ct.clone());
         }
+
         if let Some(lock) = self.inner.config.object_lock {
             call = call
                 .header(
@@ -411,6 +423,9 @@ impl S3Client {
     ) -> Result<ObjectMeta, StoreError> {
         let size = chunks.iter().map(|c| c.len() as u64).sum();
         let mut call = self.write_headers(Call::new("PutObject", Method::PUT, Some(key)), opts);
+        if opts.if_absent {
+            call = call.if_absent();
+        }
         if self.inner.config.checksums || self.inner.config.object_lock.is_some() {
             call = call.header(
                 HeaderName::from_static("x-amz-checksum-crc32c"),
@@ -452,6 +467,7 @@ impl S3Client {
             id,
             self.inner.config.max_parts_in_flight,
             self.inner.config.checksums,
+            opts.if_absent,
         ))
     }
 

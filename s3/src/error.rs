@@ -7,6 +7,10 @@ use http::StatusCode;
 pub enum StoreError {
     #[error("S3 object s3://{bucket}/{key} does not exist")]
     NotFound { bucket: String, key: String },
+    #[error("S3 object s3://{bucket}/{key} already exists (the write required it absent)")]
+    Exists { bucket: String, key: String },
+    #[error("local store object {key} already exists (the write required it absent)")]
+    LocalExists { key: String },
     #[error("S3 bucket {bucket:?} does not exist at {endpoint} (request id {request_id})")]
     NoSuchBucket {
         bucket: String,
@@ -74,6 +78,11 @@ impl StoreError {
     /// True when the object (not the bucket) is missing.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. } | Self::LocalNotFound { .. })
+    }
+
+    /// True when a write that required the key to be absent found an object.
+    pub fn is_exists(&self) -> bool {
+        matches!(self, Self::Exists { .. } | Self::LocalExists { .. })
     }
 
     /// True for failures worth retrying later: server errors, throttling,

@@ -122,8 +122,15 @@ impl Dirs {
         self.meta.join(format!("{key}.json"))
     }
 
-    /// temp file -> fsync -> rename -> fsync dir.
+    /// temp file -> fsync -> rename -> fsync dir. With `if_absent`, a hard
+    /// link instead of the rename, which fails if `dest` exists.
     fn write_atomic(&self, dest: &Path, data: &[u8]) -> Result<(), StoreError> {
+        self.write_file(dest, data, false).map(|_| ())
+    }
+
+    /// As [`Dirs::write_atomic`]; returns false (and writes nothing) when
+    /// `if_absent` and `dest` exists.
+    fn write_file(&self, dest: &Path, data: &[u8], if_absent: bool) -> Result<bool, StoreError> {
         let parent = dest.parent().unwrap_or(&self.root);
         fs::create_dir_all(parent).map_err(io_err(parent))?;
         // Unique across every LocalStore of this process (each shard has one).
@@ -138,10 +145,20 @@ impl Dirs {
             let _ignored = fs::remove_file(&tmp);
             return Err(io_err(&tmp)(e));
         }
-        fs::rename(&tmp, dest).map_err(io_err(dest))?;
+        if if_absent {
+            let linked = fs::hard_link(&tmp, dest);
+            let _ignored = fs::remove_file(&tmp);
+            match linked {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+                other => other.map_err(io_err(dest))?,
+            }
+        } else {
+            fs::rename(&tmp, dest).map_err(io_err(dest))?;
+        }
         fs::File::open(parent)
             .and_then(|d| d.sync_all())
-            .map_err(io_err(parent))
+            .map_err(io_err(parent))?;
+        Ok(true)
     }
 
     fn read_meta(&self, key: &str, size: u64) -> Result<ObjectMeta, StoreError> {
@@ -220,12 +237,18 @@ impl ObjectStore for LocalStore {
         check_key(key)?;
         let key = key.to_owned();
         let metadata = opts.metadata.clone();
+        let if_absent = opts.if_absent;
         self.blocking(move |d| {
+            if if_absent && d.object(&key).exists() {
+                return Err(StoreError::LocalExists { key });
+            }
             if !metadata.is_empty() {
                 let raw = serde_json::to_vec(&metadata).unwrap_or_default();
                 d.write_atomic(&d.meta_path(&key), &raw)?;
             }
-            d.write_atomic(&d.object(&key), &body)?;
+            if !d.write_file(&d.object(&key), &body, if_absent)? {
+                return Err(StoreError::LocalExists { key });
+            }
             Ok(ObjectMeta {
                 size: body.len() as u64,
                 etag: String::new(),

@@ -35,6 +35,8 @@ pub struct MultipartUpload {
     next_part: u32,
     max_in_flight: usize,
     checksums: bool,
+    /// Complete with `If-None-Match: *`.
+    if_absent: bool,
     in_flight: VecDeque<Task<PartResult>>,
     done: Vec<CompletedPart>,
 }
@@ -57,6 +59,7 @@ impl MultipartUpload {
         upload_id: String,
         max_in_flight: usize,
         checksums: bool,
+        if_absent: bool,
     ) -> Self {
         Self {
             client,
@@ -65,6 +68,7 @@ impl MultipartUpload {
             next_part: 1,
             max_in_flight: max_in_flight.max(1),
             checksums,
+            if_absent,
             in_flight: VecDeque::new(),
             done: Vec::new(),
         }
@@ -156,9 +160,12 @@ impl MultipartUpload {
             body.push_str("</Part>");
         }
         body.push_str("</CompleteMultipartUpload>");
-        let call = Call::new("CompleteMultipartUpload", Method::POST, Some(&self.key))
+        let mut call = Call::new("CompleteMultipartUpload", Method::POST, Some(&self.key))
             .query("uploadId", self.upload_id.clone())
             .body(vec![Bytes::from(body)]);
+        if self.if_absent {
+            call = call.if_absent();
+        }
         let reply = self.client.send(call).await;
         let reply = match reply {
             Ok(r) => r,
@@ -171,6 +178,12 @@ impl MultipartUpload {
         let text = String::from_utf8_lossy(&reply.body);
         if let Some(err) = xml::error_body(&text) {
             self.abort().await;
+            if self.if_absent && err.code == "PreconditionFailed" {
+                return Err(StoreError::Exists {
+                    bucket: self.client.bucket().to_owned(),
+                    key: self.key.clone(),
+                });
+            }
             return Err(StoreError::Http {
                 operation: "CompleteMultipartUpload",
                 status: reply.status,

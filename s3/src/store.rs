@@ -13,12 +13,22 @@ pub struct PutOptions {
     /// User metadata, sent as `x-amz-meta-{name}`. Names are lower-case ASCII.
     pub metadata: BTreeMap<String, String>,
     pub content_type: Option<String>,
+    /// Write only if no object has the key (`If-None-Match: *`); otherwise
+    /// fail with [`StoreError::Exists`] / [`StoreError::LocalExists`]. This is
+    /// how a fenced writer is kept from overwriting a segment another
+    /// writer already put under the same key.
+    pub if_absent: bool,
 }
 
 impl PutOptions {
     pub fn with_meta(mut self, name: &str, value: impl ToString) -> Self {
         self.metadata
             .insert(name.to_ascii_lowercase(), value.to_string());
+        self
+    }
+
+    pub fn if_absent(mut self) -> Self {
+        self.if_absent = true;
         self
     }
 }

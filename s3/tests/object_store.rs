@@ -98,6 +98,31 @@ async fn contract<S: ObjectStore>(store: &S) {
         b"second"
     );
 
+    // A write that requires the key to be free refuses to replace it, and
+    // leaves the object as it was.
+    let err = store
+        .put(
+            "ns/ordersX/0/a",
+            Bytes::from_static(b"third"),
+            &PutOptions::default().if_absent(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_exists(), "{err}");
+    assert_eq!(
+        &store.get("ns/ordersX/0/a").await.unwrap().body[..],
+        b"second"
+    );
+    store
+        .put(
+            "ns/ordersX/0/b",
+            Bytes::from_static(b"new"),
+            &PutOptions::default().if_absent(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&store.get("ns/ordersX/0/b").await.unwrap().body[..], b"new");
+
     store
         .delete_many(&[
             "ns/orders/10/segment-00000000000000000000.kfs".into(),
@@ -137,7 +162,7 @@ fn local_store_meets_the_contract() {
         // Reopening finds everything (and cleans temp leftovers).
         std::fs::write(root.join("tmp/leftover"), b"partial").unwrap();
         let again = LocalStore::open(&root).unwrap();
-        assert_eq!(again.list("ns/").await.unwrap().len(), 3);
+        assert_eq!(again.list("ns/").await.unwrap().len(), 4);
         assert!(
             std::fs::read_dir(root.join("tmp"))
                 .unwrap()

@@ -74,6 +74,16 @@ fn put_switches_to_multipart_above_the_threshold() {
             meta.etag
         );
         assert!(s3.get("big").await.unwrap().body == data);
+
+        // A multipart write that requires the key free is refused at
+        // CompleteMultipartUpload, and the first object stays.
+        let other = Bytes::from(random_bytes(s3.config().multipart_threshold + MIB));
+        let err = s3
+            .put("big", other, &PutOptions::default().if_absent())
+            .await
+            .unwrap_err();
+        assert!(err.is_exists(), "{err}");
+        assert!(s3.get("big").await.unwrap().body == data);
     });
 }
 

@@ -129,8 +129,15 @@ pub struct BrokerArgs {
     /// Largest request frame accepted.
     #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value = "100MiB")]
     pub max_frame_bytes: ByteSize,
-    #[arg(long, env = "KAFSCALE_BROKER_ID", default_value_t = 0)]
-    pub broker_id: i32,
+    /// This broker's id in the cluster. Default: 0 with embedded metadata;
+    /// with etcd, the lowest id no live broker holds.
+    #[arg(long, env = "KAFSCALE_BROKER_ID")]
+    pub broker_id: Option<i32>,
+    /// Seconds a broker's etcd lease (its registration and everything it
+    /// owns) outlives its last renewal; a failed broker's partitions move
+    /// after this long.
+    #[arg(long, env = "KAFSCALE_LEASE_TTL_SECS", default_value_t = 10)]
+    pub lease_ttl_secs: u64,
     /// Create unknown topics on Metadata/Produce requests, as Kafka does by default.
     #[arg(long, env = "KAFSCALE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,
@@ -176,6 +183,12 @@ impl BrokerArgs {
         }
         if self.segment_bytes.0 < 1024 {
             bail!("--segment-bytes must be at least 1KiB");
+        }
+        if self.broker_id.is_some_and(|id| id < 0) {
+            bail!("--broker-id must be 0 or more");
+        }
+        if !(1..=300).contains(&self.lease_ttl_secs) {
+            bail!("--lease-ttl-secs must be between 1 and 300");
         }
         if self.flush_interval_ms == 0 {
             bail!("--flush-interval-ms must be at least 1");

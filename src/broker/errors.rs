@@ -13,6 +13,7 @@ impl ErrorCode {
     pub const NOT_LEADER_OR_FOLLOWER: Self = Self(6);
     pub const MESSAGE_TOO_LARGE: Self = Self(10);
     pub const COORDINATOR_NOT_AVAILABLE: Self = Self(15);
+    pub const NOT_COORDINATOR: Self = Self(16);
     pub const INVALID_TOPIC_EXCEPTION: Self = Self(17);
     pub const INVALID_REQUIRED_ACKS: Self = Self(21);
     pub const UNSUPPORTED_VERSION: Self = Self(35);
@@ -45,7 +46,9 @@ impl From<&crate::meta::MetaError> for ErrorCode {
             M::UnknownTopic { .. } | M::UnknownPartition { .. } => Self::UNKNOWN_TOPIC_OR_PARTITION,
             M::TopicExists { .. } => Self::TOPIC_ALREADY_EXISTS,
             M::BadPartitionCount { .. } => Self::INVALID_PARTITIONS,
-            M::Conflict { .. } => Self::NOT_LEADER_OR_FOLLOWER,
+            M::Conflict { .. } | M::Fenced { .. } | M::OwnedBy { .. } => {
+                Self::NOT_LEADER_OR_FOLLOWER
+            }
             // etcd unreachable, queue full, I/O: retriable for the client.
             _ => Self::KAFKA_STORAGE_ERROR,
         }

@@ -100,6 +100,12 @@ async fn flush(shard: &Rc<Shard>, logs: Vec<Rc<PartitionLog>>) {
             tracing::error!(error = %e, partitions = uploaded.len(), "segment commit failed; producers get a retriable error");
             let code = ErrorCode::from(&e);
             for (log, f) in uploaded {
+                if matches!(e, MetaError::Fenced { .. }) {
+                    // Another broker owns the partition now.
+                    log.flush_failed(f, code, None);
+                    shard.drop_log(&log);
+                    continue;
+                }
                 // Another writer moved the partition on: adopt its state.
                 let fresh = match &e {
                     MetaError::Conflict { .. } => shard
@@ -129,9 +135,13 @@ async fn upload(shard: &Shard, log: &PartitionLog, f: &Flushing) -> Result<(), E
         .with_meta("message-count", info.message_count)
         .with_meta("created-ms", info.created_ms)
         .with_meta("min-timestamp", info.min_timestamp)
-        .with_meta("max-timestamp", info.max_timestamp);
-    // The .kfs goes first: an .index without its .kfs never exists.
-    let put = async {
+        .with_meta("max-timestamp", info.max_timestamp)
+        .if_absent();
+    // The .kfs goes first: an .index without its .kfs never exists. Both
+    // are written only if absent, so a writer that lost the partition (its
+    // upload still in flight) can never replace a segment its successor
+    // committed under the same key.
+    let put = || async {
         let started = Instant::now();
         shard
             .store
@@ -140,10 +150,35 @@ async fn upload(shard: &Shard, log: &PartitionLog, f: &Flushing) -> Result<(), E
         shard.metrics.segment_put.record(started.elapsed());
         shard
             .store
-            .put(&index_key, f.sealed.index.clone(), &PutOptions::default())
+            .put(
+                &index_key,
+                f.sealed.index.clone(),
+                &PutOptions::default().if_absent(),
+            )
             .await
     };
-    match put.await {
+    let mut result = put().await;
+    if let Err(e) = &result
+        && e.is_exists()
+    {
+        // Objects at our next offset that are not committed: left by a crash
+        // between upload and commit, or by a previous owner fenced off by
+        // our claim (its commit can no longer succeed). Replace them once.
+        tracing::warn!(key = %kfs_key, "replacing an uncommitted segment left at this offset");
+        shard
+            .metrics
+            .orphans_found
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result = match shard
+            .store
+            .delete_many(&[kfs_key.clone(), index_key.clone()])
+            .await
+        {
+            Ok(()) => put().await,
+            Err(e) => Err(e),
+        };
+    }
+    match result {
         Ok(_) => {
             shard
                 .metrics

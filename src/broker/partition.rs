@@ -20,6 +20,7 @@ use kafscale_codec::index::Index;
 use kafscale_codec::kfs::{FOOTER_LEN, HEADER_LEN, SealedSegment, SegmentWriter, batches_in_range};
 use kafscale_s3::ObjectStore;
 
+use super::cluster::Claim;
 use super::errors::ErrorCode;
 use super::pool::BufferPool;
 use super::shard::{CachedSegment, Shard};
@@ -31,6 +32,10 @@ pub type Durable = oneshot::Receiver<Result<(), ErrorCode>>;
 pub struct PartitionLog {
     pub topic: String,
     pub partition: u32,
+    /// This broker's ownership (clusters only); see [`super::cluster`].
+    pub claim: Option<Claim>,
+    /// When it was loaded, so a fresh owner is not asked to hand over at once.
+    pub loaded: Instant,
     state: RefCell<LogState>,
     /// Fetches waiting for the high watermark to move.
     watchers: RefCell<Vec<oneshot::Sender<()>>>,
@@ -100,10 +105,13 @@ impl PartitionLog {
         partition: u32,
         committed: PartitionState,
         segments: Vec<SegmentRecord>,
+        claim: Option<Claim>,
     ) -> Self {
         Self {
             topic,
             partition,
+            claim,
+            loaded: Instant::now(),
             state: RefCell::new(LogState {
                 committed,
                 segments,

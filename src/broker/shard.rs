@@ -22,6 +22,7 @@ use glommio::sync::Semaphore;
 use kafscale_codec::index::Index;
 use kafscale_s3::{AnyStore, ObjectStore};
 
+use super::cluster::Cluster;
 use super::config::BrokerArgs;
 use super::errors::ErrorCode;
 use super::group::{Group, GroupRef};
@@ -42,6 +43,7 @@ pub struct Shard {
     pub args: Arc<BrokerArgs>,
     pub store: AnyStore,
     pub meta: MetaClient,
+    pub cluster: Arc<Cluster>,
     pub metrics: Arc<Metrics>,
     senders: Senders<Job>,
     topics: RefCell<HashMap<String, TopicMeta>>,
@@ -82,6 +84,7 @@ impl Shard {
         args: Arc<BrokerArgs>,
         store: AnyStore,
         meta: MetaClient,
+        cluster: Arc<Cluster>,
         metrics: Arc<Metrics>,
         senders: Senders<Job>,
         flush_wake: glommio::channels::local_channel::LocalSender<()>,
@@ -98,6 +101,7 @@ impl Shard {
             args,
             store,
             meta,
+            cluster,
             metrics,
             senders,
             topics: RefCell::default(),
@@ -268,14 +272,26 @@ impl Shard {
 
     // ---- partition logs (owner shard only) ----
 
-    /// The log of a partition this shard owns, loaded from metadata on first use.
+    /// The log of a partition this shard owns, loaded from metadata (and, in
+    /// a cluster, claimed) on first use. NOT_LEADER_OR_FOLLOWER when another
+    /// broker owns it or this broker's lease cannot be trusted right now.
     pub async fn log(&self, topic: &str, partition: u32) -> Result<Rc<PartitionLog>, ErrorCode> {
         let key = (topic.to_owned(), partition);
         // One load per partition at a time: later callers wait for it and
         // look again (a failed load leaves the next caller to try).
         loop {
-            if let Some(log) = self.logs.borrow().get(&key) {
-                return Ok(log.clone());
+            let cached = self.logs.borrow().get(&key).cloned();
+            if let Some(log) = cached {
+                if self.cluster.holds(log.claim.as_ref()) {
+                    return Ok(log);
+                }
+                if !self.cluster.is_void(log.claim.as_ref()) {
+                    // Same lease, but not renewed in time: wait for etcd.
+                    return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+                }
+                // The lease this claim was made under is gone: start over.
+                self.drop_log(&log);
+                continue;
             }
             let waiting = match self.loading.borrow_mut().entry(key.clone()) {
                 std::collections::hash_map::Entry::Occupied(mut e) => {
@@ -321,11 +337,10 @@ impl Shard {
                 _ => return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
             }
         }
-        let state = self
-            .meta
-            .partition_state(topic, partition)
-            .await
-            .map_err(|e| ErrorCode::from(&e))?;
+        let (state, claim) = self
+            .cluster
+            .claim_partition(&self.meta, topic, partition)
+            .await?;
         let segments = self
             .meta
             .segments(topic, partition)
@@ -336,6 +351,7 @@ impl Shard {
             partition,
             state,
             segments,
+            claim,
         ));
         self.recover(&log).await;
         Ok(self.logs.borrow_mut().entry(key).or_insert(log).clone())
@@ -368,7 +384,7 @@ impl Shard {
                     .collect();
                 if !orphans.is_empty() {
                     tracing::warn!(topic = %log.topic, partition = log.partition, count = orphans.len(), keys = ?orphans,
-                        "orphan segment objects (uploaded, never committed) are ignored; they will be overwritten");
+                        "orphan segment objects (uploaded, never committed) are ignored; they are replaced when the partition writes at their offsets");
                     self.metrics
                         .orphans_found
                         .fetch_add(orphans.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -441,6 +457,19 @@ impl Shard {
 
     pub fn drop_group(&self, name: &str) {
         self.groups.borrow_mut().remove(name);
+    }
+
+    /// Forgets a partition this shard no longer owns; its pending appends
+    /// are refused so producers go to the new owner.
+    pub fn drop_log(&self, log: &Rc<PartitionLog>) {
+        let key = (log.topic.clone(), log.partition);
+        let mut logs = self.logs.borrow_mut();
+        if logs.get(&key).is_some_and(|l| Rc::ptr_eq(l, log)) {
+            logs.remove(&key);
+            drop(logs);
+            log.fail_pending(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+            tracing::info!(topic = %log.topic, partition = log.partition, "gave up ownership");
+        }
     }
 
     pub fn owned_logs(&self) -> Vec<Rc<PartitionLog>> {

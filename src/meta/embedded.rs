@@ -54,7 +54,7 @@ fn encode(ops: &[Op]) -> Vec<u8> {
 fn apply(map: &mut BTreeMap<String, String>, ops: Vec<Op>) {
     for op in ops {
         match op {
-            Op::Put(k, v) => {
+            Op::Put(k, v) | Op::PutLeased(k, v, _) => {
                 map.insert(k, v);
             }
             Op::Delete(k) => {
@@ -217,5 +217,21 @@ impl Kv for FileKv {
             self.compact()?;
         }
         Ok(true)
+    }
+
+    // One process holds the embedded store (flock), so there is nobody to
+    // share ownership with: clusters need etcd.
+    fn grant_lease(&mut self, _ttl_secs: i64) -> Result<i64, MetaError> {
+        Err(MetaError::Unsupported {
+            what: "leases (several brokers need etcd)",
+        })
+    }
+
+    fn keep_alive(&mut self, _lease: i64) -> Result<bool, MetaError> {
+        self.grant_lease(0).map(|_| false)
+    }
+
+    fn revoke_lease(&mut self, _lease: i64) -> Result<(), MetaError> {
+        self.grant_lease(0).map(|_| ())
     }
 }

@@ -113,6 +113,9 @@ impl Kv for EtcdKv {
             .into_iter()
             .map(|op| match op {
                 Op::Put(k, v) => TxnOp::put(k, v, None),
+                Op::PutLeased(k, v, lease) => {
+                    TxnOp::put(k, v, Some(etcd_client::PutOptions::new().with_lease(lease)))
+                }
                 Op::Delete(k) => TxnOp::delete(k, None),
                 Op::DeletePrefix(p) => TxnOp::delete(p, Some(DeleteOptions::new().with_prefix())),
             })
@@ -123,5 +126,35 @@ impl Kv for EtcdKv {
             .block_on(self.client.txn(etxn))
             .map_err(|e| self.fail(e))?;
         Ok(resp.succeeded())
+    }
+
+    fn grant_lease(&mut self, ttl_secs: i64) -> Result<i64, MetaError> {
+        let resp = self
+            .runtime
+            .block_on(self.client.lease_grant(ttl_secs, None))
+            .map_err(|e| self.fail(e))?;
+        Ok(resp.id())
+    }
+
+    fn keep_alive(&mut self, lease: i64) -> Result<bool, MetaError> {
+        let client = &mut self.client;
+        let renewed = self.runtime.block_on(async {
+            let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            // etcd answers a renewal of an expired lease with TTL 0.
+            Ok::<_, etcd_client::Error>(stream.message().await?.is_some_and(|r| r.ttl() > 0))
+        });
+        match renewed {
+            // An expired (or revoked) lease: etcd says so as an error.
+            Err(etcd_client::Error::LeaseKeepAliveError(m)) if m.contains("not found") => Ok(false),
+            other => other.map_err(|e| self.fail(e)),
+        }
+    }
+
+    fn revoke_lease(&mut self, lease: i64) -> Result<(), MetaError> {
+        self.runtime
+            .block_on(self.client.lease_revoke(lease))
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
     }
 }

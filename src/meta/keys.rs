@@ -7,7 +7,8 @@
 //! groups/{group}/meta                               group metadata      (consumer groups)
 //! groups/{group}/offsets/{topic}/{partition:010}    committed offset    (consumer groups)
 //! brokers/{broker_id}                               live broker, leased (clusters)
-//! owners/{topic}/{partition:010}                    owner + epoch, leased (clusters)
+//! owners/{topic}/{partition:010}                    Owner, leased (clusters)
+//! coordinators/{group}                              Owner, leased (clusters)
 //! producers/next-id                                 InitProducerId counter
 //! ```
 //!
@@ -48,6 +49,26 @@ pub fn group_offset(ns: &str, group: &str, topic: &str, partition: u32) -> Strin
 
 pub fn broker(ns: &str, broker_id: i32) -> String {
     format!("/kafscale/{ns}/brokers/{broker_id}")
+}
+
+pub fn brokers(ns: &str) -> String {
+    format!("/kafscale/{ns}/brokers/")
+}
+
+pub fn owners(ns: &str) -> String {
+    format!("/kafscale/{ns}/owners/")
+}
+
+pub fn topic_owners(ns: &str, topic: &str) -> String {
+    format!("/kafscale/{ns}/owners/{topic}/")
+}
+
+pub fn coordinators(ns: &str) -> String {
+    format!("/kafscale/{ns}/coordinators/")
+}
+
+pub fn coordinator(ns: &str, group: &str) -> String {
+    format!("/kafscale/{ns}/coordinators/{group}")
 }
 
 pub fn owner(ns: &str, topic: &str, partition: u32) -> String {

@@ -14,6 +14,8 @@ pub enum Compare {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     Put(String, String),
+    /// Put bound to a lease: the key disappears when the lease expires.
+    PutLeased(String, String, i64),
     Delete(String),
     DeletePrefix(String),
 }
@@ -33,4 +35,11 @@ pub trait Kv: Send {
     fn range(&mut self, prefix: &str) -> Result<Vec<(String, String)>, MetaError>;
     /// Returns whether the compares held (and the ops were applied).
     fn txn(&mut self, txn: Txn) -> Result<bool, MetaError>;
+
+    /// Grants a lease that lives `ttl_secs` unless renewed.
+    fn grant_lease(&mut self, ttl_secs: i64) -> Result<i64, MetaError>;
+    /// Renews a lease; `false` when it has already expired (its keys are gone).
+    fn keep_alive(&mut self, lease: i64) -> Result<bool, MetaError>;
+    /// Ends a lease now, deleting its keys.
+    fn revoke_lease(&mut self, lease: i64) -> Result<(), MetaError>;
 }

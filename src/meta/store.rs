@@ -7,7 +7,8 @@ use serde::de::DeserializeOwned;
 
 use super::kv::{Compare, Kv, Op, Txn};
 use super::types::{
-    CommittedOffset, GroupMeta, PartitionState, SegmentCommit, SegmentRecord, TopicMeta,
+    BrokerInfo, CommittedOffset, GroupMeta, Owner, PartitionState, SegmentCommit, SegmentRecord,
+    TopicMeta,
 };
 use super::{MetaError, keys};
 
@@ -115,6 +116,7 @@ impl MetaStore {
             ops: vec![
                 Op::Delete(key),
                 Op::DeletePrefix(keys::topic_partitions(&self.ns, name)),
+                Op::DeletePrefix(keys::topic_owners(&self.ns, name)),
             ],
         };
         if self.kv.txn(txn)? {
@@ -234,6 +236,14 @@ impl MetaStore {
         }
         for c in commits {
             let actual = self.partition_state(&c.topic, c.partition)?;
+            if actual.epoch != c.expected.epoch {
+                return Err(MetaError::Fenced {
+                    topic: c.topic.clone(),
+                    partition: c.partition,
+                    epoch: c.expected.epoch,
+                    actual: actual.epoch,
+                });
+            }
             if actual != c.expected {
                 return Err(MetaError::Conflict {
                     topic: c.topic.clone(),
@@ -267,6 +277,192 @@ impl MetaStore {
                 ops: vec![Op::Put(key.clone(), to_json(&(id + 1)))],
             })? {
                 return Ok(id);
+            }
+        }
+    }
+}
+
+/// Clusters: live brokers and ownership, all bound to brokers' leases.
+impl MetaStore {
+    pub fn grant_lease(&mut self, ttl_secs: i64) -> Result<i64, MetaError> {
+        self.kv.grant_lease(ttl_secs)
+    }
+
+    pub fn keep_alive(&mut self, lease: i64) -> Result<bool, MetaError> {
+        self.kv.keep_alive(lease)
+    }
+
+    pub fn revoke_lease(&mut self, lease: i64) -> Result<(), MetaError> {
+        self.kv.revoke_lease(lease)
+    }
+
+    /// Registers a broker under `info.id`; refused while another live lease
+    /// holds that id.
+    pub fn register_broker(&mut self, info: &BrokerInfo, lease: i64) -> Result<(), MetaError> {
+        let key = keys::broker(&self.ns, info.id);
+        let put = Op::PutLeased(key.clone(), to_json(info), lease);
+        if self.kv.txn(Txn {
+            compares: vec![Compare::Absent(key)],
+            ops: vec![put],
+        })? {
+            Ok(())
+        } else {
+            Err(MetaError::BrokerIdTaken { id: info.id })
+        }
+    }
+
+    /// Registers under the lowest free id and returns it.
+    pub fn register_any_broker(
+        &mut self,
+        mut info: BrokerInfo,
+        lease: i64,
+    ) -> Result<i32, MetaError> {
+        loop {
+            let taken: Vec<i32> = self.brokers()?.iter().map(|b| b.id).collect();
+            info.id = (0..).find(|id| !taken.contains(id)).unwrap_or(0);
+            match self.register_broker(&info, lease) {
+                Err(MetaError::BrokerIdTaken { .. }) => continue,
+                other => return other.map(|()| info.id),
+            }
+        }
+    }
+
+    /// Live brokers, by id.
+    pub fn brokers(&mut self) -> Result<Vec<BrokerInfo>, MetaError> {
+        let mut out: Vec<BrokerInfo> = self
+            .kv
+            .range(&keys::brokers(&self.ns))?
+            .iter()
+            .map(|(k, v)| from_json(k, v))
+            .collect::<Result<_, _>>()?;
+        out.sort_by_key(|b| b.id);
+        Ok(out)
+    }
+
+    /// Every partition with a live owner: (topic, partition, owner).
+    pub fn owners(&mut self) -> Result<Vec<(String, u32, Owner)>, MetaError> {
+        let prefix = keys::owners(&self.ns);
+        let mut out = Vec::new();
+        for (k, v) in self.kv.range(&prefix)? {
+            if let Some((topic, part)) = k[prefix.len()..].rsplit_once('/')
+                && let Ok(part) = part.parse::<u32>()
+            {
+                out.push((topic.to_owned(), part, from_json(&k, &v)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every group with a live coordinator.
+    pub fn coordinators(&mut self) -> Result<Vec<(String, Owner)>, MetaError> {
+        let prefix = keys::coordinators(&self.ns);
+        self.kv
+            .range(&prefix)?
+            .iter()
+            .map(|(k, v)| Ok((k[prefix.len()..].to_owned(), from_json(k, v)?)))
+            .collect()
+    }
+
+    /// Takes ownership of a partition for `broker` under `lease`, unless
+    /// another live broker holds it. Taking it bumps the partition's epoch in
+    /// the same transaction, so every commit the previous owner still tries
+    /// (its `expected` state carries the old epoch) fails: that is the fence.
+    /// Claiming a partition this lease already owns returns its state.
+    pub fn claim_partition(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        broker: i32,
+        lease: i64,
+    ) -> Result<PartitionState, MetaError> {
+        let owner_key = keys::owner(&self.ns, topic, partition);
+        let state_key = keys::partition_state(&self.ns, topic, partition);
+        loop {
+            if let Some(raw) = self.kv.get(&owner_key)? {
+                let owner: Owner = from_json(&owner_key, &raw)?;
+                if owner.broker == broker && owner.lease == lease {
+                    return self.partition_state(topic, partition);
+                }
+                return Err(MetaError::OwnedBy {
+                    what: format!("partition {topic}-{partition}"),
+                    broker: owner.broker,
+                });
+            }
+            let Some(raw_state) = self.kv.get(&state_key)? else {
+                // Unknown topic or partition: say which.
+                return self.partition_state(topic, partition);
+            };
+            let state: PartitionState = from_json(&state_key, &raw_state)?;
+            let claimed = PartitionState {
+                epoch: state.epoch + 1,
+                ..state
+            };
+            let owner = Owner {
+                broker,
+                lease,
+                epoch: claimed.epoch,
+            };
+            if self.kv.txn(Txn {
+                compares: vec![
+                    Compare::Absent(owner_key.clone()),
+                    Compare::Equals(state_key.clone(), raw_state),
+                ],
+                ops: vec![
+                    Op::PutLeased(owner_key.clone(), to_json(&owner), lease),
+                    Op::Put(state_key.clone(), to_json(&claimed)),
+                ],
+            })? {
+                return Ok(claimed);
+            }
+        }
+    }
+
+    /// Gives a partition up (it moves to the broker it hashes to). A no-op
+    /// when `owner` no longer holds it.
+    pub fn release_partition(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        owner: &Owner,
+    ) -> Result<(), MetaError> {
+        let key = keys::owner(&self.ns, topic, partition);
+        self.kv
+            .txn(Txn {
+                compares: vec![Compare::Equals(key.clone(), to_json(owner))],
+                ops: vec![Op::Delete(key)],
+            })
+            .map(|_| ())
+    }
+
+    /// Becomes the coordinator of a group unless another live broker is.
+    pub fn claim_coordinator(
+        &mut self,
+        group: &str,
+        broker: i32,
+        lease: i64,
+    ) -> Result<(), MetaError> {
+        let key = keys::coordinator(&self.ns, group);
+        loop {
+            if let Some(raw) = self.kv.get(&key)? {
+                let owner: Owner = from_json(&key, &raw)?;
+                if owner.broker == broker && owner.lease == lease {
+                    return Ok(());
+                }
+                return Err(MetaError::OwnedBy {
+                    what: format!("group {group:?}"),
+                    broker: owner.broker,
+                });
+            }
+            let owner = Owner {
+                broker,
+                lease,
+                epoch: 0,
+            };
+            if self.kv.txn(Txn {
+                compares: vec![Compare::Absent(key.clone())],
+                ops: vec![Op::PutLeased(key.clone(), to_json(&owner), lease)],
+            })? {
+                return Ok(());
             }
         }
     }

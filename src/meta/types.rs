@@ -88,3 +88,22 @@ pub struct GroupMeta {
     pub protocol_type: Option<String>,
     pub protocol: Option<String>,
 }
+
+/// A live broker, registered under its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub started_ms: i64,
+}
+
+/// Who owns a partition (or coordinates a group), under which lease. The key
+/// holding it is bound to that lease, so it vanishes when the owner does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub broker: i32,
+    pub lease: i64,
+    /// The partition's epoch this ownership began (0 for groups).
+    pub epoch: i64,
+}

@@ -70,7 +70,7 @@ pub async fn handle(
                     .collect();
                 entries.push((
                     "broker.id".into(),
-                    args.broker_id.to_string(),
+                    shard.cluster.id().to_string(),
                     STATIC_BROKER_CONFIG,
                 ));
                 entries.push((

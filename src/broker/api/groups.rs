@@ -33,8 +33,15 @@ pub async fn find_coordinator(
 ) -> Result<Reply, String> {
     let v = header.api_version;
     let req: FindCoordinatorRequest = decode(body, v)?;
-    let (host, port) = shard.args.advertised();
-    let me = BrokerId(shard.args.broker_id);
+    let brokers = shard.cluster.brokers();
+    let at = |group: &str| {
+        let id = shard.cluster.coordinator_of(group);
+        let b = brokers
+            .iter()
+            .find(|b| b.id == id)
+            .unwrap_or(&shard.cluster.me);
+        (BrokerId(b.id), str_bytes(&b.host), b.port)
+    };
     let mut resp = FindCoordinatorResponse::default();
     // Key type 0 is a group; 1 (transactions) is not served.
     let error = if req.key_type == 0 {
@@ -49,18 +56,14 @@ pub async fn find_coordinator(
             .map(|k| {
                 let mut c = Coordinator::default();
                 c.key = k.clone();
-                c.node_id = me;
-                c.host = str_bytes(&host);
-                c.port = port;
+                (c.node_id, c.host, c.port) = at(k);
                 c.error_code = error.code();
                 c
             })
             .collect();
     } else {
         resp.error_code = error.code();
-        resp.node_id = me;
-        resp.host = str_bytes(&host);
-        resp.port = port;
+        (resp.node_id, resp.host, resp.port) = at(&req.key);
     }
     respond(header, &resp)
 }
@@ -109,6 +112,12 @@ pub async fn join_group(
             .collect(),
         require_known_id: v >= 4,
     };
+    let code = shard.cluster.coordinate(&group).await;
+    if code != ErrorCode::NONE {
+        resp.error_code = code.code();
+        resp.member_id = str_bytes(&join.member_id);
+        return respond(header, &resp);
+    }
     let owner = shard.group_owner(&group);
     let joined: Joined = shard
         .on_shard(owner, move |s| async move {
@@ -160,6 +169,12 @@ pub async fn sync_group(
         .iter()
         .map(|a| (a.member_id.to_string(), a.assignment.clone()))
         .collect();
+    let code = shard.cluster.coordinate(&group).await;
+    if code != ErrorCode::NONE {
+        let mut resp = SyncGroupResponse::default();
+        resp.error_code = code.code();
+        return respond(header, &resp);
+    }
     let owner = shard.group_owner(&group);
     let result = shard
         .on_shard(owner, move |s| async move {
@@ -193,6 +208,12 @@ pub async fn heartbeat(
     let req: HeartbeatRequest = decode(body, header.api_version)?;
     let group = req.group_id.0.to_string();
     let (member, generation) = (req.member_id.to_string(), req.generation_id);
+    let mut resp = HeartbeatResponse::default();
+    let code = shard.cluster.coordinate(&group).await;
+    if code != ErrorCode::NONE {
+        resp.error_code = code.code();
+        return respond(header, &resp);
+    }
     let owner = shard.group_owner(&group);
     let code = shard
         .on_shard(owner, move |s| async move {
@@ -203,7 +224,6 @@ pub async fn heartbeat(
         })
         .await
         .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE);
-    let mut resp = HeartbeatResponse::default();
     resp.error_code = code.code();
     respond(header, &resp)
 }
@@ -230,6 +250,12 @@ pub async fn leave_group(
     } else {
         vec![(req.member_id.to_string(), None)]
     };
+    let code = shard.cluster.coordinate(&group).await;
+    if code != ErrorCode::NONE {
+        let mut resp = LeaveGroupResponse::default();
+        resp.error_code = code.code();
+        return respond(header, &resp);
+    }
     let owner = shard.group_owner(&group);
     let l = leaving.clone();
     let codes = shard
@@ -326,6 +352,12 @@ pub async fn describe_groups(
     for id in req.groups {
         let mut d = DescribedGroup::default();
         d.group_id = id.clone();
+        let code = shard.cluster.coordinate(&id.0).await;
+        if code != ErrorCode::NONE {
+            d.error_code = code.code();
+            resp.groups.push(d);
+            continue;
+        }
         match describe_one(shard, id.0.to_string()).await {
             Some((state, ptype, protocol, members)) => {
                 d.group_state = str_bytes(state.name());
@@ -373,6 +405,8 @@ pub async fn list_groups(
     }
     names.sort();
     names.dedup();
+    // Each broker lists the groups it coordinates (admin clients ask them all).
+    names.retain(|n| shard.cluster.coordinator_of(n) == shard.cluster.id());
     let mut resp = ListGroupsResponse::default();
     for name in names {
         let (state, ptype) = match describe_one(shard, name.clone()).await {
@@ -404,32 +438,37 @@ pub async fn delete_groups(
         let name = id.0.to_string();
         let owner = shard.group_owner(&name);
         let n = name.clone();
-        let code = shard
-            .on_shard(owner, move |s| async move {
-                if s.existing_group(&n)
-                    .is_some_and(|g| !g.borrow().members.is_empty())
-                {
-                    return ErrorCode::NON_EMPTY_GROUP;
-                }
-                let known = s.meta.call({
-                    let n = n.clone();
-                    move |m| Ok(m.group_names()?.contains(&n))
-                });
-                match known.await {
-                    Ok(false) if s.existing_group(&n).is_none() => {
-                        return ErrorCode::GROUP_ID_NOT_FOUND;
+        let code = shard.cluster.coordinate(&name).await;
+        let code = if code != ErrorCode::NONE {
+            code
+        } else {
+            shard
+                .on_shard(owner, move |s| async move {
+                    if s.existing_group(&n)
+                        .is_some_and(|g| !g.borrow().members.is_empty())
+                    {
+                        return ErrorCode::NON_EMPTY_GROUP;
                     }
-                    Err(e) => return ErrorCode::from(&e),
-                    _ => {}
-                }
-                s.drop_group(&n);
-                match s.meta.call(move |m| m.delete_group(&n)).await {
-                    Ok(()) => ErrorCode::NONE,
-                    Err(e) => ErrorCode::from(&e),
-                }
-            })
-            .await
-            .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+                    let known = s.meta.call({
+                        let n = n.clone();
+                        move |m| Ok(m.group_names()?.contains(&n))
+                    });
+                    match known.await {
+                        Ok(false) if s.existing_group(&n).is_none() => {
+                            return ErrorCode::GROUP_ID_NOT_FOUND;
+                        }
+                        Err(e) => return ErrorCode::from(&e),
+                        _ => {}
+                    }
+                    s.drop_group(&n);
+                    match s.meta.call(move |m| m.delete_group(&n)).await {
+                        Ok(()) => ErrorCode::NONE,
+                        Err(e) => ErrorCode::from(&e),
+                    }
+                })
+                .await
+                .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+        };
         let mut r = DeletableGroupResult::default();
         r.group_id = id;
         r.error_code = code.code();

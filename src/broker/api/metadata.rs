@@ -1,4 +1,5 @@
-//! Metadata (v0-v12): this broker leads every partition.
+//! Metadata (v0-v12): the live brokers, and for each partition the broker
+//! that owns it (or will claim it on its first request).
 
 use std::rc::Rc;
 
@@ -10,6 +11,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafscale_codec::header::RequestHeader;
 
 use super::{decode, respond, str_bytes, topic_uuid};
+use crate::broker::cluster::Cluster;
 use crate::broker::conn::Reply;
 use crate::broker::errors::ErrorCode;
 use crate::broker::shard::{Shard, valid_topic_name};
@@ -21,16 +23,26 @@ pub async fn handle(
     body: Bytes,
 ) -> Result<Reply, String> {
     let req: MetadataRequest = decode(body, header.api_version)?;
-    let (host, port) = shard.args.advertised();
-    let me = BrokerId(shard.args.broker_id);
     let mut resp = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = me;
-    broker.host = str_bytes(&host);
-    broker.port = port;
-    resp.brokers = vec![broker];
+    resp.brokers = shard
+        .cluster
+        .brokers()
+        .into_iter()
+        .map(|b| {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = BrokerId(b.id);
+            broker.host = str_bytes(&b.host);
+            broker.port = b.port;
+            broker
+        })
+        .collect();
     resp.cluster_id = Some(str_bytes("kafscale"));
-    resp.controller_id = me;
+    // No controller elections here: the lowest live id stands in for one.
+    resp.controller_id = resp
+        .brokers
+        .first()
+        .map_or(BrokerId(shard.cluster.id()), |b| b.node_id);
+    let cluster = &shard.cluster;
 
     // v0 sends an empty list for "all topics"; v1+ sends null.
     let wanted: Option<Vec<(Option<String>, Option<uuid::Uuid>)>> = match req.topics {
@@ -52,7 +64,7 @@ pub async fn handle(
         None => {
             let topics = shard.meta.topics().await.map_err(|e| e.to_string());
             for t in topics.unwrap_or_default() {
-                resp.topics.push(topic_entry(&t, me));
+                resp.topics.push(topic_entry(&t, cluster));
             }
         }
         Some(list) => {
@@ -71,7 +83,7 @@ pub async fn handle(
                     (None, None) => Ok(None),
                 };
                 match found {
-                    Ok(Some(t)) => resp.topics.push(topic_entry(&t, me)),
+                    Ok(Some(t)) => resp.topics.push(topic_entry(&t, cluster)),
                     Ok(None) if name.is_none() => {
                         resp.topics
                             .push(error_entry(None, id, ErrorCode::UNKNOWN_TOPIC_ID))
@@ -93,18 +105,21 @@ pub async fn handle(
     respond(header, &resp)
 }
 
-fn topic_entry(t: &TopicMeta, me: BrokerId) -> MetadataResponseTopic {
+fn topic_entry(t: &TopicMeta, cluster: &Cluster) -> MetadataResponseTopic {
     let mut e = MetadataResponseTopic::default();
     e.name = Some(TopicName(str_bytes(&t.name)));
     e.topic_id = topic_uuid(&t.id);
     e.partitions = (0..t.partitions)
         .map(|p| {
+            let (leader, epoch) = cluster.leader_of(&t.name, p);
+            let leader = BrokerId(leader);
             let mut mp = MetadataResponsePartition::default();
             mp.partition_index = p as i32;
-            mp.leader_id = me;
-            mp.leader_epoch = 0;
-            mp.replica_nodes = vec![me];
-            mp.isr_nodes = vec![me];
+            mp.leader_id = leader;
+            mp.leader_epoch = epoch;
+            // One copy in S3, reachable through whichever broker leads.
+            mp.replica_nodes = vec![leader];
+            mp.isr_nodes = vec![leader];
             mp
         })
         .collect();

@@ -36,7 +36,10 @@ pub async fn offset_commit(
     let member = req.member_id.to_string();
     let generation = req.generation_id_or_member_epoch;
     // Members commit with their generation; admin tools commit with -1 and no member.
-    let check = if generation < 0 && member.is_empty() {
+    let coordinating = shard.cluster.coordinate(&group).await;
+    let check = if coordinating != ErrorCode::NONE {
+        coordinating
+    } else if generation < 0 && member.is_empty() {
         ErrorCode::NONE
     } else {
         let (g, m) = (group.clone(), member.clone());
@@ -115,6 +118,10 @@ async fn fetch_group(
     group: String,
     wanted: Wanted,
 ) -> Result<Vec<(String, i32, i64, Option<String>)>, ErrorCode> {
+    let code = shard.cluster.coordinate(&group).await;
+    if code != ErrorCode::NONE {
+        return Err(code);
+    }
     let stored = shard
         .meta
         .call(move |m| m.group_offsets(&group))
@@ -244,6 +251,12 @@ pub async fn offset_delete(
                 .map(move |p| (t.name.0.to_string(), p.partition_index.max(0) as u32))
         })
         .collect();
+    let mut resp = OffsetDeleteResponse::default();
+    let coordinating = shard.cluster.coordinate(&group).await;
+    if coordinating != ErrorCode::NONE {
+        resp.error_code = coordinating.code();
+        return respond(header, &resp);
+    }
     let code = match shard
         .meta
         .call(move |m| m.delete_offsets(&group, &parts))
@@ -252,7 +265,6 @@ pub async fn offset_delete(
         Ok(()) => ErrorCode::NONE,
         Err(e) => ErrorCode::from(&e),
     };
-    let mut resp = OffsetDeleteResponse::default();
     resp.topics = req
         .topics
         .iter()
