@@ -48,10 +48,22 @@ pub async fn run(shard: Rc<Shard>, wake: LocalReceiver<()>) {
 
 async fn flush(shard: &Rc<Shard>, logs: Vec<Rc<PartitionLog>>) {
     let now_ms = crate::meta::store::now_ms();
-    let taken: Vec<(Rc<PartitionLog>, Flushing)> = logs
-        .into_iter()
-        .filter_map(|log| log.take_for_flush(now_ms).map(|f| (log, f)))
-        .collect();
+    let mut taken: Vec<(Rc<PartitionLog>, Flushing)> = Vec::with_capacity(logs.len());
+    for log in logs {
+        let Some(f) = log.take_for_flush(now_ms) else {
+            continue;
+        };
+        // Upload nothing under a lease that may have expired (a paused or
+        // partitioned broker); the commit would be refused anyway.
+        if !shard.cluster.holds(log.claim.as_ref()) {
+            log.flush_failed(f, ErrorCode::NOT_LEADER_OR_FOLLOWER, None);
+            if shard.cluster.is_void(log.claim.as_ref()) {
+                shard.drop_log(&log);
+            }
+            continue;
+        }
+        taken.push((log, f));
+    }
     if taken.is_empty() {
         return;
     }
@@ -161,9 +173,20 @@ async fn upload(shard: &Shard, log: &PartitionLog, f: &Flushing) -> Result<(), E
     if let Err(e) = &result
         && e.is_exists()
     {
-        // Objects at our next offset that are not committed: left by a crash
-        // between upload and commit, or by a previous owner fenced off by
-        // our claim (its commit can no longer succeed). Replace them once.
+        // Something is at our next offset. If the store still has the
+        // partition where we left it (our epoch, our next offset), it is not
+        // committed and never will be: left by a crash between upload and
+        // commit, or by a previous owner our claim fenced off. Replace it
+        // once. Otherwise we are the fenced writer: touch nothing.
+        let (t, p) = (log.topic.clone(), log.partition);
+        let still_ours = match shard.meta.call(move |m| m.partition_state(&t, p)).await {
+            Ok(state) => state == f.expected && shard.cluster.holds(log.claim.as_ref()),
+            Err(_) => false,
+        };
+        if !still_ours {
+            tracing::warn!(key = %kfs_key, "another writer owns this partition now; not uploading");
+            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+        }
         tracing::warn!(key = %kfs_key, "replacing an uncommitted segment left at this offset");
         shard
             .metrics

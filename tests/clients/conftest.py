@@ -31,10 +31,11 @@ def free_port():
 
 
 class Broker:
-    def __init__(self, backend, tmp_path, extra_args=()):
+    def __init__(self, backend, tmp_path, extra_args=(), suffix=None, flush_ms=50):
         self.backend = backend
         self.port = free_port()
         self.metrics_port = free_port()
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.data_dir = tmp_path / "data"
         self.log_path = tmp_path / "broker.log"
         self.args = [
@@ -42,13 +43,14 @@ class Broker:
             "--listen", f"127.0.0.1:{self.port}",
             "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
             "--data-dir", str(self.data_dir),
-            "--flush-interval-ms", "50",
+            "--flush-interval-ms", str(flush_ms),
             "--shards", "2",
             *extra_args,
         ]
         self.env = dict(os.environ, KAFSCALE_LOG="info")
         if backend == "s3":
-            suffix = uuid.uuid4().hex[:10]
+            # Brokers given the same suffix share a bucket and a namespace: a cluster.
+            suffix = suffix or uuid.uuid4().hex[:10]
             self.bucket = f"clients-{suffix}"
             self.args += [
                 "--s3-endpoint", os.environ["KAFSCALE_TEST_S3_ENDPOINT"],
@@ -127,3 +129,56 @@ def broker(request, tmp_path):
 
 def topic_name(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class Cluster:
+    """Several brokers sharing one bucket, one namespace and etcd."""
+
+    def __init__(self, tmp_path, count, lease_ttl=None, flush_ms=50):
+        # Short leases keep the failover tests quick; KAFSCALE_TEST_LEASE_TTL=10
+        # measures the default.
+        lease_ttl = lease_ttl or int(os.environ.get("KAFSCALE_TEST_LEASE_TTL", "3"))
+        if "s3" not in backends():
+            pytest.skip("clusters need the S3 server and etcd (run scripts/test)")
+        suffix = uuid.uuid4().hex[:10]
+        self.lease_ttl = lease_ttl
+        self.brokers = [
+            Broker("s3", tmp_path / f"broker{i}", suffix=suffix, flush_ms=flush_ms,
+                   extra_args=["--broker-id", str(i), "--lease-ttl-secs", str(lease_ttl)])
+            for i in range(count)
+        ]
+
+    @property
+    def bootstrap(self):
+        return ",".join(b.bootstrap for b in self.brokers if b.proc and b.proc.poll() is None)
+
+    def start(self):
+        for b in self.brokers:
+            b.start()
+        self.wait_for_brokers(len(self.brokers))
+
+    def wait_for_brokers(self, count, timeout=30):
+        """Until every live broker's Metadata lists `count` brokers."""
+        from confluent_kafka.admin import AdminClient
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ok = True
+            for b in self.brokers:
+                if b.proc.poll() is not None:
+                    continue
+                md = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10)
+                ok &= len(md.brokers) == count
+            if ok:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"brokers did not see {count} live brokers in {timeout}s")
+
+    def stop(self):
+        for b in self.brokers:
+            if b.proc and b.proc.poll() is None:
+                # A paused broker cannot act on SIGTERM.
+                b.proc.send_signal(__import__("signal").SIGCONT)
+            b.stop()
+
+    def logs(self):
+        return "\n".join(f"--- broker {i}:\n{b.log()}" for i, b in enumerate(self.brokers))
