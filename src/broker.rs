@@ -45,6 +45,18 @@ use crate::meta::{MetaClient, MetaStore};
 /// Runs the broker until the process is stopped.
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     args.validate()?;
+    // SIGTERM/SIGINT: leave the cluster at once (its partitions move now,
+    // not after the lease TTL), then exit. Nothing unflushed was acknowledged.
+    let leaving: Arc<std::sync::OnceLock<Arc<cluster::Cluster>>> = Arc::default();
+    let on_signal = leaving.clone();
+    kafscale_shard::on_termination(move |sig| {
+        if let Some(c) = on_signal.get() {
+            c.leave();
+        }
+        tracing::info!(signal = sig, "stopping");
+        std::process::exit(0);
+    })
+    .context("cannot install the SIGTERM handler")?;
     match kafscale_shard::raise_memlock_limit() {
         status @ kafscale_shard::MemlockStatus::Unchanged { .. } => tracing::warn!("{status}"),
         status => tracing::info!("{status}"),
@@ -124,9 +136,25 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         Arc::new(cluster::Cluster::single(me))
     } else {
         let ttl = std::time::Duration::from_secs(args.lease_ttl_secs);
-        cluster::Cluster::join(meta.clone(), me, args.broker_id, ttl)
-            .map_err(|e| anyhow!("cannot join the cluster in etcd: {e}"))?
+        // A derived id is kept in the data directory (as Kafka's
+        // meta.properties), so a restarted broker comes back as itself.
+        let id_file = args.data_dir.join("broker.id");
+        let id = match args.broker_id {
+            Some(id) => Some(id),
+            None => std::fs::read_to_string(&id_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+        };
+        let c = cluster::Cluster::join(meta.clone(), me, id, ttl)
+            .map_err(|e| anyhow!("cannot join the cluster in etcd: {e}"))?;
+        if id.is_none() {
+            std::fs::create_dir_all(&args.data_dir)
+                .and_then(|()| std::fs::write(&id_file, format!("{}\n", c.id())))
+                .with_context(|| format!("cannot record the broker id in {}", id_file.display()))?;
+        }
+        c
     };
+    let _ignored = leaving.set(cluster.clone());
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = args.shards.unwrap_or(cores);

@@ -314,6 +314,22 @@ impl Cluster {
         }
     }
 
+    /// Ends this broker's lease: its registration, partitions and groups go
+    /// to the others now. Used on SIGTERM, just before the process exits.
+    pub fn leave(&self) {
+        let Some(l) = &self.leased else {
+            return;
+        };
+        l.valid_until_ms.store(0, Ordering::Release);
+        let lease = l.lease.load(Ordering::Acquire);
+        match l.meta.call_blocking(move |m| m.revoke_lease(lease)) {
+            Ok(()) => tracing::info!(broker_id = self.me.id, "left the cluster"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not end the lease; it expires after its TTL")
+            }
+        }
+    }
+
     /// Renews the lease and refreshes the view, forever.
     fn run(self: Arc<Self>) {
         let Some(l) = &self.leased else {

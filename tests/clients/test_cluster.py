@@ -209,7 +209,10 @@ def test_paused_broker_cannot_append_after_its_lease_expires(tmp_path):
         again = kraw.Conn(a.bootstrap)
         kraw.send_produce(again, topic, part, [b"from-the-paused-broker-again"])
         assert kraw.produce_error(again) == NOT_LEADER_OR_FOLLOWER
-        assert "lost the cluster lease" in a.log()
+        deadline = time.time() + 10
+        while "lost the cluster lease" not in a.log_path.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        assert "lost the cluster lease" in a.log_path.read_text()
 
         got = read_all(b.bootstrap, topic, 4)[part]
         assert [v for _, v in got] == [f"before:{i}" for i in range(10)] + [f"after:{i}" for i in range(10)]
@@ -217,5 +220,45 @@ def test_paused_broker_cannot_append_after_its_lease_expires(tmp_path):
     except BaseException:
         print(c.logs())
         raise
+    finally:
+        c.stop()
+
+
+def test_stopped_broker_hands_its_partitions_over_at_once(tmp_path):
+    """SIGTERM ends the broker's lease: the others take over without waiting
+    for the lease TTL (10 s here)."""
+    c = Cluster(tmp_path, 2, lease_ttl=10)
+    c.start()
+    try:
+        a, b = c.brokers
+        topic = create_topic(c.bootstrap, 4)
+        lead = leaders(c.bootstrap, topic)
+        mine = [p for p, leader in lead.items() if leader == 0]
+        assert mine, lead
+        prod = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+        for p in range(4):
+            prod.produce(topic, value=b"before", partition=p)
+        assert prod.flush(30) == 0
+        a.proc.terminate()
+        assert a.proc.wait(timeout=10) == 0
+        stopped = time.time()
+        # The first produce to each of its partitions through the survivor.
+        for p in mine:
+            while True:
+                conn = kraw.Conn(b.bootstrap)
+                kraw.send_produce(conn, topic, p, [b"after"])
+                code = kraw.produce_error(conn)
+                conn.close()
+                if code == 0:
+                    break
+                assert code == NOT_LEADER_OR_FOLLOWER, code
+                assert time.time() - stopped < 8, "the survivor waited for the lease TTL"
+                time.sleep(0.1)
+        took = time.time() - stopped
+        print(f"partitions of a SIGTERMed broker writable again after {took:.2f}s (lease TTL 10 s)")
+        assert "left the cluster" in a.log_path.read_text()
+        got = read_all(b.bootstrap, topic, 4)
+        for p in range(4):
+            assert [v for _, v in got[p]] == ["before"] + (["after"] if p in mine else [])
     finally:
         c.stop()
