@@ -139,12 +139,17 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         // A derived id is kept in the data directory (as Kafka's
         // meta.properties), so a restarted broker comes back as itself.
         let id_file = args.data_dir.join("broker.id");
-        let id = match args.broker_id {
-            Some(id) => Some(id),
-            None => std::fs::read_to_string(&id_file)
-                .ok()
-                .and_then(|s| s.trim().parse().ok()),
-        };
+        let id =
+            match args.broker_id {
+                Some(id) => Some(id),
+                None => match std::fs::read_to_string(&id_file) {
+                    Ok(s) => Some(s.trim().parse().with_context(|| {
+                        format!("{} does not hold a broker id", id_file.display())
+                    })?),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => bail!("cannot read {}: {e}", id_file.display()),
+                },
+            };
         let c = cluster::Cluster::join(meta.clone(), me, id, ttl)
             .map_err(|e| anyhow!("cannot join the cluster in etcd: {e}"))?;
         if id.is_none() {
@@ -159,7 +164,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = args.shards.unwrap_or(cores);
     let pin = shards <= cores;
-    let (host, port) = args.advertised();
+    let (host, port) = (&cluster.me.host, cluster.me.port);
     tracing::info!(
         broker_id = cluster.id(), listen = %args.listen, advertise = %format!("{host}:{port}"), shards, store = ?store_label(&store),
         metadata = if args.etcd_endpoints.is_empty() { "embedded" } else { "etcd" }, "kafscale broker starting"

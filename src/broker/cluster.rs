@@ -57,7 +57,8 @@ struct Leased {
 #[derive(Debug, Default)]
 pub struct View {
     pub brokers: Vec<BrokerInfo>,
-    pub owners: HashMap<(String, u32), Owner>,
+    /// topic -> partition -> owner.
+    pub owners: HashMap<String, HashMap<u32, Owner>>,
     pub coordinators: HashMap<String, i32>,
 }
 
@@ -76,8 +77,8 @@ impl Cluster {
     }
 
     /// Registers this broker in etcd under a new lease and starts renewing
-    /// it. With `id` given, waits (up to two TTLs) for a previous holder of
-    /// that id to expire; without, takes the lowest free id.
+    /// it. With `id` given, waits for a previous holder of
+    /// that id to expire (up to three TTLs); without, takes the lowest free id.
     pub fn join(
         meta: MetaClient,
         mut me: BrokerInfo,
@@ -90,7 +91,7 @@ impl Cluster {
         match id {
             Some(id) => {
                 me.id = id;
-                let deadline = std::time::Instant::now() + 2 * ttl + Duration::from_secs(1);
+                let deadline = std::time::Instant::now() + 3 * ttl + Duration::from_secs(5);
                 loop {
                     let info = me.clone();
                     match meta.call_blocking(move |m| m.register_broker(&info, lease)) {
@@ -158,18 +159,35 @@ impl Cluster {
         }
     }
 
-    /// The broker clients should send a partition's requests to, and its
-    /// leader epoch (-1 when nobody has claimed it yet).
-    pub fn leader_of(&self, topic: &str, partition: u32) -> (i32, i32) {
+    /// For each partition of a topic, the broker clients should send its
+    /// requests to and its leader epoch (-1 when nobody has claimed it yet).
+    /// One look at the view for the whole topic.
+    pub fn leaders(&self, topic: &str, partitions: u32) -> Vec<(i32, i32)> {
         let Some(view) = self.view() else {
-            return (self.me.id, 0);
+            return vec![(self.me.id, 0); partitions as usize];
         };
-        match view.owners.get(&(topic.to_owned(), partition)) {
-            Some(o) => (o.broker, o.epoch as i32),
-            None => (
-                preferred(&view, &partition_key(topic, partition)).unwrap_or(self.me.id),
-                -1,
-            ),
+        let owners = view.owners.get(topic);
+        (0..partitions)
+            .map(|p| match owners.and_then(|o| o.get(&p)) {
+                Some(o) => (o.broker, o.epoch as i32),
+                None => (
+                    preferred(&view, &partition_key(topic, p)).unwrap_or(self.me.id),
+                    -1,
+                ),
+            })
+            .collect()
+    }
+
+    /// The broker a partition's requests go to.
+    fn leader_of(&self, topic: &str, partition: u32) -> i32 {
+        let view = self.view();
+        let owner = view
+            .as_ref()
+            .and_then(|v| v.owners.get(topic)?.get(&partition));
+        match (owner, &view) {
+            (Some(o), _) => o.broker,
+            (None, Some(v)) => preferred(v, &partition_key(topic, partition)).unwrap_or(self.me.id),
+            (None, None) => self.me.id,
         }
     }
 
@@ -224,8 +242,7 @@ impl Cluster {
             let state = meta.partition_state(topic, partition).await;
             return state.map(|s| (s, None)).map_err(|e| ErrorCode::from(&e));
         };
-        let (owner, _) = self.leader_of(topic, partition);
-        if owner != self.me.id {
+        if self.leader_of(topic, partition) != self.me.id {
             return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
         }
         let generation = l.generation.load(Ordering::Acquire);
@@ -396,11 +413,13 @@ impl Cluster {
         let view = l.meta.call_blocking(|m| {
             Ok(View {
                 brokers: m.brokers()?,
-                owners: m
-                    .owners()?
-                    .into_iter()
-                    .map(|(t, p, o)| ((t, p), o))
-                    .collect(),
+                owners: m.owners()?.into_iter().fold(
+                    HashMap::<String, HashMap<u32, Owner>>::new(),
+                    |mut acc, (t, p, o)| {
+                        acc.entry(t).or_default().insert(p, o);
+                        acc
+                    },
+                ),
                 coordinators: m
                     .coordinators()?
                     .into_iter()

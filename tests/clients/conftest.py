@@ -5,6 +5,7 @@ default (local directory + embedded metadata) and against the S3 server and
 etcd that scripts/test started.
 """
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -70,7 +71,7 @@ class Broker:
     def start(self):
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
-        deadline = time.time() + 30
+        deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"broker exited with {self.proc.returncode}:\n{self.log()}")
@@ -177,7 +178,7 @@ class Cluster:
         for b in self.brokers:
             if b.proc and b.proc.poll() is None:
                 # A paused broker cannot act on SIGTERM.
-                b.proc.send_signal(__import__("signal").SIGCONT)
+                b.proc.send_signal(signal.SIGCONT)
             b.stop()
 
     def logs(self):

@@ -110,8 +110,8 @@ fn topic_entry(t: &TopicMeta, cluster: &Cluster) -> MetadataResponseTopic {
     e.name = Some(TopicName(str_bytes(&t.name)));
     e.topic_id = topic_uuid(&t.id);
     e.partitions = (0..t.partitions)
-        .map(|p| {
-            let (leader, epoch) = cluster.leader_of(&t.name, p);
+        .zip(cluster.leaders(&t.name, t.partitions))
+        .map(|(p, (leader, epoch))| {
             let leader = BrokerId(leader);
             let mut mp = MetadataResponsePartition::default();
             mp.partition_index = p as i32;
