@@ -65,5 +65,21 @@ fn segment_seal(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, batch_validate, segment_seal);
+/// Extending a segment's body CRC by one 1 MiB batch: the crc32c crate's
+/// combine (zlib's matrix method) next to ours (multiply by x^(8n)).
+fn crc_combine(c: &mut Criterion) {
+    let len = MIB - 21;
+    let mut g = c.benchmark_group("crc32c_combine 1MiB");
+    g.bench_function("crc32c crate", |b| {
+        b.iter(|| crc32c::crc32c_combine(black_box(0x1234_5678), black_box(0x9abc_def0), len))
+    });
+    g.bench_function("kafscale_codec::crc", |b| {
+        b.iter(|| {
+            kafscale_codec::crc::crc32c_combine(black_box(0x1234_5678), black_box(0x9abc_def0), len)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, batch_validate, segment_seal, crc_combine);
 criterion_main!(benches);

@@ -172,7 +172,7 @@ impl SegmentWriter {
     ///
     /// The caller has validated the batch (length, magic, CRC): the body CRC is
     /// extended from the batch's own CRC (which covers bytes 21..end) with
-    /// `crc32c_combine`, so the batch bytes are read once, by the copy.
+    /// [`crate::crc::crc32c_combine`], so the batch bytes are read once, by the copy.
     pub fn append(&mut self, batch: &RecordBatch) -> Result<i64, SegmentError> {
         const CRC_START: usize = 21;
         let position = self.arena.len();
@@ -189,7 +189,8 @@ impl SegmentWriter {
         let stored = &mut self.arena[position..];
         set_base_offset(stored, assigned);
         self.body_crc = crc32c::crc32c_append(self.body_crc, &stored[..CRC_START]);
-        self.body_crc = crc32c::crc32c_combine(self.body_crc, batch.crc(), batch.len() - CRC_START);
+        self.body_crc =
+            crate::crc::crc32c_combine(self.body_crc, batch.crc(), batch.len() - CRC_START);
         self.index
             .on_batch(assigned, position as i32, batch.record_count());
         self.next_offset += batch.offset_span();

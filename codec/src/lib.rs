@@ -32,6 +32,7 @@
 //! ```
 
 pub mod batch;
+pub mod crc;
 pub mod fetch;
 pub mod frame;
 pub mod header;

@@ -64,6 +64,15 @@ impl AsyncWrite for Stream {
     }
 }
 
+impl kafscale_shard::RawSocket for Stream {
+    fn raw_socket(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            Self::Plain(s) => s.raw_socket(),
+            Self::Tls(_) => None,
+        }
+    }
+}
+
 pub(crate) type HyperIo = kafscale_shard::HyperIo<Stream>;
 
 pub(crate) fn tls_connector() -> TlsConnector {

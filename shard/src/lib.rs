@@ -8,18 +8,20 @@
 //! glommio drives io_uring, whose rings live in locked memory on older kernels;
 //! [`raise_memlock_limit`] lifts `RLIMIT_MEMLOCK` at start-up where allowed.
 
-#![allow(unsafe_code)] // setrlimit, from_raw_fd, mallopt, sigwait; each use carries a SAFETY line.
+#![allow(unsafe_code)] // setrlimit, from_raw_fd, mallopt, sigwait, socket calls; each use carries a SAFETY line.
 
 mod alloc;
 mod hyper_io;
 mod listen;
+mod lowat;
 mod memlock;
 mod runtime;
 mod signals;
 
 pub use alloc::pin_mmap_threshold;
-pub use hyper_io::HyperIo;
+pub use hyper_io::{HyperIo, RawSocket};
 pub use listen::listen;
+pub use lowat::{MAX_RECV_LOWAT, RecvLowat};
 pub use memlock::{MemlockStatus, raise_memlock_limit};
 pub use runtime::{RuntimeError, ShardId, block_on, spawn_shards};
 pub use signals::on_termination;

@@ -36,12 +36,39 @@ pub enum Reply {
     Close(String),
 }
 
+/// Fills `buf` from the socket. When a read leaves part of the frame
+/// missing, the kernel is asked to wake this reader only once the rest is
+/// there (up to the cap) rather than on every arriving piece; the mark goes
+/// back to 1 for the next frame's length prefix. A frame that arrives whole
+/// costs no extra system call.
+async fn read_body(
+    rd: &mut (impl futures::io::AsyncRead + Unpin),
+    lowat: &kafscale_shard::RecvLowat,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rd.read(&mut buf[filled..]).await? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => filled += n,
+        }
+        if filled == buf.len() {
+            break;
+        }
+        // A failed setsockopt only costs wakeups.
+        let _ignored = lowat.set(buf.len() - filled);
+    }
+    let _ignored = lowat.set(1);
+    Ok(())
+}
+
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let _ignored = stream.set_nodelay(true);
+    let lowat = kafscale_shard::RecvLowat::new(std::os::fd::AsRawFd::as_raw_fd(&stream));
     shard.metrics.connections_total.fetch_add(1, Relaxed);
     shard.metrics.connections_open.fetch_add(1, Relaxed);
     let (mut rd, mut wr) = stream.split();
@@ -91,7 +118,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             BytesMut::with_capacity(len)
         };
         frame.resize(len, 0);
-        if rd.read_exact(&mut frame).await.is_err() {
+        if read_body(&mut rd, &lowat, &mut frame).await.is_err() {
             break;
         }
         let frame = frame.freeze();
