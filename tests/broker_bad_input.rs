@@ -152,12 +152,15 @@ fn corrupt_batches_get_corrupt_message_and_nothing_is_appended() {
     let mut truncated = batch(&["z", "z"]).to_vec();
     truncated.truncate(truncated.len() - 3);
 
+    // Partition 1 gets a good batch followed by a corrupt one: all or nothing.
+    let mut good_then_bad = good.to_vec();
+    good_then_bad.extend_from_slice(&bad_crc);
     let r = produce(
         &mut s,
         "bad-input",
         vec![
             (0, good.clone()),
-            (1, Bytes::from(bad_crc)),
+            (1, Bytes::from(good_then_bad)),
             (2, Bytes::from(magic1)),
         ],
     )
@@ -220,4 +223,36 @@ fn corrupt_batches_get_corrupt_message_and_nothing_is_appended() {
     let p = &r.responses[0].partitions[0];
     assert_eq!((p.error_code, p.high_watermark), (0, 2));
     assert!(p.records.as_ref().is_none_or(|r| r.is_empty()));
+}
+
+#[test]
+fn a_corrupt_idempotent_batch_does_not_advance_the_producer() {
+    let b = start();
+    create_topic(&b, "bad-idem", 1);
+    let mut s = connect(&b);
+    let idem = |seq: i32, values: &[&str]| {
+        let mut bb = BatchBuilder::new(0, 1_778_682_180_000).idempotent(4242, 0, seq);
+        for v in values {
+            bb.push(None, Some(v.as_bytes()), &[]);
+        }
+        bb.finish()
+    };
+    let code = |s: &mut TcpStream, records: Bytes| {
+        let r = produce(s, "bad-idem", vec![(0, records)]).unwrap();
+        let p = &r.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    assert_eq!(code(&mut s, idem(0, &["a", "b"])), (0, 0));
+    // Sequence 2 with a flipped record byte: CORRUPT_MESSAGE (2), and the
+    // producer's last sequence stays at 1.
+    let mut bad = idem(2, &["c"]).to_vec();
+    let n = bad.len();
+    bad[n - 1] ^= 0x01;
+    assert_eq!(code(&mut s, Bytes::from(bad)).0, 2);
+    // The intact batch with sequence 2 is in order and lands at offset 2;
+    // had the corrupt one advanced the producer, this would be a sequence
+    // error or a duplicate.
+    assert_eq!(code(&mut s, idem(2, &["c"])), (0, 2));
+    // Its retry is a duplicate, answered with the same offset.
+    assert_eq!(code(&mut s, idem(2, &["c"])), (0, 2));
 }

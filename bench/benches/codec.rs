@@ -52,6 +52,26 @@ fn segment_seal(c: &mut Criterion) {
             black_box(w.seal(0).unwrap().segment.len())
         })
     });
+    // The produce path: check every batch's CRC, then copy it in...
+    g.bench_function("validate, then append 8x1MiB", |b| {
+        b.iter(|| {
+            let mut w = SegmentWriter::with_capacity(0, batch.len() * n);
+            for _ in 0..n {
+                black_box(&batch).validate().unwrap();
+                w.append(black_box(&batch)).unwrap();
+            }
+            black_box(w.seal(0).unwrap().segment.len())
+        })
+    });
+    // ...or check it while copying (one pass over the bytes).
+    let eight: Vec<RecordBatch> = (0..n).map(|_| batch.clone()).collect();
+    g.bench_function("append_verifying 8x1MiB", |b| {
+        b.iter(|| {
+            let mut w = SegmentWriter::with_capacity(0, batch.len() * n);
+            w.append_verifying(black_box(&eight)).unwrap();
+            black_box(w.seal(0).unwrap().segment.len())
+        })
+    });
     // The floor: copying the same bytes into a fresh buffer.
     g.bench_function("memcpy baseline 8x1MiB", |b| {
         b.iter(|| {

@@ -50,6 +50,12 @@ pub struct IndexEntry {
 }
 
 /// Builds the index while a segment is written.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexCheckpoint {
+    since_entry: i64,
+    entries: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct IndexWriter {
     interval: i32,
@@ -79,6 +85,20 @@ impl IndexWriter {
             self.since_entry = 0;
         }
         self.since_entry += i64::from(record_count.max(0));
+    }
+
+    /// The writer's state, for [`IndexWriter::rollback`].
+    pub fn checkpoint(&self) -> IndexCheckpoint {
+        IndexCheckpoint {
+            since_entry: self.since_entry,
+            entries: self.entries.len(),
+        }
+    }
+
+    /// Forgets the batches noted since `c` was taken.
+    pub fn rollback(&mut self, c: IndexCheckpoint) {
+        self.since_entry = c.since_entry;
+        self.entries.truncate(c.entries);
     }
 
     pub fn entries(&self) -> &[IndexEntry] {

@@ -17,7 +17,9 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use kafscale_codec::batch::{Batches, RecordBatch};
 use kafscale_codec::index::Index;
-use kafscale_codec::kfs::{FOOTER_LEN, HEADER_LEN, SealedSegment, SegmentWriter, batches_in_range};
+use kafscale_codec::kfs::{
+    FOOTER_LEN, HEADER_LEN, SealedSegment, SegmentError, SegmentWriter, batches_in_range,
+};
 use kafscale_s3::ObjectStore;
 
 use super::cluster::Claim;
@@ -164,8 +166,9 @@ impl PartitionLog {
         segment_bytes: usize,
         pool: &BufferPool,
     ) -> Result<Appended, ErrorCode> {
+        // Framing, magic and record counts now; each CRC32C is checked while
+        // the batch is copied into the segment (one pass over the bytes).
         let batches: Vec<RecordBatch> = Batches::new(records)
-            .validated()
             .collect::<Result<_, _>>()
             .map_err(|e| {
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "refusing corrupt produce batch");
@@ -177,8 +180,10 @@ impl PartitionLog {
         if batches.iter().any(|b| b.compression().is_err()) {
             return Err(ErrorCode::CORRUPT_MESSAGE);
         }
-        let mut st = self.state.borrow_mut();
-        // Idempotence: all batches of a request come from one producer.
+        let mut state = self.state.borrow_mut();
+        let st = &mut *state;
+        // Idempotence: all batches of a request come from one producer. The
+        // producer's state changes only once the batches are appended.
         let first = &batches[0];
         let pid = first.producer_id();
         let mut accepted_seq = None;
@@ -187,20 +192,26 @@ impl PartitionLog {
             let first_seq = first.base_sequence();
             let count: i32 = batches.iter().map(|b| b.record_count()).sum();
             let last_seq = first_seq.wrapping_add(count - 1);
-            let p = st.producers.entry(pid).or_default();
-            if let Some(dup) = p
-                .recent
-                .iter()
-                .find(|b| b.epoch == epoch && b.first_seq == first_seq && b.last_seq == last_seq)
-            {
+            let known = st.producers.get(&pid);
+            if let Some(dup) = known.and_then(|p| {
+                p.recent.iter().find(|b| {
+                    b.epoch == epoch && b.first_seq == first_seq && b.last_seq == last_seq
+                })
+            }) {
+                // A retry of durable batches: answered as before, if intact.
+                if let Some(e) = batches.iter().find_map(|b| b.validate().err()) {
+                    tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "refusing corrupt produce batch");
+                    return Err(ErrorCode::CORRUPT_MESSAGE);
+                }
                 return Ok(Appended::Duplicate {
                     base_offset: dup.base_offset,
                 });
             }
-            if epoch < p.epoch {
+            let (known_epoch, known_last) = known.map_or((0, None), |p| (p.epoch, p.last_seq));
+            if epoch < known_epoch {
                 return Err(ErrorCode::INVALID_PRODUCER_EPOCH);
             }
-            let in_order = match (epoch > p.epoch, p.last_seq) {
+            let in_order = match (epoch > known_epoch, known_last) {
                 (true, _) => first_seq == 0,
                 // Unknown producer (new, or state lost in a restart): accept.
                 (false, None) => true,
@@ -211,11 +222,6 @@ impl PartitionLog {
             if !in_order {
                 return Err(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER);
             }
-            if epoch > p.epoch {
-                p.recent.clear();
-            }
-            p.epoch = epoch;
-            p.last_seq = Some(last_seq);
             accepted_seq = Some((pid, epoch, first_seq, last_seq));
         }
         let next = st.next_offset;
@@ -228,16 +234,21 @@ impl PartitionLog {
             acks: Vec::new(),
             producer_batches: Vec::new(),
         });
-        let mut base_offset = None;
-        for b in &batches {
-            let assigned = open
-                .writer
-                .append(b)
-                .map_err(|_| ErrorCode::MESSAGE_TOO_LARGE)?;
-            base_offset.get_or_insert(assigned);
-        }
-        let base_offset = base_offset.unwrap_or(next);
+        // All or nothing: a bad CRC anywhere appends none of the batches.
+        let base_offset = open.writer.append_verifying(&batches).map_err(|e| match e {
+            SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            e => {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "refusing corrupt produce batch");
+                ErrorCode::CORRUPT_MESSAGE
+            }
+        })?;
         if let Some((pid, epoch, first_seq, last_seq)) = accepted_seq {
+            let p = st.producers.entry(pid).or_default();
+            if epoch > p.epoch {
+                p.recent.clear();
+            }
+            p.epoch = epoch;
+            p.last_seq = Some(last_seq);
             open.producer_batches.push((
                 pid,
                 ProducerBatch {
