@@ -330,6 +330,14 @@ fn etcd_ownership_is_leased_and_fences_the_previous_owner() {
         b.register_broker(&broker(1), lb),
         Err(MetaError::BrokerIdTaken { id: 1 })
     ));
+    // Who holds id 1, and for how long (what a waiting broker logs).
+    let (lease, ttl) = b
+        .broker_lease(1)
+        .unwrap()
+        .expect("registered under a lease");
+    assert_eq!(lease, la);
+    assert!((1..=30).contains(&ttl), "ttl {ttl}");
+    assert_eq!(b.broker_lease(5).unwrap(), None, "no such broker");
     assert_eq!(b.register_any_broker(broker(7), lb).unwrap(), 0);
     assert_eq!(
         a.brokers()
@@ -354,6 +362,7 @@ fn etcd_ownership_is_leased_and_fences_the_previous_owner() {
     // a's lease ends (as when it is paused or dies): its keys go with it.
     a.revoke_lease(la).unwrap();
     assert!(!a.keep_alive(la).unwrap());
+    assert_eq!(b.broker_lease(1).unwrap(), None, "gone with its lease");
     assert!(b.owners().unwrap().is_empty());
     assert_eq!(b.brokers().unwrap().len(), 1);
     let theirs = b.claim_partition("t", 0, 0, lb).unwrap();

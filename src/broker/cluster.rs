@@ -70,6 +70,16 @@ pub struct Claim {
     generation: u64,
 }
 
+/// "lease N, T s left" for the registration of broker `id`, for messages.
+fn holder_lease(meta: &MetaClient, id: i32) -> String {
+    match meta.call_blocking(move |m| m.broker_lease(id)) {
+        Ok(Some((lease, ttl))) if ttl >= 0 => format!("lease {lease:x}, {ttl} s left"),
+        Ok(Some((lease, _))) => format!("lease {lease:x}, expired but not yet deleted"),
+        Ok(None) => "no lease (gone now, or registered without one)".into(),
+        Err(e) => format!("lease unknown: {e}"),
+    }
+}
+
 impl Cluster {
     /// One broker owning everything (embedded metadata).
     pub fn single(me: BrokerInfo) -> Self {
@@ -91,7 +101,8 @@ impl Cluster {
         match id {
             Some(id) => {
                 me.id = id;
-                let deadline = std::time::Instant::now() + 3 * ttl + Duration::from_secs(5);
+                let wait = 3 * ttl + Duration::from_secs(5);
+                let deadline = std::time::Instant::now() + wait;
                 loop {
                     let info = me.clone();
                     match meta.call_blocking(move |m| m.register_broker(&info, lease)) {
@@ -99,11 +110,20 @@ impl Cluster {
                         Err(MetaError::BrokerIdTaken { .. })
                             if std::time::Instant::now() < deadline =>
                         {
+                            let holder = holder_lease(&meta, id);
                             tracing::warn!(
                                 broker_id = id,
+                                holder = %holder,
                                 "broker id is still registered (a previous run's lease has not expired yet); waiting"
                             );
                             std::thread::sleep(Duration::from_millis(500));
+                        }
+                        Err(e @ MetaError::BrokerIdTaken { .. }) => {
+                            let holder = holder_lease(&meta, id);
+                            return Err(anyhow!(
+                                "cannot register broker {id}: {e} (still held after {}s: {holder})",
+                                wait.as_secs()
+                            ));
                         }
                         Err(e) => return Err(anyhow!("cannot register broker {id}: {e}")),
                     }

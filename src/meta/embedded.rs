@@ -234,4 +234,8 @@ impl Kv for FileKv {
     fn revoke_lease(&mut self, _lease: i64) -> Result<(), MetaError> {
         self.grant_lease(0).map(|_| ())
     }
+
+    fn lease_of(&mut self, _key: &str) -> Result<Option<(i64, i64)>, MetaError> {
+        Ok(None)
+    }
 }

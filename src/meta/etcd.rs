@@ -157,4 +157,18 @@ impl Kv for EtcdKv {
             .map(|_| ())
             .map_err(|e| self.fail(e))
     }
+
+    fn lease_of(&mut self, key: &str) -> Result<Option<(i64, i64)>, MetaError> {
+        let client = &mut self.client;
+        let found = self.runtime.block_on(async {
+            let resp = client.get(key, None).await?;
+            let lease = resp.kvs().first().map_or(0, |kv| kv.lease());
+            if lease == 0 {
+                return Ok(None);
+            }
+            let ttl = client.lease_time_to_live(lease, None).await?.ttl();
+            Ok::<_, etcd_client::Error>(Some((lease, ttl)))
+        });
+        found.map_err(|e| self.fail(e))
+    }
 }

@@ -42,4 +42,8 @@ pub trait Kv: Send {
     fn keep_alive(&mut self, lease: i64) -> Result<bool, MetaError>;
     /// Ends a lease now, deleting its keys.
     fn revoke_lease(&mut self, lease: i64) -> Result<(), MetaError>;
+    /// The lease `key` is attached to and the seconds it has left (-1 when
+    /// it has expired but etcd has not yet deleted its keys); `None` when the
+    /// key is absent or not leased. For diagnostics.
+    fn lease_of(&mut self, key: &str) -> Result<Option<(i64, i64)>, MetaError>;
 }

@@ -311,6 +311,12 @@ impl MetaStore {
         }
     }
 
+    /// The lease holding broker `id`'s registration and its seconds left.
+    pub fn broker_lease(&mut self, id: i32) -> Result<Option<(i64, i64)>, MetaError> {
+        let key = keys::broker(&self.ns, id);
+        self.kv.lease_of(&key)
+    }
+
     /// Registers under the lowest free id and returns it.
     pub fn register_any_broker(
         &mut self,
