@@ -34,6 +34,8 @@ pub use types::{
 pub enum MetaError {
     #[error("cannot reach etcd at {endpoints}: {reason}")]
     Etcd { endpoints: String, reason: String },
+    #[error("etcd at {endpoints} refused the request: {reason}")]
+    EtcdRefused { endpoints: String, reason: String },
     #[error("embedded metadata store {path}: {source}")]
     Io {
         path: String,

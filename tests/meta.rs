@@ -418,6 +418,13 @@ fn etcd_lease_expires_without_keep_alive() {
     std::thread::sleep(std::time::Duration::from_millis(3500));
     assert!(a.brokers().unwrap().is_empty());
     assert!(!a.keep_alive(lease).unwrap());
+    // etcd answers, with an error: reported as a refusal, not as unreachable.
+    let err = a.revoke_lease(lease).unwrap_err().to_string();
+    assert!(
+        err.starts_with("etcd at ")
+            && err.contains("refused the request: etcdserver: requested lease not found"),
+        "{err}"
+    );
 }
 
 #[test]

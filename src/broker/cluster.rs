@@ -96,8 +96,8 @@ impl Cluster {
         ttl: Duration,
     ) -> anyhow::Result<Arc<Self>> {
         let ttl_secs = ttl.as_secs().max(1) as i64;
-        let lease = meta.call_blocking(move |m| m.grant_lease(ttl_secs))?;
-        let sent = now_ms();
+        let mut lease = meta.call_blocking(move |m| m.grant_lease(ttl_secs))?;
+        let mut sent = now_ms();
         match id {
             Some(id) => {
                 me.id = id;
@@ -117,6 +117,16 @@ impl Cluster {
                                 "broker id is still registered (a previous run's lease has not expired yet); waiting"
                             );
                             std::thread::sleep(Duration::from_millis(500));
+                            // The wait can outlast our own lease (a restart
+                            // right after kill -9 waits about one TTL): keep
+                            // it alive, or take a new one if it lapsed.
+                            let renew_from = now_ms();
+                            if meta.call_blocking(move |m| m.keep_alive(lease))? {
+                                sent = renew_from;
+                            } else {
+                                lease = meta.call_blocking(move |m| m.grant_lease(ttl_secs))?;
+                                sent = now_ms();
+                            }
                         }
                         Err(e @ MetaError::BrokerIdTaken { .. }) => {
                             let holder = holder_lease(&meta, id);

@@ -54,9 +54,22 @@ impl EtcdKv {
     }
 
     fn fail(&self, e: etcd_client::Error) -> MetaError {
-        MetaError::Etcd {
-            endpoints: self.endpoints.clone(),
-            reason: e.to_string(),
+        let endpoints = self.endpoints.clone();
+        match e {
+            // etcd answered, with an error of its own (an unknown lease, a
+            // request too large, ...): reachable, and saying so matters.
+            // (gRPC codes 4 DEADLINE_EXCEEDED and 14 UNAVAILABLE are the
+            // transport's, not etcd's: those stay "cannot reach".)
+            etcd_client::Error::GRpcStatus(status) if !matches!(status.code() as i32, 4 | 14) => {
+                MetaError::EtcdRefused {
+                    endpoints,
+                    reason: status.message().to_owned(),
+                }
+            }
+            e => MetaError::Etcd {
+                endpoints,
+                reason: e.to_string(),
+            },
         }
     }
 }

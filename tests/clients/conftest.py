@@ -52,6 +52,7 @@ class Broker:
         if backend == "s3":
             # Brokers given the same suffix share a bucket and a namespace: a cluster.
             suffix = suffix or uuid.uuid4().hex[:10]
+            self.suffix = suffix
             self.bucket = f"clients-{suffix}"
             self.args += [
                 "--s3-endpoint", os.environ["KAFSCALE_TEST_S3_ENDPOINT"],

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import kraw
-from conftest import Cluster, topic_name
+from conftest import Broker, Cluster, topic_name
 from test_groups import test_members_joining_and_leaving_rebalance_cooperatively as cooperative_scenario
 from test_groups import test_mixed_clients_share_partitions_and_resume_from_commits as mixed_scenario
 
@@ -261,4 +261,31 @@ def test_stopped_broker_hands_its_partitions_over_at_once(tmp_path):
         for p in range(4):
             assert [v for _, v in got[p]] == ["before"] + (["after"] if p in mine else [])
     finally:
+        c.stop()
+
+
+def test_restarted_broker_outwaits_the_old_registration(tmp_path):
+    """A broker restarted right after kill -9 finds its id still registered
+    under the dead process's lease and waits for it. Its own lease must not
+    lapse meanwhile: here the old lease lives 6 s and the new one has a 2 s
+    TTL, so the wait is three of its TTLs."""
+    c = Cluster(tmp_path, 1, lease_ttl=6)
+    c.start()
+    again = None
+    try:
+        old = c.brokers[0]
+        old.proc.kill()
+        old.proc.wait(timeout=10)
+        again = Broker("s3", tmp_path / "again", suffix=old.suffix, flush_ms=50,
+                       extra_args=["--broker-id", "0", "--lease-ttl-secs", "2"])
+        again.start()
+        log = again.log_path.read_text()
+        assert "still registered" in log and "s left" in log, log[-2000:]
+        time.sleep(3)  # longer than its own TTL: it must be renewing
+        assert again.proc.poll() is None, again.log()
+        md = AdminClient({"bootstrap.servers": again.bootstrap}).list_topics(timeout=10)
+        assert [b.id for b in md.brokers.values()] == [0]
+    finally:
+        if again:
+            again.stop()
         c.stop()
