@@ -25,7 +25,7 @@ pub const BATCH_HEADER_LEN: usize = 61;
 /// Bytes before `batchLength`'s count starts (baseOffset + batchLength).
 pub const BATCH_LOG_OVERHEAD: usize = 12;
 /// Offset of the first byte the CRC covers.
-const CRC_START: usize = 21;
+pub(crate) const CRC_START: usize = 21;
 
 /// Compression codec from the batch attributes (bits 0-2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -14,7 +14,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::batch::{BatchError, Batches, RecordBatch, set_base_offset};
+use crate::batch::{BatchError, Batches, CRC_START, RecordBatch, set_base_offset};
 use crate::index::IndexWriter;
 use crate::wire::{be_i32, be_i64, be_u16, be_u32};
 
@@ -186,7 +186,6 @@ impl SegmentWriter {
     /// extended from the batch's own CRC (which covers bytes 21..end) with
     /// [`crate::crc::crc32c_combine`], so the batch bytes are read once, by the copy.
     pub fn append(&mut self, batch: &RecordBatch) -> Result<i64, SegmentError> {
-        const CRC_START: usize = 21;
         let position = self.arena.len();
         let max = i32::MAX as usize - FOOTER_LEN;
         if position + batch.len() > max {
@@ -196,8 +195,15 @@ impl SegmentWriter {
             batch.validate().is_ok(),
             "SegmentWriter::append needs a validated batch"
         );
-        let assigned = self.next_offset;
         self.arena.extend_from_slice(batch.as_bytes());
+        Ok(self.note_copied(batch, position))
+    }
+
+    /// Gives the batch just copied to `position` its offsets: rewrites its
+    /// baseOffset, extends the body CRC (from the batch's own CRC, which
+    /// covers bytes 21..end and is unaffected by the rewrite), indexes it.
+    fn note_copied(&mut self, batch: &RecordBatch, position: usize) -> i64 {
+        let assigned = self.next_offset;
         let stored = &mut self.arena[position..];
         set_base_offset(stored, assigned);
         self.body_crc = crc32c::crc32c_append(self.body_crc, &stored[..CRC_START]);
@@ -209,7 +215,7 @@ impl SegmentWriter {
         self.message_count += i64::from(batch.record_count());
         self.min_timestamp = self.min_timestamp.min(batch.base_timestamp());
         self.max_timestamp = self.max_timestamp.max(batch.max_timestamp());
-        Ok(assigned)
+        assigned
     }
 
     /// Appends batches whose CRC32C has not been checked yet, checking each
@@ -241,7 +247,6 @@ impl SegmentWriter {
         batch: &RecordBatch,
         batch_position: usize,
     ) -> Result<(), SegmentError> {
-        const CRC_START: usize = 21;
         const BLOCK: usize = 24 * 1024;
         let position = self.arena.len();
         let max = i32::MAX as usize - FOOTER_LEN;
@@ -264,17 +269,7 @@ impl SegmentWriter {
             }
             .into());
         }
-        let assigned = self.next_offset;
-        let stored = &mut self.arena[position..];
-        set_base_offset(stored, assigned);
-        self.body_crc = crc32c::crc32c_append(self.body_crc, &stored[..CRC_START]);
-        self.body_crc = crate::crc::crc32c_combine(self.body_crc, crc, batch.len() - CRC_START);
-        self.index
-            .on_batch(assigned, position as i32, batch.record_count());
-        self.next_offset += batch.offset_span();
-        self.message_count += i64::from(batch.record_count());
-        self.min_timestamp = self.min_timestamp.min(batch.base_timestamp());
-        self.max_timestamp = self.max_timestamp.max(batch.max_timestamp());
+        self.note_copied(batch, position);
         Ok(())
     }
 
