@@ -18,7 +18,7 @@ mod memlock;
 mod runtime;
 mod signals;
 
-pub use alloc::pin_mmap_threshold;
+pub use alloc::tune_allocator;
 pub use hyper_io::{HyperIo, RawSocket};
 pub use listen::listen;
 pub use lowat::{MAX_RECV_LOWAT, RecvLowat};
