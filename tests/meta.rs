@@ -272,14 +272,19 @@ fn etcd_store_scenario() {
     scenario(&mut store);
 }
 
+/// Two stores on one namespace over two etcd connections (two brokers).
+fn two_etcd_stores(name: &str) -> Option<(MetaStore, MetaStore)> {
+    let endpoints = etcd_endpoints()?;
+    let ns = unique_ns(name);
+    let open = || MetaStore::new(Box::new(EtcdKv::connect(&endpoints).unwrap()), ns.clone());
+    Some((open(), open()))
+}
+
 #[test]
 fn etcd_refuses_a_stale_writer_from_another_connection() {
-    let Some(endpoints) = etcd_endpoints() else {
+    let Some((mut a, mut b)) = two_etcd_stores("stale") else {
         return;
     };
-    let ns = unique_ns("stale");
-    let mut a = MetaStore::new(Box::new(EtcdKv::connect(&endpoints).unwrap()), ns.clone());
-    let mut b = MetaStore::new(Box::new(EtcdKv::connect(&endpoints).unwrap()), ns);
     a.create_topic("t", 1, Default::default()).unwrap();
     // Both writers read the same state; a commits first.
     let seen_by_a = a.partition_state("t", 0).unwrap();
@@ -317,12 +322,9 @@ fn broker(id: i32) -> BrokerInfo {
 /// keeps an owner whose lease ended from committing.
 #[test]
 fn etcd_ownership_is_leased_and_fences_the_previous_owner() {
-    let Some(endpoints) = etcd_endpoints() else {
+    let Some((mut a, mut b)) = two_etcd_stores("owners") else {
         return;
     };
-    let ns = unique_ns("owners");
-    let mut a = MetaStore::new(Box::new(EtcdKv::connect(&endpoints).unwrap()), ns.clone());
-    let mut b = MetaStore::new(Box::new(EtcdKv::connect(&endpoints).unwrap()), ns);
     let la = a.grant_lease(30).unwrap();
     let lb = b.grant_lease(30).unwrap();
     a.register_broker(&broker(1), la).unwrap();
@@ -477,4 +479,30 @@ fn client_runs_requests_on_the_metadata_thread() {
     // A store that cannot open reports why, and no thread is left behind.
     let err = MetaClient::spawn(|| Err(MetaError::Closed)).unwrap_err();
     assert!(matches!(err, MetaError::Closed));
+}
+
+/// The cluster view is read every second: one record nobody can parse is left
+/// out (and logged) instead of hiding every live broker.
+#[test]
+fn an_unreadable_broker_record_does_not_hide_the_others() {
+    use kafscale::meta::keys;
+    use kafscale::meta::kv::{Kv, Op, Txn};
+    let Some(endpoints) = etcd_endpoints() else {
+        return;
+    };
+    let ns = unique_ns("garbled");
+    let mut store = MetaStore::new(Box::new(EtcdKv::connect(&endpoints).unwrap()), ns.clone());
+    let lease = store.grant_lease(30).unwrap();
+    store.register_broker(&broker(2), lease).unwrap();
+    let mut raw = EtcdKv::connect(&endpoints).unwrap();
+    assert!(
+        raw.txn(Txn {
+            compares: vec![],
+            ops: vec![Op::Put(keys::broker(&ns, 9), "{not json".into())],
+        })
+        .unwrap()
+    );
+    let ids: Vec<i32> = store.brokers().unwrap().iter().map(|b| b.id).collect();
+    assert_eq!(ids, [2]);
+    store.revoke_lease(lease).unwrap();
 }

@@ -49,13 +49,14 @@ pub struct IndexEntry {
     pub position: i32,
 }
 
-/// Builds the index while a segment is written.
+/// An [`IndexWriter`]'s state, to undo the batches noted after it.
 #[derive(Debug, Clone, Copy)]
 pub struct IndexCheckpoint {
     since_entry: i64,
     entries: usize,
 }
 
+/// Builds the index while a segment is written.
 #[derive(Debug, Clone)]
 pub struct IndexWriter {
     interval: i32,

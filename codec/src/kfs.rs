@@ -186,17 +186,24 @@ impl SegmentWriter {
     /// extended from the batch's own CRC (which covers bytes 21..end) with
     /// [`crate::crc::crc32c_combine`], so the batch bytes are read once, by the copy.
     pub fn append(&mut self, batch: &RecordBatch) -> Result<i64, SegmentError> {
-        let position = self.arena.len();
-        let max = i32::MAX as usize - FOOTER_LEN;
-        if position + batch.len() > max {
-            return Err(SegmentError::TooLarge { max });
-        }
+        let position = self.room_for(batch)?;
         debug_assert!(
             batch.validate().is_ok(),
             "SegmentWriter::append needs a validated batch"
         );
         self.arena.extend_from_slice(batch.as_bytes());
         Ok(self.note_copied(batch, position))
+    }
+
+    /// Where `batch` would go; positions are i32 in the index, so a segment
+    /// stops short of 2 GiB.
+    fn room_for(&self, batch: &RecordBatch) -> Result<usize, SegmentError> {
+        let position = self.arena.len();
+        let max = i32::MAX as usize - FOOTER_LEN;
+        if position + batch.len() > max {
+            return Err(SegmentError::TooLarge { max });
+        }
+        Ok(position)
     }
 
     /// Gives the batch just copied to `position` its offsets: rewrites its
@@ -223,11 +230,10 @@ impl SegmentWriter {
     /// over each block the copy has just read (24 KiB = the crc32c crate's
     /// long-stride size). Measured end to end, this costs the same as
     /// checking first and copying after (BENCHMARKS.md); what it adds is
-    /// that an append is all or nothing. Returns the first assigned offset.
-    ///
-    /// All or nothing: on a bad CRC (`SegmentError::Batch(BadCrc)`, position
-    /// = the batch's byte position among `batches`) or on
-    /// `SegmentError::TooLarge`, the writer is left as it was.
+    /// that an append is all or nothing: on a bad CRC
+    /// (`SegmentError::Batch(BadCrc)`, position = the batch's byte position
+    /// among `batches`) or on `SegmentError::TooLarge`, the writer is left as
+    /// it was. Returns the first assigned offset.
     pub fn append_verifying(&mut self, batches: &[RecordBatch]) -> Result<i64, SegmentError> {
         let checkpoint = self.checkpoint();
         let first = self.next_offset;
@@ -248,11 +254,7 @@ impl SegmentWriter {
         batch_position: usize,
     ) -> Result<(), SegmentError> {
         const BLOCK: usize = 24 * 1024;
-        let position = self.arena.len();
-        let max = i32::MAX as usize - FOOTER_LEN;
-        if position + batch.len() > max {
-            return Err(SegmentError::TooLarge { max });
-        }
+        let position = self.room_for(batch)?;
         let src = batch.as_bytes();
         self.arena.reserve(src.len());
         self.arena.extend_from_slice(&src[..CRC_START]);

@@ -21,7 +21,7 @@ mod signals;
 pub use alloc::tune_allocator;
 pub use hyper_io::{HyperIo, RawSocket};
 pub use listen::listen;
-pub use lowat::{MAX_RECV_LOWAT, RecvLowat};
+pub use lowat::RecvLowat;
 pub use memlock::{MemlockStatus, raise_memlock_limit};
 pub use runtime::{RuntimeError, ShardId, block_on, spawn_shards};
 pub use signals::on_termination;

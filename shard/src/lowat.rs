@@ -8,9 +8,10 @@
 //! are all there (or the socket buffer is under pressure).
 //!
 //! The mark must never exceed what the peer is sure to send, or a poll would
-//! wait forever: set it to the rest of the current frame before each read of
-//! its body, and back to 1 before waiting for the next frame. Lowering it
-//! wakes a pending poll at once (`tcp_set_rcvlowat` signals readiness).
+//! wait forever: after a read that left part of a frame missing, set it to
+//! that missing part, and back to 1 before waiting for the next frame.
+//! Lowering it wakes a pending poll at once (`tcp_set_rcvlowat` signals
+//! readiness).
 
 use std::cell::Cell;
 use std::io;

@@ -48,15 +48,14 @@ async fn read_body(
 ) -> std::io::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
+        if filled > 0 {
+            // A failed setsockopt only costs wakeups.
+            let _ignored = lowat.set(buf.len() - filled);
+        }
         match rd.read(&mut buf[filled..]).await? {
             0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             n => filled += n,
         }
-        if filled == buf.len() {
-            break;
-        }
-        // A failed setsockopt only costs wakeups.
-        let _ignored = lowat.set(buf.len() - filled);
     }
     let _ignored = lowat.set(1);
     Ok(())

@@ -112,8 +112,16 @@ async fn flush(shard: &Rc<Shard>, logs: Vec<Rc<PartitionLog>>) {
             tracing::error!(error = %e, partitions = uploaded.len(), "segment commit failed; producers get a retriable error");
             let code = ErrorCode::from(&e);
             for (log, f) in uploaded {
-                if matches!(e, MetaError::Fenced { .. }) {
-                    // Another broker owns the partition now.
+                if let MetaError::Fenced {
+                    topic, partition, ..
+                } = &e
+                    && *topic == log.topic
+                    && *partition == log.partition
+                {
+                    // Another broker owns the partition now. (The others in
+                    // this transaction were not committed either; they keep
+                    // their logs and retry. A second fenced one is found by
+                    // its own next commit.)
                     log.flush_failed(f, code, None);
                     shard.drop_log(&log);
                     continue;

@@ -159,6 +159,12 @@ impl PartitionLog {
         self.state.borrow().committed.log_start_offset
     }
 
+    /// Logs why a produce batch is refused; the client gets CORRUPT_MESSAGE.
+    fn refuse_corrupt(&self, e: &dyn std::fmt::Display) -> ErrorCode {
+        tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "refusing corrupt produce batch");
+        ErrorCode::CORRUPT_MESSAGE
+    }
+
     /// Validates and appends the batches of one produce partition.
     pub fn append(
         &self,
@@ -170,10 +176,7 @@ impl PartitionLog {
         // the batch is copied into the segment (one pass over the bytes).
         let batches: Vec<RecordBatch> = Batches::new(records)
             .collect::<Result<_, _>>()
-            .map_err(|e| {
-                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "refusing corrupt produce batch");
-                ErrorCode::CORRUPT_MESSAGE
-            })?;
+            .map_err(|e| self.refuse_corrupt(&e))?;
         if batches.is_empty() {
             return Err(ErrorCode::CORRUPT_MESSAGE);
         }
@@ -200,8 +203,7 @@ impl PartitionLog {
             }) {
                 // A retry of durable batches: answered as before, if intact.
                 if let Some(e) = batches.iter().find_map(|b| b.validate().err()) {
-                    tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "refusing corrupt produce batch");
-                    return Err(ErrorCode::CORRUPT_MESSAGE);
+                    return Err(self.refuse_corrupt(&e));
                 }
                 return Ok(Appended::Duplicate {
                     base_offset: dup.base_offset,
@@ -235,13 +237,13 @@ impl PartitionLog {
             producer_batches: Vec::new(),
         });
         // All or nothing: a bad CRC anywhere appends none of the batches.
-        let base_offset = open.writer.append_verifying(&batches).map_err(|e| match e {
-            SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
-            e => {
-                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "refusing corrupt produce batch");
-                ErrorCode::CORRUPT_MESSAGE
-            }
-        })?;
+        let base_offset = open
+            .writer
+            .append_verifying(&batches)
+            .map_err(|e| match e {
+                SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+                e => self.refuse_corrupt(&e),
+            })?;
         if let Some((pid, epoch, first_seq, last_seq)) = accepted_seq {
             let p = st.producers.entry(pid).or_default();
             if epoch > p.epoch {

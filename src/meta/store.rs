@@ -38,6 +38,16 @@ fn from_json<T: DeserializeOwned>(key: &str, v: &str) -> Result<T, MetaError> {
     })
 }
 
+/// For the cluster view (brokers, owners, coordinators), read every second:
+/// one malformed record is logged and left out instead of failing the whole
+/// view. Claims still read their own key strictly, so nothing is taken over
+/// on the strength of a record that cannot be read.
+fn from_json_or_skip<T: DeserializeOwned>(key: &str, v: &str) -> Option<T> {
+    from_json(key, v)
+        .map_err(|e| tracing::warn!(error = %e, "skipping an unreadable cluster record"))
+        .ok()
+}
+
 impl MetaStore {
     pub fn new(kv: Box<dyn Kv>, namespace: impl Into<String>) -> Self {
         Self {
@@ -325,7 +335,9 @@ impl MetaStore {
     ) -> Result<i32, MetaError> {
         loop {
             let taken: Vec<i32> = self.brokers()?.iter().map(|b| b.id).collect();
-            info.id = (0..).find(|id| !taken.contains(id)).unwrap_or(0);
+            info.id = (0..)
+                .find(|id| !taken.contains(id))
+                .expect("an unbounded range has a free id");
             match self.register_broker(&info, lease) {
                 Err(MetaError::BrokerIdTaken { .. }) => continue,
                 other => return other.map(|()| info.id),
@@ -339,8 +351,8 @@ impl MetaStore {
             .kv
             .range(&keys::brokers(&self.ns))?
             .iter()
-            .map(|(k, v)| from_json(k, v))
-            .collect::<Result<_, _>>()?;
+            .filter_map(|(k, v)| from_json_or_skip(k, v))
+            .collect();
         out.sort_by_key(|b| b.id);
         Ok(out)
     }
@@ -352,8 +364,9 @@ impl MetaStore {
         for (k, v) in self.kv.range(&prefix)? {
             if let Some((topic, part)) = k[prefix.len()..].rsplit_once('/')
                 && let Ok(part) = part.parse::<u32>()
+                && let Some(owner) = from_json_or_skip(&k, &v)
             {
-                out.push((topic.to_owned(), part, from_json(&k, &v)?));
+                out.push((topic.to_owned(), part, owner));
             }
         }
         Ok(out)
@@ -362,11 +375,12 @@ impl MetaStore {
     /// Every group with a live coordinator.
     pub fn coordinators(&mut self) -> Result<Vec<(String, Owner)>, MetaError> {
         let prefix = keys::coordinators(&self.ns);
-        self.kv
+        Ok(self
+            .kv
             .range(&prefix)?
             .iter()
-            .map(|(k, v)| Ok((k[prefix.len()..].to_owned(), from_json(k, v)?)))
-            .collect()
+            .filter_map(|(k, v)| Some((k[prefix.len()..].to_owned(), from_json_or_skip(k, v)?)))
+            .collect())
     }
 
     /// Takes ownership of a partition for `broker` under `lease`, unless
