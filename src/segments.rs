@@ -160,7 +160,7 @@ mod tests {
             b.push(None, Some(b"v"), &[]);
             w.append(&RecordBatch::parse(b.finish()).unwrap()).unwrap();
         }
-        let seg = w.seal(1_778_682_180_500).unwrap().segment;
+        let seg = w.seal(1_778_682_180_500).unwrap().segment.to_bytes();
         let ok = inspect("x.kfs", seg.clone()).unwrap();
         assert_eq!(ok.error, None);
         assert_eq!(ok.batches.len(), 3);

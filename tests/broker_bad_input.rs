@@ -256,3 +256,73 @@ fn a_corrupt_idempotent_batch_does_not_advance_the_producer() {
     // Its retry is a duplicate, answered with the same offset.
     assert_eq!(code(&mut s, idem(2, &["c"])), (0, 2));
 }
+
+/// Records of 64 KiB and more are kept in the segment where they arrived
+/// (their offsets written into the request's own buffer): the same all or
+/// nothing as copies, and they read back intact at the offsets assigned.
+#[test]
+fn large_batches_kept_in_place_are_all_or_nothing_and_read_back_intact() {
+    let b = start();
+    create_topic(&b, "big-input", 3);
+    let mut s = connect(&b);
+    let big = |tag: &str| {
+        let mut bb = BatchBuilder::new(0, 1_778_682_180_000);
+        let value = tag.repeat(1000);
+        for _ in 0..100 {
+            bb.push(None, Some(value.as_bytes()), &[]);
+        }
+        bb.finish()
+    };
+    let (a, bb) = (big("a"), big("b"));
+    assert!(a.len() >= 64 * 1024, "large enough to be kept in place");
+    let mut bad = big("c").to_vec();
+    let n = bad.len();
+    bad[n - 1] ^= 0x01;
+    let mut good_then_bad = bb.to_vec();
+    good_then_bad.extend_from_slice(&bad);
+    let codes = |r: ProduceResponse| -> Vec<(i32, i16, i64)> {
+        r.responses[0]
+            .partition_responses
+            .iter()
+            .map(|p| (p.index, p.error_code, p.base_offset))
+            .collect()
+    };
+    let r = produce(
+        &mut s,
+        "big-input",
+        vec![
+            (0, a.clone()),
+            (1, Bytes::from(good_then_bad)),
+            (2, batch(&["small"])),
+        ],
+    )
+    .unwrap();
+    assert_eq!(codes(r), vec![(0, 0, 0), (1, 2, -1), (2, 0, 0)]);
+    let r = produce(&mut s, "big-input", vec![(0, a.clone()), (1, bb.clone())]).unwrap();
+    assert_eq!(codes(r), vec![(0, 0, 100), (1, 0, 0)]);
+
+    let mut fp = kafscale_codec::kafka_protocol::messages::fetch_request::FetchPartition::default();
+    fp.partition = 0;
+    fp.partition_max_bytes = 1 << 20;
+    let mut ft = kafscale_codec::kafka_protocol::messages::fetch_request::FetchTopic::default();
+    ft.topic = TopicName(StrBytes::from_string("big-input".into()));
+    ft.partitions = vec![fp];
+    let mut req = FetchRequest::default();
+    req.max_bytes = 1 << 20;
+    req.topics = vec![ft];
+    let mut body = call(&mut s, ApiKey::Fetch, 11, &req).unwrap();
+    let r = FetchResponse::decode(&mut body, 11).unwrap();
+    let p = &r.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 200));
+    let records = p.records.clone().expect("records");
+    let batches: Vec<_> = kafscale_codec::batch::Batches::new(records)
+        .validated()
+        .collect::<Result<_, _>>()
+        .expect("intact batches");
+    let offsets: Vec<i64> = batches.iter().map(|b| b.base_offset()).collect();
+    assert_eq!(offsets, [0, 100]);
+    for got in &batches {
+        // Everything but the baseOffset is byte for byte what was sent.
+        assert_eq!(got.as_bytes()[8..], a[8..]);
+    }
+}

@@ -17,7 +17,7 @@ fn segment() -> Bytes {
         }
         w.append(&RecordBatch::parse(b.finish()).unwrap()).unwrap();
     }
-    w.seal(1_778_682_181_000).unwrap().segment
+    w.seal(1_778_682_181_000).unwrap().segment.to_bytes()
 }
 
 fn inspect(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {

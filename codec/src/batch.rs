@@ -301,6 +301,25 @@ pub fn set_base_offset(batch: &mut [u8], offset: i64) {
     }
 }
 
+/// Gives the batches of a records blob consecutive offsets from `first`, in
+/// place (each baseOffset; CRCs do not cover it). Returns the offset after
+/// the last batch. Stops at the first batch whose length is malformed: the
+/// blob is about to be parsed, which names that error.
+pub fn stamp_base_offsets(records: &mut [u8], first: i64) -> i64 {
+    let mut next = first;
+    let mut position = 0;
+    while position < records.len() {
+        let Ok(len) = batch_len_at(&records[position..], position) else {
+            break;
+        };
+        let batch = &mut records[position..position + len];
+        set_base_offset(batch, next);
+        next += i64::from(be_i32(batch, 23).unwrap_or(0)) + 1;
+        position += len;
+    }
+    next
+}
+
 /// Splits a records blob holding several concatenated batches, without copying.
 /// Each item is a parsed batch (length and magic checked); call
 /// [`Batches::validated`] to also check every CRC. A truncated tail is an error,

@@ -84,20 +84,27 @@ fn knows_version(api: ApiKey, version: i16) -> bool {
 /// Splits a request frame into its header and body. The body shares the
 /// frame's allocation.
 pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, Bytes), HeaderError> {
+    let (header, body_at) = parse_request_header(&frame)?;
+    Ok((header, frame.slice(body_at..)))
+}
+
+/// As [`decode_request`] over a borrowed frame: the header and the position
+/// where the body starts.
+pub fn parse_request_header(frame: &[u8]) -> Result<(RequestHeader, usize), HeaderError> {
     let have = frame.len();
     let short = |position: usize, need: usize| HeaderError::Truncated {
         position,
         need,
         have,
     };
-    let api_key = be_i16(&frame, 0).ok_or(short(0, 2))?;
-    let api_version = be_i16(&frame, 2).ok_or(short(2, 2))?;
-    let correlation_id = be_i32(&frame, 4).ok_or(short(4, 4))?;
+    let api_key = be_i16(frame, 0).ok_or(short(0, 2))?;
+    let api_version = be_i16(frame, 2).ok_or(short(2, 2))?;
+    let correlation_id = be_i32(frame, 4).ok_or(short(4, 4))?;
     let header_version = request_header_version(api_key, api_version);
     let mut pos = 8;
     let mut client_id = None;
     if header_version >= 1 {
-        let len = be_i16(&frame, pos).ok_or(short(pos, 2))?;
+        let len = be_i16(frame, pos).ok_or(short(pos, 2))?;
         pos += 2;
         if len >= 0 {
             let len = len as usize;
@@ -109,7 +116,7 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, Bytes), HeaderErro
         }
     }
     if header_version >= 2 {
-        pos = skip_tagged_fields(&frame, pos)?;
+        pos = skip_tagged_fields(frame, pos)?;
     }
     let header = RequestHeader {
         api_key,
@@ -118,7 +125,7 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, Bytes), HeaderErro
         client_id,
         header_version,
     };
-    Ok((header, frame.slice(pos..)))
+    Ok((header, pos))
 }
 
 fn skip_tagged_fields(buf: &[u8], mut pos: usize) -> Result<usize, HeaderError> {

@@ -7,10 +7,11 @@
 //! 32+n  CRC32C of the body u32 | 36+n last offset i64 | 44+n "END!"
 //! ```
 //!
-//! [`SegmentWriter`] copies batches into one arena buffer (the only copy a
-//! produced record makes on its way to S3), rewriting each batch's baseOffset,
-//! and keeps the body CRC and the `.index` up to date as it goes, so sealing is
-//! writing 48 bytes. [`SegmentReader`] verifies everything a reader can.
+//! [`SegmentWriter`] gathers batches, rewriting each batch's baseOffset:
+//! small ones are copied into an arena, large runs stay in the produce
+//! request's buffer (zero copies on their way to S3). It keeps the body CRC
+//! and the `.index` up to date as it goes, so sealing is writing 48 bytes.
+//! [`SegmentReader`] verifies everything a reader can.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -101,10 +102,85 @@ pub struct SegmentInfo {
     pub max_timestamp: i64,
 }
 
+/// A segment's bytes as the pieces it was written in: the header, runs of
+/// whole batches (copied into an arena, or a produce request's own buffer),
+/// the footer. A batch never spans two pieces.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentBytes {
+    pieces: Vec<Bytes>,
+    /// Byte position of each piece.
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl SegmentBytes {
+    fn push(&mut self, piece: Bytes) {
+        if piece.is_empty() {
+            return;
+        }
+        self.starts.push(self.len);
+        self.len += piece.len();
+        self.pieces.push(piece);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The pieces in order, e.g. to send them with one vectored write.
+    pub fn pieces(&self) -> &[Bytes] {
+        &self.pieces
+    }
+
+    /// Hands the pieces over (to give their buffers back to a pool).
+    pub fn into_pieces(self) -> Vec<Bytes> {
+        self.pieces
+    }
+
+    /// The whole segment in one buffer (a copy unless it is one piece).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.pieces.as_slice() {
+            [one] => one.clone(),
+            pieces => {
+                let mut out = BytesMut::with_capacity(self.len);
+                for p in pieces {
+                    out.extend_from_slice(p);
+                }
+                out.freeze()
+            }
+        }
+    }
+
+    /// The parts of `range` (in segment positions), each with its position.
+    /// Cut at piece boundaries, so a range of whole batches gives whole batches.
+    pub fn slices(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (usize, Bytes)> + '_ {
+        let first = self
+            .starts
+            .partition_point(|&s| s <= range.start)
+            .saturating_sub(1);
+        self.pieces[first.min(self.pieces.len())..]
+            .iter()
+            .zip(&self.starts[first.min(self.starts.len())..])
+            .take_while(move |(_, start)| **start < range.end)
+            .filter_map(move |(piece, &start)| {
+                let from = range.start.max(start) - start;
+                let to = range.end.min(start + piece.len()) - start;
+                (from < to).then(|| (start + from, piece.slice(from..to)))
+            })
+    }
+}
+
 /// A sealed segment and its index, ready to upload.
 #[derive(Debug, Clone)]
 pub struct SealedSegment {
-    pub segment: Bytes,
+    pub segment: SegmentBytes,
     pub index: Bytes,
     pub info: SegmentInfo,
 }
@@ -113,6 +189,7 @@ pub struct SealedSegment {
 #[derive(Debug, Clone, Copy)]
 struct Checkpoint {
     arena_len: usize,
+    body_len: usize,
     next_offset: i64,
     body_crc: u32,
     message_count: i64,
@@ -121,12 +198,21 @@ struct Checkpoint {
     index: crate::index::IndexCheckpoint,
 }
 
-/// Appends batches into an arena and seals a `.kfs` + `.index`.
+/// Builds a segment body from appended batches and seals a `.kfs` + `.index`.
+///
+/// Batches are either copied into an arena ([`SegmentWriter::append`],
+/// [`SegmentWriter::append_verifying`]) or, when a produce request brings a
+/// large run of them, kept where they are: [`SegmentWriter::append_stamped`]
+/// takes the request's buffer as a piece of the segment. Either way the body
+/// CRC and the index are kept up to date, so sealing writes 48 bytes.
 #[derive(Debug)]
 pub struct SegmentWriter {
     base_offset: i64,
     next_offset: i64,
+    /// Body pieces before the arena's current contents.
+    done: SegmentBytes,
     arena: BytesMut,
+    body_len: usize,
     body_crc: u32,
     message_count: i64,
     min_timestamp: i64,
@@ -141,25 +227,47 @@ impl SegmentWriter {
 
     /// `capacity` is the expected body size; the arena is allocated once for it.
     pub fn with_capacity(base_offset: i64, capacity: usize) -> Self {
-        Self::with_buffer(
-            base_offset,
-            BytesMut::with_capacity(HEADER_LEN + capacity + FOOTER_LEN),
-        )
+        Self::with_buffer(base_offset, BytesMut::with_capacity(capacity))
     }
 
-    /// Writes into `arena` (cleared first), e.g. a buffer reused from a pool.
-    pub fn with_buffer(base_offset: i64, mut arena: BytesMut) -> Self {
-        arena.clear();
-        arena.put_bytes(0, HEADER_LEN);
-        Self {
+    /// Copies into `arena` (cleared first), e.g. a buffer reused from a pool.
+    /// An empty `BytesMut::new()` allocates nothing until a copy needs it.
+    pub fn with_buffer(base_offset: i64, arena: BytesMut) -> Self {
+        let mut w = Self {
             base_offset,
             next_offset: base_offset,
-            arena,
+            done: SegmentBytes::default(),
+            arena: BytesMut::new(),
+            body_len: 0,
             body_crc: 0,
             message_count: 0,
             min_timestamp: i64::MAX,
             max_timestamp: i64::MIN,
             index: IndexWriter::default(),
+        };
+        w.done.push(Bytes::from_static(&[0; HEADER_LEN]));
+        w.give_arena(arena);
+        w
+    }
+
+    /// Room left in the arena before a copy would have to grow it.
+    pub fn arena_spare(&self) -> usize {
+        self.arena.capacity() - self.arena.len()
+    }
+
+    /// Copies from now on go into `arena` (what the old arena holds stays in
+    /// the segment).
+    pub fn give_arena(&mut self, mut arena: BytesMut) {
+        self.close_arena();
+        arena.clear();
+        self.arena = arena;
+    }
+
+    /// Moves what the arena holds into the finished pieces; the arena keeps
+    /// its spare capacity for later copies.
+    fn close_arena(&mut self) {
+        if !self.arena.is_empty() {
+            self.done.push(self.arena.split().freeze());
         }
     }
 
@@ -173,11 +281,16 @@ impl SegmentWriter {
     }
 
     pub fn body_len(&self) -> usize {
-        self.arena.len() - HEADER_LEN
+        self.body_len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.body_len() == 0
+        self.body_len == 0
+    }
+
+    /// Position in the `.kfs` where the next batch goes.
+    fn position(&self) -> usize {
+        HEADER_LEN + self.body_len
     }
 
     /// Appends a batch, assigning it the next offsets. Returns its new base offset.
@@ -186,43 +299,46 @@ impl SegmentWriter {
     /// extended from the batch's own CRC (which covers bytes 21..end) with
     /// [`crate::crc::crc32c_combine`], so the batch bytes are read once, by the copy.
     pub fn append(&mut self, batch: &RecordBatch) -> Result<i64, SegmentError> {
-        let position = self.room_for(batch)?;
+        self.room_for(batch.len())?;
         debug_assert!(
             batch.validate().is_ok(),
             "SegmentWriter::append needs a validated batch"
         );
+        let at = self.arena.len();
         self.arena.extend_from_slice(batch.as_bytes());
-        Ok(self.note_copied(batch, position))
+        let assigned = self.next_offset;
+        set_base_offset(&mut self.arena[at..], assigned);
+        self.note_appended(batch, assigned);
+        Ok(assigned)
     }
 
-    /// Where `batch` would go; positions are i32 in the index, so a segment
-    /// stops short of 2 GiB.
-    fn room_for(&self, batch: &RecordBatch) -> Result<usize, SegmentError> {
-        let position = self.arena.len();
+    /// Checks that `len` more bytes fit: positions are i32 in the index, so a
+    /// segment stops short of 2 GiB.
+    fn room_for(&self, len: usize) -> Result<(), SegmentError> {
         let max = i32::MAX as usize - FOOTER_LEN;
-        if position + batch.len() > max {
+        if self.position() + len > max {
             return Err(SegmentError::TooLarge { max });
         }
-        Ok(position)
+        Ok(())
     }
 
-    /// Gives the batch just copied to `position` its offsets: rewrites its
-    /// baseOffset, extends the body CRC (from the batch's own CRC, which
-    /// covers bytes 21..end and is unaffected by the rewrite), indexes it.
-    fn note_copied(&mut self, batch: &RecordBatch, position: usize) -> i64 {
-        let assigned = self.next_offset;
-        let stored = &mut self.arena[position..];
-        set_base_offset(stored, assigned);
-        self.body_crc = crc32c::crc32c_append(self.body_crc, &stored[..CRC_START]);
+    /// Accounts for a batch just placed at the end of the body with base
+    /// offset `assigned`: extends the body CRC (from its first 21 bytes and
+    /// the batch's own CRC, which covers the rest), indexes it.
+    fn note_appended(&mut self, batch: &RecordBatch, assigned: i64) {
+        let mut head = [0u8; CRC_START];
+        head.copy_from_slice(&batch.as_bytes()[..CRC_START]);
+        set_base_offset(&mut head, assigned);
+        self.body_crc = crc32c::crc32c_append(self.body_crc, &head);
         self.body_crc =
             crate::crc::crc32c_combine(self.body_crc, batch.crc(), batch.len() - CRC_START);
         self.index
-            .on_batch(assigned, position as i32, batch.record_count());
+            .on_batch(assigned, self.position() as i32, batch.record_count());
+        self.body_len += batch.len();
         self.next_offset += batch.offset_span();
         self.message_count += i64::from(batch.record_count());
         self.min_timestamp = self.min_timestamp.min(batch.base_timestamp());
         self.max_timestamp = self.max_timestamp.max(batch.max_timestamp());
-        assigned
     }
 
     /// Appends batches whose CRC32C has not been checked yet, checking each
@@ -254,8 +370,9 @@ impl SegmentWriter {
         batch_position: usize,
     ) -> Result<(), SegmentError> {
         const BLOCK: usize = 24 * 1024;
-        let position = self.room_for(batch)?;
+        self.room_for(batch.len())?;
         let src = batch.as_bytes();
+        let at = self.arena.len();
         self.arena.reserve(src.len());
         self.arena.extend_from_slice(&src[..CRC_START]);
         let mut crc = 0;
@@ -263,21 +380,59 @@ impl SegmentWriter {
             self.arena.extend_from_slice(block);
             crc = crc32c::crc32c_append(crc, block);
         }
-        if crc != batch.crc() {
-            return Err(BatchError::BadCrc {
-                position: batch_position,
-                expected: batch.crc(),
-                actual: crc,
-            }
-            .into());
-        }
-        self.note_copied(batch, position);
+        check_crc(batch, crc, batch_position)?;
+        let assigned = self.next_offset;
+        set_base_offset(&mut self.arena[at..], assigned);
+        self.note_appended(batch, assigned);
         Ok(())
+    }
+
+    /// Appends `records` (the concatenated `batches`) without copying them:
+    /// the buffer becomes a piece of the segment. The caller has already
+    /// written the offsets this writer assigns next into it
+    /// ([`crate::batch::stamp_base_offsets`] from [`SegmentWriter::next_offset`]);
+    /// each batch's CRC32C is checked here. All or nothing, as
+    /// [`SegmentWriter::append_verifying`]. Returns the first assigned offset.
+    pub fn append_stamped(
+        &mut self,
+        records: Bytes,
+        batches: &[RecordBatch],
+    ) -> Result<i64, SegmentError> {
+        self.room_for(records.len())?;
+        let first = self.next_offset;
+        let mut expected = first;
+        let mut position = 0;
+        for batch in batches {
+            check_crc(
+                batch,
+                crc32c::crc32c(&batch.as_bytes()[CRC_START..]),
+                position,
+            )?;
+            assert_eq!(
+                batch.base_offset(),
+                expected,
+                "append_stamped: batches not stamped from next_offset"
+            );
+            expected += batch.offset_span();
+            position += batch.len();
+        }
+        assert_eq!(
+            position,
+            records.len(),
+            "append_stamped: records are not the batches"
+        );
+        self.close_arena();
+        for batch in batches {
+            self.note_appended(batch, batch.base_offset());
+        }
+        self.done.push(records);
+        Ok(first)
     }
 
     fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             arena_len: self.arena.len(),
+            body_len: self.body_len,
             next_offset: self.next_offset,
             body_crc: self.body_crc,
             message_count: self.message_count,
@@ -289,6 +444,7 @@ impl SegmentWriter {
 
     fn rollback(&mut self, c: Checkpoint) {
         self.arena.truncate(c.arena_len);
+        self.body_len = c.body_len;
         self.next_offset = c.next_offset;
         self.body_crc = c.body_crc;
         self.message_count = c.message_count;
@@ -304,17 +460,25 @@ impl SegmentWriter {
         }
         let last_offset = self.next_offset - 1;
         let message_count = i32::try_from(self.message_count).unwrap_or(i32::MAX);
-        let mut header = [0u8; HEADER_LEN];
-        header[0..4].copy_from_slice(SEGMENT_MAGIC);
-        header[4..6].copy_from_slice(&SEGMENT_VERSION.to_be_bytes());
-        header[8..16].copy_from_slice(&self.base_offset.to_be_bytes());
-        header[16..20].copy_from_slice(&message_count.to_be_bytes());
-        header[20..28].copy_from_slice(&created_ms.to_be_bytes());
-        self.arena[..HEADER_LEN].copy_from_slice(&header);
-        self.arena.put_u32(self.body_crc);
-        self.arena.put_i64(last_offset);
-        self.arena.put_slice(FOOTER_MAGIC);
-        let segment = self.arena.freeze();
+        let mut header = BytesMut::with_capacity(HEADER_LEN);
+        header.put_slice(SEGMENT_MAGIC);
+        header.put_u16(SEGMENT_VERSION);
+        header.put_u16(0);
+        header.put_i64(self.base_offset);
+        header.put_i32(message_count);
+        header.put_i64(created_ms);
+        header.put_u32(0);
+        self.close_arena();
+        let mut footer = BytesMut::with_capacity(FOOTER_LEN);
+        footer.put_u32(self.body_crc);
+        footer.put_i64(last_offset);
+        footer.put_slice(FOOTER_MAGIC);
+        let mut segment = SegmentBytes::default();
+        segment.push(header.freeze());
+        for piece in self.done.pieces.into_iter().skip(1) {
+            segment.push(piece);
+        }
+        segment.push(footer.freeze());
         let info = SegmentInfo {
             base_offset: self.base_offset,
             last_offset,
@@ -330,6 +494,18 @@ impl SegmentWriter {
             info,
         })
     }
+}
+
+fn check_crc(batch: &RecordBatch, actual: u32, position: usize) -> Result<(), SegmentError> {
+    if actual != batch.crc() {
+        return Err(BatchError::BadCrc {
+            position,
+            expected: batch.crc(),
+            actual,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Reads the 32-byte header (checks magic and version only).
@@ -550,10 +726,10 @@ mod tests {
         assert_eq!(verifying.append_verifying(&batches[..2]).unwrap(), 1000);
         assert_eq!(verifying.append_verifying(&batches[2..]).unwrap(), 1103);
         let (a, b) = (plain.seal(5).unwrap(), verifying.seal(5).unwrap());
-        assert_eq!(a.segment, b.segment);
+        assert_eq!(a.segment.to_bytes(), b.segment.to_bytes());
         assert_eq!(a.index, b.index);
         assert_eq!(a.info, b.info);
-        SegmentReader::open(b.segment).expect("body CRC and framing check out");
+        SegmentReader::open(b.segment.to_bytes()).expect("body CRC and framing check out");
     }
 
     #[test]
@@ -584,9 +760,94 @@ mod tests {
         expected.append(&good).unwrap();
         expected.append(&good).unwrap();
         let (a, b) = (expected.seal(1).unwrap(), w.seal(1).unwrap());
-        assert_eq!(a.segment, b.segment);
+        assert_eq!(a.segment.to_bytes(), b.segment.to_bytes());
         assert_eq!(a.index, b.index);
         assert_eq!(a.info, b.info);
+    }
+
+    /// `batches` concatenated, stamped from `first` as a produce request's
+    /// buffer would be.
+    fn stamped(batches: &[&RecordBatch], first: i64) -> (Bytes, Vec<RecordBatch>) {
+        let mut buf = BytesMut::new();
+        for b in batches {
+            buf.extend_from_slice(b.as_bytes());
+        }
+        crate::batch::stamp_base_offsets(&mut buf, first);
+        let records = buf.freeze();
+        let parsed = Batches::new(records.clone())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (records, parsed)
+    }
+
+    #[test]
+    fn referenced_runs_and_copies_make_the_same_segment() {
+        let (a, b, c, d) = (batch(3, 50), big_batch(100), big_batch(20), batch(1, 60));
+        let mut copied = SegmentWriter::new(1000);
+        for x in [&a, &b, &c, &d] {
+            copied.append(x).unwrap();
+        }
+        // A copy, a referenced run of two, a copy (into a new arena).
+        let mut mixed = SegmentWriter::with_buffer(1000, BytesMut::new());
+        assert_eq!(
+            mixed.append_verifying(std::slice::from_ref(&a)).unwrap(),
+            1000
+        );
+        let (run, parsed) = stamped(&[&b, &c], mixed.next_offset());
+        assert_eq!(mixed.append_stamped(run.clone(), &parsed).unwrap(), 1003);
+        mixed.give_arena(BytesMut::with_capacity(4096));
+        assert_eq!(
+            mixed.append_verifying(std::slice::from_ref(&d)).unwrap(),
+            1123
+        );
+        let (x, y) = (copied.seal(9).unwrap(), mixed.seal(9).unwrap());
+        assert_eq!(x.segment.to_bytes(), y.segment.to_bytes());
+        assert_eq!((x.index, x.info), (y.index, y.info));
+        // header, copy, run, copy, footer; the run was not copied.
+        let pieces = y.segment.pieces();
+        assert_eq!(pieces.len(), 5);
+        assert_eq!(pieces[2].as_ptr(), run.as_ptr());
+        // Slices across pieces give back whole batches at their positions.
+        let body = HEADER_LEN..y.segment.len() - FOOTER_LEN;
+        let mut offsets = Vec::new();
+        for (at, part) in y.segment.slices(body.clone()) {
+            for batch in Batches::starting_at(part, at).validated() {
+                offsets.push(batch.unwrap().base_offset());
+            }
+        }
+        assert_eq!(offsets, [1000, 1003, 1103, 1123]);
+        let from_run: Vec<usize> = y
+            .segment
+            .slices(HEADER_LEN + a.len() + 10..body.end)
+            .map(|(at, part)| at + part.len())
+            .collect();
+        assert_eq!(
+            from_run,
+            [HEADER_LEN + a.len() + b.len() + c.len(), body.end]
+        );
+    }
+
+    #[test]
+    fn a_corrupt_referenced_run_changes_nothing() {
+        let good = big_batch(50);
+        let mut w = SegmentWriter::new(0);
+        w.append_verifying(std::slice::from_ref(&good)).unwrap();
+        let (run, _) = stamped(&[&good, &good], w.next_offset());
+        let mut raw = run.to_vec();
+        let last = raw.len() - 1;
+        raw[last] ^= 0x01;
+        let bad = Bytes::from(raw);
+        let parsed: Vec<RecordBatch> = Batches::new(bad.clone()).collect::<Result<_, _>>().unwrap();
+        match w.append_stamped(bad, &parsed).unwrap_err() {
+            SegmentError::Batch(BatchError::BadCrc { position, .. }) => {
+                assert_eq!(position, good.len(), "the second batch of the run")
+            }
+            other => panic!("expected BadCrc, got {other}"),
+        }
+        assert_eq!((w.next_offset(), w.body_len()), (50, good.len()));
+        let sealed = w.seal(1).unwrap();
+        SegmentReader::open(sealed.segment.to_bytes()).unwrap();
+        assert_eq!(sealed.info.last_offset, 49);
     }
 
     #[test]
@@ -595,7 +856,7 @@ mod tests {
         assert_eq!(s.info.last_offset, 1153);
         assert_eq!(s.info.message_count, 154);
         assert_eq!((s.info.min_timestamp, s.info.max_timestamp), (40, 60));
-        let r = SegmentReader::open(s.segment.clone()).unwrap();
+        let r = SegmentReader::open(s.segment.to_bytes()).unwrap();
         assert_eq!(r.header().created_ms, 777);
         assert_eq!(r.batch_count(), 3);
         let offsets: Vec<_> = r.batches().map(|b| b.base_offset()).collect();
@@ -610,6 +871,7 @@ mod tests {
         );
         let range = s
             .segment
+            .to_bytes()
             .slice(e.position as usize..s.segment.len() - FOOTER_LEN);
         let got: Vec<_> = batches_in_range(range, e.position as usize)
             .collect::<Result<_, _>>()
@@ -620,7 +882,7 @@ mod tests {
 
     #[test]
     fn every_kind_of_corruption_is_named() {
-        let s = sealed().segment.to_vec();
+        let s = sealed().segment.to_bytes().to_vec();
         let open = |v: Vec<u8>| SegmentReader::open(Bytes::from(v));
         assert_eq!(
             open(s[..40].to_vec()).unwrap_err(),

@@ -26,7 +26,7 @@
 //! let mut writer = SegmentWriter::new(42);
 //! writer.append(&batch).unwrap();
 //! let sealed = writer.seal(1_700_000_000_500).unwrap();
-//! let segment = SegmentReader::open(sealed.segment).unwrap();
+//! let segment = SegmentReader::open(sealed.segment.to_bytes()).unwrap();
 //! assert_eq!(segment.base_offset(), 42);
 //! assert_eq!(segment.last_offset(), 42);
 //! ```
@@ -38,6 +38,7 @@ pub mod frame;
 pub mod header;
 pub mod index;
 pub mod kfs;
+pub mod produce;
 pub mod records;
 mod wire;
 mod wire_out;

@@ -569,36 +569,55 @@ fn meta_from(headers: &HeaderMap) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Cuts a body given as pieces into parts of `part` bytes (the last one
+/// shorter), slicing pieces where a part ends: no byte is copied.
+fn split_parts(chunks: Vec<Bytes>, part: usize) -> Vec<Vec<Bytes>> {
+    let mut parts = Vec::new();
+    let mut current = Vec::new();
+    let mut room = part;
+    for mut chunk in chunks {
+        while !chunk.is_empty() {
+            let take = chunk.len().min(room);
+            current.push(chunk.split_to(take));
+            room -= take;
+            if room == 0 {
+                parts.push(std::mem::take(&mut current));
+                room = part;
+            }
+        }
+    }
+    if !current.is_empty() {
+        parts.push(current);
+    }
+    parts
+}
+
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 impl ObjectStore for S3Client {
-    async fn put(
+    async fn put_chunks(
         &self,
         key: &str,
-        body: Bytes,
+        chunks: Vec<Bytes>,
         opts: &PutOptions,
     ) -> Result<ObjectMeta, StoreError> {
         let c = &self.inner.config;
-        if body.len() <= c.multipart_threshold {
-            return self.put_object(key, vec![body], opts).await;
+        let size: usize = chunks.iter().map(Bytes::len).sum();
+        if size <= c.multipart_threshold {
+            return self.put_object(key, chunks, opts).await;
         }
-        let size = body.len() as u64;
         let mut upload = self.create_multipart(key, opts).await?;
-        let part = c.part_size.max(5 * 1024 * 1024);
-        let mut at = 0;
-        while at < body.len() {
-            let end = (at + part).min(body.len());
-            if let Err(e) = upload.push_part(vec![body.slice(at..end)]).await {
+        for part in split_parts(chunks, c.part_size.max(5 * 1024 * 1024)) {
+            if let Err(e) = upload.push_part(part).await {
                 upload.abort().await;
                 return Err(e);
             }
-            at = end;
         }
         let etag = upload.complete().await?;
         Ok(ObjectMeta {
-            size,
+            size: size as u64,
             etag,
             metadata: opts.metadata.clone(),
         })
@@ -720,6 +739,24 @@ fn md5(data: &[u8]) -> [u8; 16] {
 mod tests {
     use super::*;
     use crate::credentials::Credentials;
+
+    #[test]
+    fn parts_are_cut_across_pieces_without_copying() {
+        let a = Bytes::from(vec![1u8; 7]);
+        let b = Bytes::from(vec![2u8; 2]);
+        let c = Bytes::from(vec![3u8; 6]);
+        let parts = split_parts(vec![a.clone(), b, c.clone()], 5);
+        let lens: Vec<Vec<usize>> = parts
+            .iter()
+            .map(|p| p.iter().map(Bytes::len).collect())
+            .collect();
+        assert_eq!(lens, [vec![5], vec![2, 2, 1], vec![5]]);
+        assert_eq!(parts[0][0].as_ptr(), a.as_ptr());
+        assert_eq!(parts[2][0].as_ptr(), c[1..].as_ptr());
+        let joined: Vec<u8> = parts.concat().iter().flat_map(|p| p.to_vec()).collect();
+        assert_eq!(joined, [[1u8; 7].as_slice(), &[2; 2], &[3; 6]].concat());
+        assert!(split_parts(vec![], 5).is_empty());
+    }
 
     #[test]
     fn md5_and_base64_match_known_vectors() {

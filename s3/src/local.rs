@@ -125,12 +125,17 @@ impl Dirs {
     /// temp file -> fsync -> rename -> fsync dir. With `if_absent`, a hard
     /// link instead of the rename, which fails if `dest` exists.
     fn write_atomic(&self, dest: &Path, data: &[u8]) -> Result<(), StoreError> {
-        self.write_file(dest, data, false).map(|_| ())
+        self.write_file(dest, &[data], false).map(|_| ())
     }
 
     /// As [`Dirs::write_atomic`]; returns false (and writes nothing) when
     /// `if_absent` and `dest` exists.
-    fn write_file(&self, dest: &Path, data: &[u8], if_absent: bool) -> Result<bool, StoreError> {
+    fn write_file(
+        &self,
+        dest: &Path,
+        data: &[impl AsRef<[u8]>],
+        if_absent: bool,
+    ) -> Result<bool, StoreError> {
         let parent = dest.parent().unwrap_or(&self.root);
         fs::create_dir_all(parent).map_err(io_err(parent))?;
         // Unique across every LocalStore of this process (each shard has one).
@@ -138,7 +143,9 @@ impl Dirs {
         let tmp = self.tmp.join(format!("{}-{n}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
-            f.write_all(data)?;
+            for piece in data {
+                f.write_all(piece.as_ref())?;
+            }
             f.sync_all()
         };
         if let Err(e) = write() {
@@ -228,10 +235,10 @@ impl Dirs {
 }
 
 impl ObjectStore for LocalStore {
-    async fn put(
+    async fn put_chunks(
         &self,
         key: &str,
-        body: Bytes,
+        chunks: Vec<Bytes>,
         opts: &PutOptions,
     ) -> Result<ObjectMeta, StoreError> {
         check_key(key)?;
@@ -246,11 +253,11 @@ impl ObjectStore for LocalStore {
                 let raw = serde_json::to_vec(&metadata).unwrap_or_default();
                 d.write_atomic(&d.meta_path(&key), &raw)?;
             }
-            if !d.write_file(&d.object(&key), &body, if_absent)? {
+            if !d.write_file(&d.object(&key), &chunks, if_absent)? {
                 return Err(StoreError::LocalExists { key });
             }
             Ok(ObjectMeta {
-                size: body.len() as u64,
+                size: chunks.iter().map(|c| c.len() as u64).sum(),
                 etag: String::new(),
                 metadata,
             })

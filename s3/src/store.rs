@@ -64,13 +64,23 @@ pub struct ListEntry {
 /// not `Send`, which is why the `async fn`s carry no `Send` bound.
 #[allow(async_fn_in_trait)]
 pub trait ObjectStore {
-    /// Writes a whole object; large bodies may be sent in parts.
+    /// Writes a whole object given as pieces, in order (sent without
+    /// joining them); large bodies may be sent in parts.
+    async fn put_chunks(
+        &self,
+        key: &str,
+        chunks: Vec<Bytes>,
+        opts: &PutOptions,
+    ) -> Result<ObjectMeta, StoreError>;
+    /// Writes a whole object.
     async fn put(
         &self,
         key: &str,
         body: Bytes,
         opts: &PutOptions,
-    ) -> Result<ObjectMeta, StoreError>;
+    ) -> Result<ObjectMeta, StoreError> {
+        self.put_chunks(key, vec![body], opts).await
+    }
     async fn get(&self, key: &str) -> Result<Object, StoreError>;
     /// Bytes `range.start..range.end` (end exclusive, clamped to the object).
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
@@ -109,15 +119,15 @@ impl StoreConfig {
 }
 
 impl ObjectStore for AnyStore {
-    async fn put(
+    async fn put_chunks(
         &self,
         key: &str,
-        body: Bytes,
+        chunks: Vec<Bytes>,
         opts: &PutOptions,
     ) -> Result<ObjectMeta, StoreError> {
         match self {
-            Self::Local(s) => s.put(key, body, opts).await,
-            Self::S3(s) => s.put(key, body, opts).await,
+            Self::Local(s) => s.put_chunks(key, chunks, opts).await,
+            Self::S3(s) => s.put_chunks(key, chunks, opts).await,
         }
     }
     async fn get(&self, key: &str) -> Result<Object, StoreError> {

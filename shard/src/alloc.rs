@@ -16,3 +16,59 @@ pub fn tune_allocator(mmap_threshold: usize, trim_threshold: usize) -> bool {
             && libc::mallopt(libc::M_TRIM_THRESHOLD, trim_threshold as libc::c_int) == 1
     }
 }
+
+/// The whole buffer behind `bytes`, for reuse, if nothing else refers to it.
+///
+/// `bytes` may be any piece of a split buffer (a produce request's records,
+/// a part of a segment arena): once it is the last piece, the view moves
+/// back to the start of the allocation and keeps the initialised length up
+/// to the end of this piece, so a reader can size the buffer again without
+/// zeroing it.
+pub fn reclaim(bytes: bytes::Bytes) -> Option<bytes::BytesMut> {
+    let mut b = bytes.try_into_mut().ok()?;
+    let (start, len) = (b.as_ptr() as usize, b.len());
+    b.clear();
+    // Unique, so this succeeds when the view began past the allocation's
+    // start (and fails, changing nothing, when it did not).
+    let front = if b.try_reclaim(b.capacity() + 1) {
+        start - b.as_ptr() as usize
+    } else {
+        0
+    };
+    // SAFETY: `front + len` is within the capacity (the view only moved back
+    // by `front`), and those bytes are initialised: the last `len` were this
+    // view's contents, and the `front` bytes before a view's start always
+    // are (a `BytesMut` only starts a view past bytes that were inside some
+    // view's length; a `Bytes` from a `Vec` only within the vector's length).
+    unsafe { b.set_len(front + len) };
+    Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::reclaim;
+
+    #[test]
+    fn the_last_piece_brings_back_the_whole_buffer() {
+        let mut whole = BytesMut::with_capacity(1 << 20);
+        let ptr = whole.as_ptr();
+        whole.resize(1 << 20, 7);
+        let head = whole.split_to(1000).freeze();
+        let middle = whole.split_to(1000).freeze();
+        assert!(reclaim(head).is_none(), "other pieces still out");
+        assert!(reclaim(whole.freeze()).is_none());
+        let back = reclaim(middle).expect("last piece");
+        assert_eq!(back.as_ptr(), ptr);
+        assert_eq!(back.capacity(), 1 << 20);
+        assert_eq!(back.len(), 2000, "initialised up to the piece's end");
+        assert!(back.iter().all(|&b| b == 7));
+        // A buffer that was never split comes back as it was.
+        let v = bytes::Bytes::from(vec![1u8; 4096]);
+        let back = reclaim(v.clone());
+        assert!(back.is_none(), "a clone is still out");
+        drop(back);
+        assert_eq!(reclaim(v).map(|b| b.len()), Some(4096));
+    }
+}

@@ -18,7 +18,7 @@ mod memlock;
 mod runtime;
 mod signals;
 
-pub use alloc::tune_allocator;
+pub use alloc::{reclaim, tune_allocator};
 pub use hyper_io::{HyperIo, RawSocket};
 pub use listen::listen;
 pub use lowat::RecvLowat;

@@ -60,13 +60,32 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
         .map(|&(_, min, max)| (min, max))
 }
 
+/// A request body as the connection read it.
+pub enum Body {
+    Raw(Bytes),
+    /// A produce request already split into its records pieces.
+    Produce(produce::Carved),
+}
+
+/// Whether this broker serves the request's API at its version.
+pub fn supported_version(header: &RequestHeader) -> bool {
+    let Some(api) = header.api() else {
+        return false;
+    };
+    supported(api).is_some_and(|(min, max)| (min..=max).contains(&header.api_version))
+}
+
 pub async fn handle(
     shard: Rc<Shard>,
     header: RequestHeader,
-    body: Bytes,
+    body: Body,
     reservation: Reservation,
     order: Option<produce::Order>,
 ) -> Reply {
+    let (body, carved) = match body {
+        Body::Raw(b) => (b, None),
+        Body::Produce(c) => (Bytes::new(), Some(c)),
+    };
     let Some(api) = header.api() else {
         return Reply::Close(format!(
             "unknown API key {} (correlation id {})",
@@ -74,8 +93,7 @@ pub async fn handle(
         ));
     };
     let version = header.api_version;
-    let in_range = supported(api).is_some_and(|(min, max)| (min..=max).contains(&version));
-    if !in_range {
+    if !supported_version(&header) {
         if api == ApiKey::ApiVersions {
             return api_versions::unsupported_version(&header);
         }
@@ -87,7 +105,7 @@ pub async fn handle(
         ApiKey::ApiVersions => api_versions::handle(&header, body),
         ApiKey::Metadata => metadata::handle(&shard, &header, body).await,
         ApiKey::Produce => match order {
-            Some(order) => produce::handle(&shard, &header, body, order).await,
+            Some(order) => produce::handle(&shard, &header, body, carved, order).await,
             None => Err("produce request without its place in the connection's order".into()),
         },
         ApiKey::Fetch => fetch::handle(&shard, &header, body).await,

@@ -2,8 +2,9 @@
 //!
 //! The reader reserves a frame's size from the shard's memory budget before
 //! reading its body (when the budget is spent it stops reading, and the client
-//! slows down), reads the body into one buffer that every decoded record
-//! slice shares, and starts a task per request. The writer awaits those tasks
+//! slows down), reads the body into one buffer, and starts a task per
+//! request. A produce request's buffer is split into its records pieces,
+//! which the owning partitions append (large ones without a copy). The writer awaits those tasks
 //! in order, so clients can pipeline (librdkafka keeps up to 5 produce requests
 //! in flight) while responses still go back in the order Kafka promises.
 
@@ -16,7 +17,7 @@ use futures::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use kafscale_codec::frame::FrameDecoder;
-use kafscale_codec::header::decode_request;
+use kafscale_codec::header::parse_request_header;
 use kafscale_codec::kafka_protocol::messages::ApiKey;
 
 use super::api;
@@ -120,14 +121,22 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         if read_body(&mut rd, &lowat, &mut frame).await.is_err() {
             break;
         }
-        let frame = frame.freeze();
-        let recycle = frame.clone();
-        let (header, body) = match decode_request(frame) {
+        let (header, body_at) = match parse_request_header(&frame) {
             Ok(x) => x,
             Err(e) => {
                 shard.metrics.bad_frames.fetch_add(1, Relaxed);
                 tracing::warn!(%peer, error = %e, "closing connection");
                 break;
+            }
+        };
+        // Produce records become pieces of the frame that segments can keep;
+        // `recycle` is what returns the buffer to the pool once every piece
+        // is gone.
+        let (body, recycle) = match api::produce::carve(frame, &header, body_at) {
+            Ok((carved, rest)) => (api::Body::Produce(carved), rest.freeze()),
+            Err(frame) => {
+                let frame = frame.freeze();
+                (api::Body::Raw(frame.slice(body_at..)), frame)
             }
         };
         shard.metrics.requests_total.fetch_add(1, Relaxed);

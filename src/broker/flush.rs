@@ -165,7 +165,7 @@ async fn upload(shard: &Shard, log: &PartitionLog, f: &Flushing) -> Result<(), E
         let started = Instant::now();
         shard
             .store
-            .put(&kfs_key, f.sealed.segment.clone(), &opts)
+            .put_chunks(&kfs_key, f.sealed.segment.pieces().to_vec(), &opts)
             .await?;
         shard.metrics.segment_put.record(started.elapsed());
         shard

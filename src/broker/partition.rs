@@ -13,9 +13,9 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
-use kafscale_codec::batch::{Batches, RecordBatch};
+use kafscale_codec::batch::{Batches, RecordBatch, stamp_base_offsets};
 use kafscale_codec::index::Index;
 use kafscale_codec::kfs::{
     FOOTER_LEN, HEADER_LEN, SealedSegment, SegmentError, SegmentWriter, batches_in_range,
@@ -27,6 +27,10 @@ use super::errors::ErrorCode;
 use super::pool::BufferPool;
 use super::shard::{CachedSegment, Shard};
 use crate::meta::{PartitionState, SegmentRecord, keys};
+
+/// Records of one produce partition at least this large are kept in the
+/// segment where they arrived instead of being copied into its arena.
+pub const REFERENCE_MIN: usize = 64 * 1024;
 
 /// Answer to an appending producer once its records are durable (or not).
 pub type Durable = oneshot::Receiver<Result<(), ErrorCode>>;
@@ -165,16 +169,26 @@ impl PartitionLog {
         ErrorCode::CORRUPT_MESSAGE
     }
 
-    /// Validates and appends the batches of one produce partition.
+    /// Validates and appends the batches of one produce partition. Runs of
+    /// at least [`REFERENCE_MIN`] bytes become a piece of the segment as they
+    /// are (their offsets written in place); smaller ones are copied into the
+    /// segment's arena, so a few small batches never keep a large request
+    /// buffer alive.
     pub fn append(
         &self,
-        records: Bytes,
+        mut records: BytesMut,
         segment_bytes: usize,
         pool: &BufferPool,
     ) -> Result<Appended, ErrorCode> {
-        // Framing, magic and record counts now; each CRC32C is checked while
-        // the batch is copied into the segment (one pass over the bytes).
-        let batches: Vec<RecordBatch> = Batches::new(records)
+        let reference = records.len() >= REFERENCE_MIN;
+        if reference {
+            // The offsets the writer assigns next. Only kept if appended.
+            stamp_base_offsets(&mut records, self.state.borrow().next_offset);
+        }
+        let records = records.freeze();
+        // Framing, magic and record counts now; each CRC32C is checked during
+        // the append (while copying, for copies: one pass over the bytes).
+        let batches: Vec<RecordBatch> = Batches::new(records.clone())
             .collect::<Result<_, _>>()
             .map_err(|e| self.refuse_corrupt(&e))?;
         if batches.is_empty() {
@@ -228,22 +242,28 @@ impl PartitionLog {
         }
         let next = st.next_offset;
         let open = st.open.get_or_insert_with(|| OpenSegment {
-            writer: SegmentWriter::with_buffer(
-                next,
-                pool.take(segment_bytes + segment_bytes / 8 + 64),
-            ),
+            writer: SegmentWriter::with_buffer(next, BytesMut::new()),
             opened: Instant::now(),
             acks: Vec::new(),
             producer_batches: Vec::new(),
         });
+        let appended = if reference {
+            open.writer.append_stamped(records, &batches)
+        } else {
+            if open.writer.arena_spare() < records.len() {
+                // Room for the rest of the segment, so copies never regrow it.
+                let rest =
+                    (segment_bytes + segment_bytes / 8).saturating_sub(open.writer.body_len());
+                open.writer
+                    .give_arena(pool.take(rest.max(records.len()).max(64 * 1024)));
+            }
+            open.writer.append_verifying(&batches)
+        };
         // All or nothing: a bad CRC anywhere appends none of the batches.
-        let base_offset = open
-            .writer
-            .append_verifying(&batches)
-            .map_err(|e| match e {
-                SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
-                e => self.refuse_corrupt(&e),
-            })?;
+        let base_offset = appended.map_err(|e| match e {
+            SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            e => self.refuse_corrupt(&e),
+        })?;
         if let Some((pid, epoch, first_seq, last_seq)) = accepted_seq {
             let p = st.producers.entry(pid).or_default();
             if epoch > p.epoch {
@@ -456,8 +476,14 @@ impl PartitionLog {
                 .lookup(offset)
                 .map_or(HEADER_LEN, |e| e.position as usize);
             let end = c.data.len() - FOOTER_LEN;
-            let body = c.data.slice(pos.min(end)..end);
-            return take_batches(Batches::starting_at(body, pos), offset, want);
+            // Pieces hold whole batches; a fetch may take several pieces.
+            let mut taken = Taken::default();
+            for (at, piece) in c.data.slices(pos.min(end)..end) {
+                if !taken.add(Batches::starting_at(piece, at), offset, want)? {
+                    break;
+                }
+            }
+            return Ok(taken.batches);
         }
         let (kfs_key, index_key) = keys::segment_object(
             shard.store_namespace(),
@@ -587,23 +613,38 @@ impl PartitionLog {
 /// Takes batches that end at or after `offset` until `want` bytes (at least
 /// one). A corrupt batch (bad CRC, bad length) is a storage error.
 fn take_batches(batches: Batches, offset: i64, want: usize) -> Result<Vec<RecordBatch>, ErrorCode> {
-    let mut out = Vec::new();
-    let mut bytes = 0;
-    for b in batches {
-        let b = b.map_err(|e| {
-            tracing::error!(error = %e, "corrupt batch in stored segment");
-            ErrorCode::KAFKA_STORAGE_ERROR
-        })?;
-        if b.last_offset() < offset {
-            continue;
+    let mut taken = Taken::default();
+    taken.add(batches, offset, want)?;
+    Ok(taken.batches)
+}
+
+/// Batches taken for a read so far, from one or more runs.
+#[derive(Default)]
+struct Taken {
+    batches: Vec<RecordBatch>,
+    bytes: usize,
+}
+
+impl Taken {
+    /// Adds batches from `run` as [`take_batches`] does; false once `want`
+    /// bytes are reached.
+    fn add(&mut self, run: Batches, offset: i64, want: usize) -> Result<bool, ErrorCode> {
+        for b in run {
+            let b = b.map_err(|e| {
+                tracing::error!(error = %e, "corrupt batch in stored segment");
+                ErrorCode::KAFKA_STORAGE_ERROR
+            })?;
+            if b.last_offset() < offset {
+                continue;
+            }
+            if !self.batches.is_empty() && self.bytes + b.len() > want {
+                return Ok(false);
+            }
+            self.bytes += b.len();
+            self.batches.push(b);
         }
-        if !out.is_empty() && bytes + b.len() > want {
-            break;
-        }
-        bytes += b.len();
-        out.push(b);
+        Ok(true)
     }
-    Ok(out)
 }
 
 fn storage_error(key: &str, e: &kafscale_s3::StoreError) -> ErrorCode {

@@ -34,11 +34,13 @@ impl BufferPool {
     pub fn take(&self, len: usize) -> BytesMut {
         if len >= MIN_POOLED {
             let mut free = self.free.borrow_mut();
-            // Smallest idle buffer that fits.
+            // Smallest idle buffer that fits, and not more than twice the
+            // size: a produce frame's records may stay in a segment, and
+            // they keep their whole buffer alive.
             let best = free
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.capacity() >= len)
+                .filter(|(_, b)| (len..=len.saturating_mul(2)).contains(&b.capacity()))
                 .min_by_key(|(_, b)| b.capacity())
                 .map(|(i, _)| i);
             if let Some(i) = best {
@@ -50,9 +52,11 @@ impl BufferPool {
         BytesMut::with_capacity(len)
     }
 
-    /// Takes a buffer back if nothing else still refers to it.
+    /// Takes a buffer back if nothing else still refers to it. `bytes` may
+    /// be any piece of a split buffer: the last piece given back brings the
+    /// whole allocation.
     pub fn give(&self, bytes: Bytes) {
-        let Ok(b) = bytes.try_into_mut() else {
+        let Some(b) = kafscale_shard::reclaim(bytes) else {
             return;
         };
         let cap = b.capacity();
@@ -86,9 +90,26 @@ mod tests {
         assert!(again.capacity() >= 512 * 1024);
         again.resize(512 * 1024, 0);
         assert_eq!(again[0], 7, "resizing down did not zero the old bytes");
+        // Pieces of one split buffer: the last one brings the allocation back.
+        let mut whole = pool.take(1 << 20);
+        let ptr = whole.as_ptr();
+        whole.resize(1 << 20, 1);
+        let head = whole.split_to(1000).freeze();
+        let middle = whole.split_to(1000).freeze();
+        let idle = pool.idle_bytes.get();
+        pool.give(head);
+        pool.give(whole.freeze());
+        assert_eq!(pool.idle_bytes.get(), idle, "pieces still out");
+        pool.give(middle);
+        assert_eq!(pool.idle_bytes.get(), idle + (1 << 20));
+        assert_eq!(pool.take(1 << 20).as_ptr(), ptr, "whole allocation back");
+        // Much larger than asked for: not handed out.
+        pool.give(Bytes::from(vec![0u8; 3 << 20]));
+        assert_eq!(pool.take(1 << 20).capacity(), 1 << 20);
+        assert_eq!(pool.idle_bytes.get(), 3 << 20, "it stays idle");
         // Over the cap: dropped instead.
         let big = Bytes::from(vec![0u8; 8 << 20]);
         pool.give(big);
-        assert_eq!(pool.idle_bytes.get(), 0);
+        assert_eq!(pool.idle_bytes.get(), 3 << 20);
     }
 }

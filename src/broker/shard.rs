@@ -15,11 +15,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 use glommio::sync::Semaphore;
 use kafscale_codec::index::Index;
+use kafscale_codec::kfs::SegmentBytes;
 use kafscale_s3::{AnyStore, ObjectStore};
 
 use super::cluster::Cluster;
@@ -521,7 +521,7 @@ pub struct SegmentCache {
 
 #[derive(Clone)]
 pub struct CachedSegment {
-    pub data: Bytes,
+    pub data: SegmentBytes,
     pub index: Rc<Index>,
 }
 
@@ -555,8 +555,10 @@ impl SegmentCache {
             };
             if let Some(s) = self.segments.remove(&old) {
                 self.used -= s.data.len();
-                // The arena goes back to the pool unless a fetch still sends it.
-                self.pool.give(s.data);
+                // Buffers go back to the pool unless a fetch still sends them.
+                for piece in s.data.into_pieces() {
+                    self.pool.give(piece);
+                }
             }
         }
         if self.indexes.len() > 100_000 {

@@ -4,17 +4,98 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures::channel::oneshot;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafscale_codec::header::RequestHeader;
+use kafscale_codec::produce::parse_produce;
 
 use super::{decode, respond};
 use crate::broker::conn::Reply;
 use crate::broker::errors::ErrorCode;
 use crate::broker::partition::{Appended, Durable};
 use crate::broker::shard::Shard;
+
+/// A produce request whose records are separately owned pieces of the
+/// request's buffer (no copy), so a partition can write offsets into them
+/// and keep large ones as segment pieces.
+pub struct Carved {
+    acks: i16,
+    transactional: bool,
+    topics: Vec<(String, Vec<PartitionRecords>)>,
+}
+
+/// A partition index and its records (`None`: null records).
+type PartitionRecords = (i32, Option<BytesMut>);
+
+/// Splits a produce frame (body at `body_at`) into its records pieces; also
+/// returns the rest of the buffer. Anything else, or a body this reader
+/// refuses, comes back untouched for the ordinary decoder (which then gives
+/// Kafka's answer to it).
+pub fn carve(
+    mut frame: BytesMut,
+    header: &RequestHeader,
+    body_at: usize,
+) -> Result<(Carved, BytesMut), BytesMut> {
+    if header.api_key != ApiKey::Produce as i16 || !super::supported_version(header) {
+        return Err(frame);
+    }
+    let Ok(layout) = parse_produce(&frame[body_at..], header.api_version) else {
+        return Err(frame);
+    };
+    // Ranges ascend and do not overlap: cut them off the front in turn.
+    let mut cut = 0;
+    let topics = layout
+        .topics
+        .into_iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let records = p.records.map(|r| {
+                        frame.advance(body_at + r.start - cut);
+                        cut = body_at + r.end;
+                        frame.split_to(r.len())
+                    });
+                    (p.index, records)
+                })
+                .collect();
+            (t.name, parts)
+        })
+        .collect();
+    let carved = Carved {
+        acks: layout.acks,
+        transactional: layout.transactional_id.is_some(),
+        topics,
+    };
+    Ok((carved, frame))
+}
+
+impl Carved {
+    /// The ordinary decoder's result in the same shape (records copied).
+    fn decode(body: Bytes, version: i16) -> Result<Self, String> {
+        let req: ProduceRequest = decode(body, version)?;
+        Ok(Self {
+            acks: req.acks,
+            transactional: req.transactional_id.is_some(),
+            topics: req
+                .topic_data
+                .into_iter()
+                .map(|t| {
+                    let parts = t
+                        .partition_data
+                        .into_iter()
+                        .map(|p| (p.index, p.records.map(|r| BytesMut::from(&r[..]))))
+                        .collect();
+                    (t.name.0.to_string(), parts)
+                })
+                .collect(),
+        })
+    }
+}
 
 /// What the owner answers right after appending: the base offset and, unless
 /// the batches were a retry of durable ones, when they become durable.
@@ -25,7 +106,7 @@ async fn append_on_owner(
     shard: Rc<Shard>,
     topic: String,
     partition: u32,
-    records: Bytes,
+    records: BytesMut,
 ) -> AppendResult {
     let log = shard.log(&topic, partition).await?;
     let appended = log.append(records, shard.args.segment_bytes.0 as usize, &shard.pool);
@@ -64,13 +145,17 @@ pub async fn handle(
     shard: &Rc<Shard>,
     header: &RequestHeader,
     body: Bytes,
+    carved: Option<Carved>,
     order: Order,
 ) -> Result<Reply, String> {
-    let req: ProduceRequest = decode(body, header.api_version)?;
+    let req = match carved {
+        Some(c) => c,
+        None => Carved::decode(body, header.api_version)?,
+    };
     let acks = req.acks;
     let refuse_all = if !matches!(acks, -1..=1) {
         Some(ErrorCode::INVALID_REQUIRED_ACKS)
-    } else if req.transactional_id.is_some() {
+    } else if req.transactional {
         // Transactions (control batches, markers) are not implemented.
         Some(ErrorCode::INVALID_REQUEST)
     } else {
@@ -85,28 +170,27 @@ pub async fn handle(
     let mut slots = Vec::new();
     let mut owners = Vec::new();
     let mut resp = ProduceResponse::default();
-    for (ti, t) in req.topic_data.into_iter().enumerate() {
-        let name = t.name.0.to_string();
+    for (ti, (name, partitions)) in req.topics.into_iter().enumerate() {
         let mut tr = TopicProduceResponse::default();
-        tr.name = t.name.clone();
+        tr.name = TopicName(StrBytes::from_string(name.clone()));
         resp.responses.push(tr);
         let known = match refuse_all {
             Some(_) => None,
             None => shard.topic(&name).await.ok().flatten(),
         };
-        for p in t.partition_data {
+        for (index, records) in partitions {
             let exists = known
                 .as_ref()
-                .is_some_and(|m| p.index >= 0 && (p.index as u32) < m.partitions);
+                .is_some_and(|m| index >= 0 && (index as u32) < m.partitions);
             let refused = refuse_all.or((!exists).then_some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
-            let slot = match (refused, p.records) {
+            let slot = match (refused, records) {
                 (Some(code), _) => Slot::Now(code),
                 (None, Some(records)) if !records.is_empty() => {
                     shard
                         .metrics
                         .produce_records_bytes
                         .fetch_add(records.len() as u64, Relaxed);
-                    let (s, topic, part) = (shard.clone(), name.clone(), p.index as u32);
+                    let (s, topic, part) = (shard.clone(), name.clone(), index as u32);
                     owners.push(async move {
                         let route = topic.clone();
                         s.on_owner(&route, part, move |owner| {
@@ -119,7 +203,7 @@ pub async fn handle(
                 }
                 (None, _) => Slot::Now(ErrorCode::CORRUPT_MESSAGE),
             };
-            slots.push((ti, p.index, slot));
+            slots.push((ti, index, slot));
         }
     }
     // Phase 1, in connection order: append on every owner.
