@@ -133,9 +133,19 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         port,
         started_ms: crate::meta::store::now_ms(),
     };
+    // Lease renewals and the cluster view go through their own etcd client
+    // and thread: behind a backlog of segment commits a renewal could miss
+    // the TTL, and a healthy broker would lose its partitions.
+    let mut _lease_thread = None;
     let cluster = if args.etcd_endpoints.is_empty() {
         Arc::new(cluster::Cluster::single(me))
     } else {
+        let (eps, ns) = (args.etcd_endpoints.clone(), args.s3_namespace.clone());
+        let (lease_meta, thread) = MetaClient::spawn_named("kafscale-lease", move || {
+            Ok(MetaStore::new(Box::new(EtcdKv::connect(&eps)?), ns))
+        })
+        .map_err(|e| anyhow!("cannot open the metadata store: {e}"))?;
+        _lease_thread = Some(thread);
         let ttl = std::time::Duration::from_secs(args.lease_ttl_secs);
         // A derived id is kept in the data directory (as Kafka's
         // meta.properties), so a restarted broker comes back as itself.
@@ -151,7 +161,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
                     Err(e) => bail!("cannot read {}: {e}", id_file.display()),
                 },
             };
-        let c = cluster::Cluster::join(meta.clone(), me, id, ttl)
+        let c = cluster::Cluster::join(lease_meta, me, id, ttl)
             .map_err(|e| anyhow!("cannot join the cluster in etcd: {e}"))?;
         if id.is_none() {
             std::fs::create_dir_all(&args.data_dir)

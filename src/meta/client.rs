@@ -46,10 +46,19 @@ impl MetaClient {
     pub fn spawn(
         open: impl FnOnce() -> Result<MetaStore, MetaError> + Send + 'static,
     ) -> Result<(Self, MetaThread), MetaError> {
+        Self::spawn_named("kafscale-meta", open)
+    }
+
+    /// As [`MetaClient::spawn`], naming the thread (a second store of the
+    /// same etcd, e.g. for lease renewals that must not queue behind commits).
+    pub fn spawn_named(
+        name: &str,
+        open: impl FnOnce() -> Result<MetaStore, MetaError> + Send + 'static,
+    ) -> Result<(Self, MetaThread), MetaError> {
         let (tx, rx) = bounded::<Job>(QUEUE_CAPACITY);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let handle = std::thread::Builder::new()
-            .name("kafscale-meta".into())
+            .name(name.into())
             .spawn(move || {
                 let mut store = match open() {
                     Ok(s) => {
@@ -66,7 +75,7 @@ impl MetaClient {
                 }
             })
             .map_err(|e| MetaError::Io {
-                path: "kafscale-meta thread".into(),
+                path: format!("{name} thread"),
                 source: e,
             })?;
         ready_rx.recv().map_err(|_| MetaError::Closed)??;
