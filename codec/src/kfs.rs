@@ -111,20 +111,35 @@ pub struct SegmentBytes {
     /// Byte position of each piece.
     starts: Vec<usize>,
     len: usize,
+    /// Memory the pieces keep alive (a piece that is part of a larger
+    /// buffer keeps all of it).
+    held: usize,
 }
 
 impl SegmentBytes {
     fn push(&mut self, piece: Bytes) {
+        let len = piece.len();
+        self.push_holding(piece, len);
+    }
+
+    fn push_holding(&mut self, piece: Bytes, held: usize) {
         if piece.is_empty() {
             return;
         }
         self.starts.push(self.len);
         self.len += piece.len();
+        self.held += held.max(piece.len());
         self.pieces.push(piece);
     }
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Memory these bytes keep alive, for caches that bound memory: the
+    /// length, plus the rest of any buffer a piece was kept in.
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     pub fn is_empty(&self) -> bool {
@@ -392,10 +407,13 @@ impl SegmentWriter {
     /// written the offsets this writer assigns next into it
     /// ([`crate::batch::stamp_base_offsets`] from [`SegmentWriter::next_offset`]);
     /// each batch's CRC32C is checked here. All or nothing, as
-    /// [`SegmentWriter::append_verifying`]. Returns the first assigned offset.
+    /// [`SegmentWriter::append_verifying`]. `held` is the size of the buffer
+    /// `records` is part of (see [`SegmentBytes::held`]). Returns the first
+    /// assigned offset.
     pub fn append_stamped(
         &mut self,
         records: Bytes,
+        held: usize,
         batches: &[RecordBatch],
     ) -> Result<i64, SegmentError> {
         self.room_for(records.len())?;
@@ -425,7 +443,7 @@ impl SegmentWriter {
         for batch in batches {
             self.note_appended(batch, batch.base_offset());
         }
-        self.done.push(records);
+        self.done.push_holding(records, held);
         Ok(first)
     }
 
@@ -473,11 +491,9 @@ impl SegmentWriter {
         footer.put_u32(self.body_crc);
         footer.put_i64(last_offset);
         footer.put_slice(FOOTER_MAGIC);
-        let mut segment = SegmentBytes::default();
-        segment.push(header.freeze());
-        for piece in self.done.pieces.into_iter().skip(1) {
-            segment.push(piece);
-        }
+        // The placeholder that opened the body is replaced (same length).
+        let mut segment = self.done;
+        segment.pieces[0] = header.freeze();
         segment.push(footer.freeze());
         let info = SegmentInfo {
             base_offset: self.base_offset,
@@ -794,7 +810,10 @@ mod tests {
             1000
         );
         let (run, parsed) = stamped(&[&b, &c], mixed.next_offset());
-        assert_eq!(mixed.append_stamped(run.clone(), &parsed).unwrap(), 1003);
+        assert_eq!(
+            mixed.append_stamped(run.clone(), 1 << 20, &parsed).unwrap(),
+            1003
+        );
         mixed.give_arena(BytesMut::with_capacity(4096));
         assert_eq!(
             mixed.append_verifying(std::slice::from_ref(&d)).unwrap(),
@@ -806,6 +825,8 @@ mod tests {
         // header, copy, run, copy, footer; the run was not copied.
         let pieces = y.segment.pieces();
         assert_eq!(pieces.len(), 5);
+        // The run's whole 1 MiB buffer counts as held; the rest at length.
+        assert_eq!(y.segment.held(), y.segment.len() - run.len() + (1 << 20));
         assert_eq!(pieces[2].as_ptr(), run.as_ptr());
         // Slices across pieces give back whole batches at their positions.
         let body = HEADER_LEN..y.segment.len() - FOOTER_LEN;
@@ -838,7 +859,7 @@ mod tests {
         raw[last] ^= 0x01;
         let bad = Bytes::from(raw);
         let parsed: Vec<RecordBatch> = Batches::new(bad.clone()).collect::<Result<_, _>>().unwrap();
-        match w.append_stamped(bad, &parsed).unwrap_err() {
+        match w.append_stamped(bad, 0, &parsed).unwrap_err() {
             SegmentError::Batch(BatchError::BadCrc { position, .. }) => {
                 assert_eq!(position, good.len(), "the second batch of the run")
             }

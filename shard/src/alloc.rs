@@ -24,7 +24,15 @@ pub fn tune_allocator(mmap_threshold: usize, trim_threshold: usize) -> bool {
 /// back to the start of the allocation and keeps the initialised length up
 /// to the end of this piece, so a reader can size the buffer again without
 /// zeroing it.
-pub fn reclaim(bytes: bytes::Bytes) -> Option<bytes::BytesMut> {
+///
+/// # Safety
+///
+/// Every byte of the allocation before the start of `bytes` must have been
+/// initialised. That holds for pieces cut off a buffer's front or split at
+/// or below its length (`split_to`, `split`, `advance`, `slice`) and for
+/// `Bytes` from a `Vec`; it does not for `BytesMut::split_off` past the
+/// length (the piece starts in uninitialised capacity).
+pub unsafe fn reclaim(bytes: bytes::Bytes) -> Option<bytes::BytesMut> {
     let mut b = bytes.try_into_mut().ok()?;
     let (start, len) = (b.as_ptr() as usize, b.len());
     b.clear();
@@ -36,10 +44,8 @@ pub fn reclaim(bytes: bytes::Bytes) -> Option<bytes::BytesMut> {
         0
     };
     // SAFETY: `front + len` is within the capacity (the view only moved back
-    // by `front`), and those bytes are initialised: the last `len` were this
-    // view's contents, and the `front` bytes before a view's start always
-    // are (a `BytesMut` only starts a view past bytes that were inside some
-    // view's length; a `Bytes` from a `Vec` only within the vector's length).
+    // by `front`); the last `len` bytes were this view's contents and the
+    // `front` before them are initialised by the caller's promise.
     unsafe { b.set_len(front + len) };
     Some(b)
 }
@@ -57,18 +63,20 @@ mod tests {
         whole.resize(1 << 20, 7);
         let head = whole.split_to(1000).freeze();
         let middle = whole.split_to(1000).freeze();
-        assert!(reclaim(head).is_none(), "other pieces still out");
-        assert!(reclaim(whole.freeze()).is_none());
-        let back = reclaim(middle).expect("last piece");
+        // SAFETY (all calls here): pieces cut with split_to off a buffer
+        // filled by resize, and a Vec.
+        assert!(unsafe { reclaim(head) }.is_none(), "other pieces still out");
+        assert!(unsafe { reclaim(whole.freeze()) }.is_none());
+        let back = unsafe { reclaim(middle) }.expect("last piece");
         assert_eq!(back.as_ptr(), ptr);
         assert_eq!(back.capacity(), 1 << 20);
         assert_eq!(back.len(), 2000, "initialised up to the piece's end");
         assert!(back.iter().all(|&b| b == 7));
         // A buffer that was never split comes back as it was.
         let v = bytes::Bytes::from(vec![1u8; 4096]);
-        let back = reclaim(v.clone());
+        let back = unsafe { reclaim(v.clone()) };
         assert!(back.is_none(), "a clone is still out");
         drop(back);
-        assert_eq!(reclaim(v).map(|b| b.len()), Some(4096));
+        assert_eq!(unsafe { reclaim(v) }.map(|b| b.len()), Some(4096));
     }
 }

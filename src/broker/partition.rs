@@ -29,8 +29,37 @@ use super::shard::{CachedSegment, Shard};
 use crate::meta::{PartitionState, SegmentRecord, keys};
 
 /// Records of one produce partition at least this large are kept in the
-/// segment where they arrived instead of being copied into its arena.
+/// segment where they arrived instead of being copied into its arena
+/// (when they are also most of their buffer; see [`ProducedRecords`]).
 pub const REFERENCE_MIN: usize = 64 * 1024;
+
+/// One produce partition's records, as a piece of the request's buffer.
+pub struct ProducedRecords {
+    bytes: BytesMut,
+    /// The size of the buffer they are part of, when they may stay in it:
+    /// at least [`REFERENCE_MIN`] bytes and at least half of that buffer,
+    /// since a segment keeping them keeps all of it alive (and the fetch
+    /// cache counts all of it), so a small piece never pins a large frame.
+    in_place: Option<usize>,
+}
+
+impl ProducedRecords {
+    /// `bytes`, part of a buffer of `allocation` bytes.
+    pub fn new(bytes: BytesMut, allocation: usize) -> Self {
+        let len = bytes.len();
+        let in_place = (len >= REFERENCE_MIN && len.saturating_mul(2) >= allocation)
+            .then_some(allocation.max(len));
+        Self { bytes, in_place }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
 
 /// Answer to an appending producer once its records are durable (or not).
 pub type Durable = oneshot::Receiver<Result<(), ErrorCode>>;
@@ -169,19 +198,22 @@ impl PartitionLog {
         ErrorCode::CORRUPT_MESSAGE
     }
 
-    /// Validates and appends the batches of one produce partition. Runs of
-    /// at least [`REFERENCE_MIN`] bytes become a piece of the segment as they
-    /// are (their offsets written in place); smaller ones are copied into the
-    /// segment's arena, so a few small batches never keep a large request
-    /// buffer alive.
+    /// Validates and appends the batches of one produce partition. Records
+    /// that may stay in place (see [`ProducedRecords`]) become a piece of
+    /// the segment as they are, their offsets written into them; others are
+    /// copied into the segment's arena, so a few small batches never keep a
+    /// large request buffer alive.
     pub fn append(
         &self,
-        mut records: BytesMut,
+        records: ProducedRecords,
         segment_bytes: usize,
         pool: &BufferPool,
     ) -> Result<Appended, ErrorCode> {
-        let reference = records.len() >= REFERENCE_MIN;
-        if reference {
+        let ProducedRecords {
+            bytes: mut records,
+            in_place,
+        } = records;
+        if in_place.is_some() {
             // The offsets the writer assigns next. Only kept if appended.
             stamp_base_offsets(&mut records, self.state.borrow().next_offset);
         }
@@ -247,8 +279,8 @@ impl PartitionLog {
             acks: Vec::new(),
             producer_batches: Vec::new(),
         });
-        let appended = if reference {
-            open.writer.append_stamped(records, &batches)
+        let appended = if let Some(held) = in_place {
+            open.writer.append_stamped(records, held, &batches)
         } else {
             if open.writer.arena_spare() < records.len() {
                 // Room for the rest of the segment, so copies never regrow it.
@@ -668,5 +700,24 @@ impl Shard {
                 .borrow_mut()
                 .insert(topic, partition, sealed.info.base_offset, seg);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_records_that_are_most_of_their_buffer_stay_in_place() {
+        let piece = |len: usize| BytesMut::from(&vec![0u8; len][..]);
+        let kept = |len, allocation| ProducedRecords::new(piece(len), allocation).in_place;
+        assert_eq!(kept(1 << 20, (1 << 20) + 90), Some((1 << 20) + 90));
+        assert_eq!(kept(1 << 20, 2 << 20), Some(2 << 20), "half of it");
+        assert_eq!(
+            kept(64 << 10, 100 << 20),
+            None,
+            "64 KiB would keep a 100 MiB frame alive: copied"
+        );
+        assert_eq!(kept(60 << 10, 60 << 10), None, "small: copied");
     }
 }

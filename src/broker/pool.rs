@@ -54,17 +54,31 @@ impl BufferPool {
 
     /// Takes a buffer back if nothing else still refers to it. `bytes` may
     /// be any piece of a split buffer: the last piece given back brings the
-    /// whole allocation.
+    /// whole allocation. When idle buffers would exceed the cap, the oldest
+    /// make room (so buffers no request size fits any more do not stay).
+    ///
+    /// Callers give request frames (filled by `resize`), their records
+    /// pieces (cut by `advance`/`split_to`) and segment pieces (arena runs cut
+    /// by `split`, header and footer buffers): none starts past initialised
+    /// bytes, which is what [`kafscale_shard::reclaim`] needs.
+    #[allow(unsafe_code)]
     pub fn give(&self, bytes: Bytes) {
-        let Some(b) = kafscale_shard::reclaim(bytes) else {
+        // SAFETY: see above; no caller makes pieces with `split_off` past
+        // the length.
+        let Some(b) = (unsafe { kafscale_shard::reclaim(bytes) }) else {
             return;
         };
         let cap = b.capacity();
-        if cap < MIN_POOLED || self.idle_bytes.get() + cap > self.cap {
+        if cap < MIN_POOLED || cap > self.cap {
             return;
         }
+        let mut free = self.free.borrow_mut();
+        while self.idle_bytes.get() + cap > self.cap && !free.is_empty() {
+            let old = free.remove(0);
+            self.idle_bytes.set(self.idle_bytes.get() - old.capacity());
+        }
         self.idle_bytes.set(self.idle_bytes.get() + cap);
-        self.free.borrow_mut().push(b);
+        free.push(b);
     }
 }
 
@@ -107,9 +121,32 @@ mod tests {
         pool.give(Bytes::from(vec![0u8; 3 << 20]));
         assert_eq!(pool.take(1 << 20).capacity(), 1 << 20);
         assert_eq!(pool.idle_bytes.get(), 3 << 20, "it stays idle");
-        // Over the cap: dropped instead.
-        let big = Bytes::from(vec![0u8; 8 << 20]);
-        pool.give(big);
-        assert_eq!(pool.idle_bytes.get(), 3 << 20);
+        // ...until newer buffers need the room (cap 4 MiB).
+        pool.give(Bytes::from(vec![0u8; 2 << 20]));
+        assert_eq!(pool.idle_bytes.get(), 2 << 20, "the 3 MiB one made room");
+        // Larger than the cap: dropped.
+        pool.give(Bytes::from(vec![0u8; 8 << 20]));
+        assert_eq!(pool.idle_bytes.get(), 2 << 20);
+    }
+
+    /// A produce frame split into records pieces (as `carve` does): once the
+    /// rest went back early and the records piece comes back from the
+    /// segment cache, the whole frame is reused, initialised to its end.
+    #[test]
+    fn a_carved_frame_comes_back_whole() {
+        use bytes::Buf;
+        let pool = BufferPool::new(32 << 20);
+        let len = (1 << 20) + 100;
+        let mut frame = pool.take(len);
+        frame.resize(len, 0);
+        let ptr = frame.as_ptr();
+        frame.advance(60);
+        let records = frame.split_to(len - 60).freeze();
+        pool.give(frame.freeze());
+        assert_eq!(pool.idle_bytes.get(), 0, "records still out");
+        pool.give(records);
+        assert_eq!(pool.idle_bytes.get(), len);
+        let again = pool.take(len);
+        assert_eq!((again.as_ptr(), again.len()), (ptr, len));
     }
 }

@@ -538,14 +538,14 @@ impl SegmentCache {
     }
 
     pub fn insert(&mut self, topic: &str, partition: u32, base: i64, seg: CachedSegment) {
-        if seg.data.len() > self.cap {
+        if seg.data.held() > self.cap {
             return;
         }
         let key = (topic.to_owned(), partition, base);
-        self.used += seg.data.len();
+        self.used += seg.data.held();
         self.indexes.insert(key.clone(), seg.index.clone());
         if let Some(old) = self.segments.insert(key.clone(), seg) {
-            self.used -= old.data.len();
+            self.used -= old.data.held();
         } else {
             self.order.push_back(key);
         }
@@ -554,7 +554,7 @@ impl SegmentCache {
                 break;
             };
             if let Some(s) = self.segments.remove(&old) {
-                self.used -= s.data.len();
+                self.used -= s.data.held();
                 // Buffers go back to the pool unless a fetch still sends them.
                 for piece in s.data.into_pieces() {
                     self.pool.give(piece);
@@ -590,6 +590,6 @@ impl SegmentCache {
         self.segments.retain(|k, _| k.0 != topic);
         self.indexes.retain(|k, _| k.0 != topic);
         self.order.retain(|k| k.0 != topic);
-        self.used = self.segments.values().map(|s| s.data.len()).sum();
+        self.used = self.segments.values().map(|s| s.data.held()).sum();
     }
 }

@@ -15,7 +15,7 @@ use kafscale_codec::produce::parse_produce;
 use super::{decode, respond};
 use crate::broker::conn::Reply;
 use crate::broker::errors::ErrorCode;
-use crate::broker::partition::{Appended, Durable};
+use crate::broker::partition::{Appended, Durable, ProducedRecords};
 use crate::broker::shard::Shard;
 
 /// A produce request whose records are separately owned pieces of the
@@ -28,7 +28,7 @@ pub struct Carved {
 }
 
 /// A partition index and its records (`None`: null records).
-type PartitionRecords = (i32, Option<BytesMut>);
+type PartitionRecords = (i32, Option<ProducedRecords>);
 
 /// Splits a produce frame (body at `body_at`) into its records pieces; also
 /// returns the rest of the buffer. Anything else, or a body this reader
@@ -46,6 +46,7 @@ pub fn carve(
         return Err(frame);
     };
     // Ranges ascend and do not overlap: cut them off the front in turn.
+    let allocation = frame.capacity();
     let mut cut = 0;
     let topics = layout
         .topics
@@ -58,7 +59,7 @@ pub fn carve(
                     let records = p.records.map(|r| {
                         frame.advance(body_at + r.start - cut);
                         cut = body_at + r.end;
-                        frame.split_to(r.len())
+                        ProducedRecords::new(frame.split_to(r.len()), allocation)
                     });
                     (p.index, records)
                 })
@@ -88,7 +89,12 @@ impl Carved {
                     let parts = t
                         .partition_data
                         .into_iter()
-                        .map(|p| (p.index, p.records.map(|r| BytesMut::from(&r[..]))))
+                        .map(|p| {
+                            let records = p
+                                .records
+                                .map(|r| ProducedRecords::new(BytesMut::from(&r[..]), r.len()));
+                            (p.index, records)
+                        })
                         .collect();
                     (t.name.0.to_string(), parts)
                 })
@@ -106,7 +112,7 @@ async fn append_on_owner(
     shard: Rc<Shard>,
     topic: String,
     partition: u32,
-    records: BytesMut,
+    records: ProducedRecords,
 ) -> AppendResult {
     let log = shard.log(&topic, partition).await?;
     let appended = log.append(records, shard.args.segment_bytes.0 as usize, &shard.pool);
