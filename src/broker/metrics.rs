@@ -85,6 +85,10 @@ pub struct Metrics {
     pub store_read_bytes: AtomicU64,
     pub bad_frames: AtomicU64,
     pub orphans_found: AtomicU64,
+    /// Large buffers (>= 64 KiB: request frames, arenas) taken from a
+    /// shard's pool, and those that had to be allocated.
+    pub buffers_reused: AtomicU64,
+    pub buffers_allocated: AtomicU64,
 }
 
 impl Metrics {
@@ -108,7 +112,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 16] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 18] = [
             (
                 "kafscale_orphan_objects_total",
                 "counter",
@@ -204,6 +208,18 @@ impl Metrics {
                 "counter",
                 "Connections closed for malformed or oversized frames.",
                 &self.bad_frames,
+            ),
+            (
+                "kafscale_buffers_reused_total",
+                "counter",
+                "Large buffers (request frames, segment arenas) reused from a shard's pool.",
+                &self.buffers_reused,
+            ),
+            (
+                "kafscale_buffers_allocated_total",
+                "counter",
+                "Large buffers the pool could not supply (newly allocated).",
+                &self.buffers_allocated,
             ),
         ];
         for (name, kind, help, v) in rows {

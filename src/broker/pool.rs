@@ -7,7 +7,11 @@
 
 use std::cell::{Cell, RefCell};
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
+
+use super::metrics::Metrics;
 
 /// Buffers smaller than this are not pooled.
 pub const MIN_POOLED: usize = 64 * 1024;
@@ -16,6 +20,7 @@ pub struct BufferPool {
     free: RefCell<Vec<BytesMut>>,
     idle_bytes: Cell<usize>,
     cap: usize,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl BufferPool {
@@ -24,6 +29,24 @@ impl BufferPool {
             free: RefCell::default(),
             idle_bytes: Cell::new(0),
             cap,
+            metrics: None,
+        }
+    }
+
+    /// Counts reuses and allocations in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, reused: bool) {
+        if let Some(m) = &self.metrics {
+            let c = if reused {
+                &m.buffers_reused
+            } else {
+                &m.buffers_allocated
+            };
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -46,8 +69,10 @@ impl BufferPool {
             if let Some(i) = best {
                 let b = free.swap_remove(i);
                 self.idle_bytes.set(self.idle_bytes.get() - b.capacity());
+                self.count(true);
                 return b;
             }
+            self.count(false);
         }
         BytesMut::with_capacity(len)
     }

@@ -92,9 +92,10 @@ impl Shard {
         let budget_bytes = (args.produce_budget() / count as u64).max(4 * 1024 * 1024);
         let cache_bytes = (args.fetch_cache().0 / count as u64) as usize;
         // Idle pooled buffers: an eighth of the budget, at most 64 MiB in all.
-        let pool = Rc::new(BufferPool::new(
-            (args.memory_budget.0 / 8).min(64 << 20) as usize / count,
-        ));
+        let pool = Rc::new(
+            BufferPool::new((args.memory_budget.0 / 8).min(64 << 20) as usize / count)
+                .with_metrics(metrics.clone()),
+        );
         Self {
             id,
             count,
