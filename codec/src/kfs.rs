@@ -180,9 +180,10 @@ impl SegmentBytes {
             .starts
             .partition_point(|&s| s <= range.start)
             .saturating_sub(1);
-        self.pieces[first.min(self.pieces.len())..]
+        self.pieces
             .iter()
-            .zip(&self.starts[first.min(self.starts.len())..])
+            .zip(&self.starts)
+            .skip(first)
             .take_while(move |(_, start)| **start < range.end)
             .filter_map(move |(piece, &start)| {
                 let from = range.start.max(start) - start;
@@ -321,10 +322,7 @@ impl SegmentWriter {
         );
         let at = self.arena.len();
         self.arena.extend_from_slice(batch.as_bytes());
-        let assigned = self.next_offset;
-        set_base_offset(&mut self.arena[at..], assigned);
-        self.note_appended(batch, assigned);
-        Ok(assigned)
+        Ok(self.note_copied(batch, at))
     }
 
     /// Checks that `len` more bytes fit: positions are i32 in the index, so a
@@ -335,6 +333,15 @@ impl SegmentWriter {
             return Err(SegmentError::TooLarge { max });
         }
         Ok(())
+    }
+
+    /// Gives the batch just copied to arena position `at` the next offsets
+    /// (its stored baseOffset rewritten) and accounts for it.
+    fn note_copied(&mut self, batch: &RecordBatch, at: usize) -> i64 {
+        let assigned = self.next_offset;
+        set_base_offset(&mut self.arena[at..], assigned);
+        self.note_appended(batch, assigned);
+        assigned
     }
 
     /// Accounts for a batch just placed at the end of the body with base
@@ -396,9 +403,7 @@ impl SegmentWriter {
             crc = crc32c::crc32c_append(crc, block);
         }
         check_crc(batch, crc, batch_position)?;
-        let assigned = self.next_offset;
-        set_base_offset(&mut self.arena[at..], assigned);
-        self.note_appended(batch, assigned);
+        self.note_copied(batch, at);
         Ok(())
     }
 

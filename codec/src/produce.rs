@@ -23,8 +23,8 @@ use std::ops::Range;
 
 use crate::wire::{be_i16, be_i32, uvarint};
 
-/// Produce versions this reader knows (the body is the same from v9 to v12).
-pub const VERSIONS: std::ops::RangeInclusive<i16> = 3..=12;
+/// Produce versions this reader knows: those the broker serves.
+pub const VERSIONS: std::ops::RangeInclusive<i16> = 3..=11;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceLayout {
@@ -49,7 +49,7 @@ pub struct PartitionLayout {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProduceError {
-    #[error("produce v{version} is not read in place (only v3-v12)")]
+    #[error("produce v{version} is not read in place (only v3-v11)")]
     UnsupportedVersion { version: i16 },
     #[error("produce request truncated at position {position}: {what}")]
     Truncated { position: usize, what: &'static str },
@@ -310,8 +310,8 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_produce(&body, 13),
-            Err(ProduceError::UnsupportedVersion { version: 13 })
+            parse_produce(&body, 12),
+            Err(ProduceError::UnsupportedVersion { version: 12 })
         );
     }
 }

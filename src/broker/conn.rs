@@ -4,9 +4,10 @@
 //! reading its body (when the budget is spent it stops reading, and the client
 //! slows down), reads the body into one buffer, and starts a task per
 //! request. A produce request's buffer is split into its records pieces,
-//! which the owning partitions append (large ones without a copy). The writer awaits those tasks
-//! in order, so clients can pipeline (librdkafka keeps up to 5 produce requests
-//! in flight) while responses still go back in the order Kafka promises.
+//! which the owning partitions append (large ones without a copy). The writer
+//! awaits those tasks in order, so clients can pipeline (librdkafka keeps up
+//! to 5 produce requests in flight) while responses still go back in the
+//! order Kafka promises.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;

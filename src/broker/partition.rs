@@ -31,7 +31,7 @@ use crate::meta::{PartitionState, SegmentRecord, keys};
 /// Records of one produce partition at least this large are kept in the
 /// segment where they arrived instead of being copied into its arena
 /// (when they are also most of their buffer; see [`ProducedRecords`]).
-pub const REFERENCE_MIN: usize = 64 * 1024;
+const REFERENCE_MIN: usize = 64 * 1024;
 
 /// One produce partition's records, as a piece of the request's buffer.
 pub struct ProducedRecords {
