@@ -27,6 +27,9 @@ pub async fn run(shard: Rc<Shard>, wake: LocalReceiver<()>) {
         for log in shard.owned_logs() {
             let (is_due, deadline) = log.flush_due(now, segment_bytes, interval);
             if is_due {
+                if let Some(d) = deadline.filter(|d| *d <= now) {
+                    shard.metrics.flush_lateness.record(now - d);
+                }
                 due.push(log);
             } else if let Some(d) = deadline {
                 next = Some(next.map_or(d, |n| n.min(d)));

@@ -154,6 +154,7 @@ pub async fn handle(
     carved: Option<Carved>,
     order: Order,
 ) -> Result<Reply, String> {
+    let started = std::time::Instant::now();
     let req = match carved {
         Some(c) => c,
         None => Carved::decode(body, header.api_version)?,
@@ -241,5 +242,6 @@ pub async fn handle(
     if acks == 0 {
         return Ok(Reply::Nothing);
     }
+    shard.metrics.produce.record(started.elapsed());
     respond(header, &resp)
 }
