@@ -42,19 +42,92 @@ use crate::meta::embedded::FileKv;
 use crate::meta::etcd::EtcdKv;
 use crate::meta::{MetaClient, MetaStore};
 
+/// What a stop signal needs once the shards run.
+struct Stopping {
+    shards: kafscale_shard::StopSender,
+    /// Each shard sends (its id, produce requests left unanswered) when drained.
+    drained: std::sync::Mutex<std::sync::mpsc::Receiver<(usize, usize)>>,
+    count: usize,
+    cluster: Arc<cluster::Cluster>,
+    timeout: std::time::Duration,
+}
+
+impl Stopping {
+    /// Drains every shard (produce refused with a retriable error, open
+    /// segments flushed, requests in flight answered), then leaves the
+    /// cluster so the partitions move at once, then exits.
+    fn drain_and_exit(&self, sig: i32) -> ! {
+        tracing::info!(
+            signal = sig,
+            "stopping: flushing open segments and answering produce requests in flight"
+        );
+        let started = std::time::Instant::now();
+        let mut left = 0;
+        match self.shards.stop() {
+            Ok(()) => {
+                let deadline = started + self.timeout + std::time::Duration::from_secs(1);
+                let drained = self.drained.lock().unwrap_or_else(|e| e.into_inner());
+                for _ in 0..self.count {
+                    let wait = deadline.saturating_duration_since(std::time::Instant::now());
+                    match drained.recv_timeout(wait) {
+                        Ok((_, 0)) => {}
+                        Ok((shard, unanswered)) => {
+                            tracing::warn!(shard, unanswered, "shard did not drain in time");
+                            left += unanswered;
+                        }
+                        Err(_) => {
+                            tracing::warn!("a shard did not answer the drain");
+                            left += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot tell the shards to drain"),
+        }
+        if left == 0 {
+            tracing::info!(took_ms = started.elapsed().as_millis() as u64, "drained");
+        } else {
+            tracing::warn!(
+                unanswered = left,
+                "stopping before every produce request was answered (none of those was acknowledged)"
+            );
+        }
+        self.cluster.leave();
+        std::process::exit(0);
+    }
+}
+
 /// Runs the broker until the process is stopped.
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     args.validate()?;
-    // SIGTERM/SIGINT: leave the cluster at once (its partitions move now,
-    // not after the lease TTL), then exit. Nothing unflushed was acknowledged.
-    let leaving: Arc<std::sync::OnceLock<Arc<cluster::Cluster>>> = Arc::default();
-    let on_signal = leaving.clone();
+    // SIGTERM/SIGINT: drain, leave the cluster (its partitions move now, not
+    // after the lease TTL), exit. A second signal exits at once; nothing
+    // unflushed was acknowledged either way.
+    let stopping: Arc<std::sync::OnceLock<Stopping>> = Arc::default();
+    let on_signal = stopping.clone();
+    let signalled = std::sync::atomic::AtomicBool::new(false);
     kafscale_shard::on_termination(move |sig| {
-        if let Some(c) = on_signal.get() {
-            c.leave();
+        if signalled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tracing::warn!(signal = sig, "second signal: stopping without draining");
+            std::process::exit(1);
         }
-        tracing::info!(signal = sig, "stopping");
-        std::process::exit(0);
+        if on_signal.get().is_none() {
+            tracing::info!(signal = sig, "stopping during start-up");
+            std::process::exit(0);
+        }
+        // Drain on a thread of its own, so a second signal is still heard.
+        let s = on_signal.clone();
+        let drain = std::thread::Builder::new()
+            .name("kafscale-drain".into())
+            .spawn(move || s.get().map(|s| s.drain_and_exit(sig)));
+        if let Err(e) = drain {
+            tracing::warn!(error = %e, "cannot start draining; stopping now");
+            if let Some(s) = on_signal.get() {
+                s.cluster.leave();
+            }
+            std::process::exit(0);
+        }
     })
     .context("cannot install the SIGTERM handler")?;
     match kafscale_shard::raise_memlock_limit() {
@@ -170,7 +243,6 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         }
         c
     };
-    let _ignored = leaving.set(cluster.clone());
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = args.shards.unwrap_or(cores);
@@ -189,9 +261,21 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     );
 
     let metrics = Arc::new(Metrics::default());
+    let (stop, listeners) =
+        kafscale_shard::stop_channel(shards).context("cannot set up stopping")?;
+    let (drained_tx, drained_rx) = std::sync::mpsc::channel();
+    let drain_timeout = args.flush_interval() + DRAIN_GRACE;
+    let _ignored = stopping.set(Stopping {
+        shards: stop,
+        drained: std::sync::Mutex::new(drained_rx),
+        count: shards,
+        cluster: cluster.clone(),
+        timeout: drain_timeout,
+    });
+    let mut listeners: Vec<_> = listeners.into_iter().map(Some).collect();
     let args = Arc::new(args);
     let mesh: MeshBuilder<Job, _> = MeshBuilder::full(shards, 1024);
-    let results = kafscale_shard::spawn_shards(shards, pin, |_| {
+    let results = kafscale_shard::spawn_shards(shards, pin, |id| {
         let (args, store, meta, cluster, metrics, mesh) = (
             args.clone(),
             store.clone(),
@@ -200,7 +284,12 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
             metrics.clone(),
             mesh.clone(),
         );
-        move || run_shard(args, store, meta, cluster, metrics, mesh)
+        let stop = Stop {
+            listener: listeners[id.0].take().expect("one listener per shard"),
+            drained: drained_tx.clone(),
+            timeout: drain_timeout,
+        };
+        move || run_shard(args, store, meta, cluster, metrics, mesh, stop)
     })?;
     for r in results {
         r?;
@@ -232,6 +321,17 @@ fn store_label(store: &StoreConfig) -> String {
     }
 }
 
+/// How long, beyond one flush interval, a stopping broker waits for its last
+/// flushes (an unreachable S3 would otherwise hold it forever).
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A shard's part in stopping: when told, drain and report.
+struct Stop {
+    listener: kafscale_shard::StopListener,
+    drained: std::sync::mpsc::Sender<(usize, usize)>,
+    timeout: std::time::Duration,
+}
+
 async fn run_shard(
     args: Arc<BrokerArgs>,
     store: StoreConfig,
@@ -239,6 +339,7 @@ async fn run_shard(
     cluster: Arc<cluster::Cluster>,
     metrics: Arc<Metrics>,
     mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
+    stop: Stop,
 ) -> anyhow::Result<()> {
     let (senders, mut receivers) = mesh
         .join()
@@ -276,6 +377,14 @@ async fn run_shard(
         .detach();
     }
     glommio::spawn_local(flush::run(shard.clone(), wake_rx)).detach();
+    let s = shard.clone();
+    glommio::spawn_local(async move {
+        stop.listener.wait().await;
+        let unanswered = s.drain(stop.timeout).await;
+        // The receiver is gone only if the process is already exiting.
+        let _ignored = stop.drained.send((s.id, unanswered));
+    })
+    .detach();
     if shard.cluster.is_clustered() {
         glommio::spawn_local(hand_over(shard.clone())).detach();
     }

@@ -17,6 +17,7 @@ mod lowat;
 mod memlock;
 mod runtime;
 mod signals;
+mod stop;
 
 pub use alloc::{reclaim, tune_allocator};
 pub use hyper_io::{HyperIo, RawSocket};
@@ -25,3 +26,4 @@ pub use lowat::RecvLowat;
 pub use memlock::{MemlockStatus, raise_memlock_limit};
 pub use runtime::{RuntimeError, ShardId, block_on, spawn_shards};
 pub use signals::on_termination;
+pub use stop::{StopListener, StopSender, stop_channel};

@@ -2,9 +2,10 @@
 
 /// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread
 /// it starts afterwards, and runs `f` with the signal number on a dedicated
-/// thread (`kafscale-signals`) when one arrives. Call it before starting any
-/// other thread.
-pub fn on_termination(f: impl FnOnce(i32) + Send + 'static) -> std::io::Result<()> {
+/// thread (`kafscale-signals`) each time one arrives (a second signal can
+/// cut short what the first one started). Call it before starting any other
+/// thread.
+pub fn on_termination(f: impl Fn(i32) + Send + 'static) -> std::io::Result<()> {
     // SAFETY: sigset_t is plain data initialised by sigemptyset before use;
     // pthread_sigmask only reads the set we own.
     let set = unsafe {
@@ -21,10 +22,13 @@ pub fn on_termination(f: impl FnOnce(i32) + Send + 'static) -> std::io::Result<(
     std::thread::Builder::new()
         .name("kafscale-signals".into())
         .spawn(move || {
-            let mut sig = 0;
-            // SAFETY: `set` is a valid signal set and `sig` a valid out-pointer.
-            let rc = unsafe { libc::sigwait(&set, &mut sig) };
-            if rc == 0 {
+            loop {
+                let mut sig = 0;
+                // SAFETY: `set` is a valid signal set and `sig` a valid out-pointer.
+                let rc = unsafe { libc::sigwait(&set, &mut sig) };
+                if rc != 0 {
+                    return;
+                }
                 f(sig);
             }
         })?;

@@ -23,7 +23,7 @@ use kafscale_codec::kafka_protocol::messages::ApiKey;
 
 use super::api;
 use super::pool::MIN_POOLED;
-use super::shard::Shard;
+use super::shard::{ProduceInFlight, Shard};
 
 /// Requests of one connection being handled at once.
 const MAX_IN_FLIGHT: usize = 32;
@@ -73,10 +73,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     shard.metrics.connections_total.fetch_add(1, Relaxed);
     shard.metrics.connections_open.fetch_add(1, Relaxed);
     let (mut rd, mut wr) = stream.split();
-    let (tx, rx) = local_channel::new_bounded::<glommio::Task<Reply>>(MAX_IN_FLIGHT);
+    // Each request's task, with a produce request's in-flight mark, which
+    // is dropped once its answer is written.
+    let (tx, rx) = local_channel::new_bounded::<(glommio::Task<Reply>, Option<ProduceInFlight>)>(
+        MAX_IN_FLIGHT,
+    );
 
     let writer = glommio::spawn_local(async move {
-        while let Some(task) = rx.recv().await {
+        while let Some((task, _in_flight)) = rx.recv().await {
             match task.await {
                 Reply::Frame(chunks) => {
                     for c in &chunks {
@@ -99,6 +103,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let decoder = FrameDecoder::new(shard.args.max_frame_bytes.0 as usize);
     let mut last_produce: Option<oneshot::Receiver<()>> = None;
     loop {
+        if shard.draining() {
+            // Stopping: answer what was read, take nothing more.
+            break;
+        }
         let mut prefix = [0u8; 4];
         if rd.read_exact(&mut prefix).await.is_err() {
             break; // closed by the client
@@ -149,6 +157,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 appended,
             }
         });
+        let in_flight = order.is_some().then(|| shard.produce_started());
         let s = shard.clone();
         let task = glommio::spawn_local(async move {
             let reply = api::handle(s.clone(), header, body, reservation, order).await;
@@ -156,7 +165,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             s.pool.give(recycle);
             reply
         });
-        if tx.send(task).await.is_err() {
+        if tx.send((task, in_flight)).await.is_err() {
             break; // writer gone
         }
     }

@@ -24,6 +24,8 @@ pub async fn run(shard: Rc<Shard>, wake: LocalReceiver<()>) {
         let now = Instant::now();
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
+        // Stopping: every open segment is due, whatever its size or age.
+        let segment_bytes = if shard.draining() { 0 } else { segment_bytes };
         for log in shard.owned_logs() {
             let (is_due, deadline) = log.flush_due(now, segment_bytes, interval);
             if is_due {

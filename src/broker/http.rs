@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use glommio::net::TcpListener;
@@ -33,6 +34,9 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 async move {
                     let (status, body) = match req.uri().path() {
                         "/metrics" => (StatusCode::OK, metrics.render()),
+                        "/healthz" if metrics.draining.load(Relaxed) == 1 => {
+                            (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned())
+                        }
                         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
                         _ => (
                             StatusCode::NOT_FOUND,

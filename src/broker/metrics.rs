@@ -98,6 +98,8 @@ pub struct Metrics {
     /// shard's pool, and those that had to be allocated.
     pub buffers_reused: AtomicU64,
     pub buffers_allocated: AtomicU64,
+    /// 1 once the broker is draining to stop (SIGTERM).
+    pub draining: AtomicU64,
 }
 
 impl Metrics {
@@ -121,7 +123,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 18] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 19] = [
             (
                 "kafscale_orphan_objects_total",
                 "counter",
@@ -139,6 +141,12 @@ impl Metrics {
                 "gauge",
                 "Kafka connections open.",
                 &self.connections_open,
+            ),
+            (
+                "kafscale_draining",
+                "gauge",
+                "1 while the broker drains to stop: produce refused, open segments flushed.",
+                &self.draining,
             ),
             (
                 "kafscale_requests_total",

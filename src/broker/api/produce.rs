@@ -114,7 +114,15 @@ async fn append_on_owner(
     partition: u32,
     records: ProducedRecords,
 ) -> AppendResult {
+    if shard.draining() {
+        // Stopping: the partition moves (in a cluster) or comes back with
+        // this broker; the producer retries either way.
+        return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+    }
     let log = shard.log(&topic, partition).await?;
+    if shard.draining() {
+        return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+    }
     let appended = log.append(records, shard.args.segment_bytes.0 as usize, &shard.pool);
     shard.wake_flusher();
     match appended? {
