@@ -146,7 +146,7 @@ impl Group {
         Ok(())
     }
 
-    fn begin_rebalance(group: &GroupRef) {
+    fn begin_rebalance(group: &GroupRef, reason: &str) {
         let (round, delay) = {
             let mut g = group.borrow_mut();
             if g.state == State::PreparingRebalance {
@@ -161,6 +161,8 @@ impl Group {
                     .max()
                     .unwrap_or(INITIAL_REBALANCE_DELAY)
             };
+            tracing::info!(group = %g.id, state = g.state.name(), generation = g.generation,
+                reason, wait_ms = delay.as_millis() as u64, "preparing to rebalance");
             g.state = State::PreparingRebalance;
             g.round += 1;
             for m in g.members.values_mut() {
@@ -176,6 +178,18 @@ impl Group {
         glommio::spawn_local(async move {
             glommio::timer::sleep(delay).await;
             if g.borrow().round == round && g.borrow().state == State::PreparingRebalance {
+                let missing: Vec<String> = {
+                    let g = g.borrow();
+                    g.members
+                        .values()
+                        .filter(|m| !m.rejoined && !g.join_waiters.contains_key(&m.id))
+                        .map(|m| m.id.clone())
+                        .collect()
+                };
+                if !missing.is_empty() {
+                    tracing::info!(group = %g.borrow().id, ?missing,
+                        "rebalance timeout: members that did not rejoin are removed");
+                }
                 Self::complete_join(&g);
             }
         })
@@ -211,6 +225,8 @@ impl Group {
                 .values()
                 .all(|m| m.protocols.iter().any(|(n, _)| n == p))
         });
+        tracing::info!(group = %g.id, generation = g.generation, members = g.members.len(),
+            %leader, protocol = protocol.as_deref().unwrap_or("-"), "joined: new generation");
         g.leader = Some(leader.clone());
         g.protocol = protocol.clone();
         g.state = State::CompletingRebalance;
@@ -324,7 +340,7 @@ impl Group {
                 };
             }
         }
-        Self::begin_rebalance(group);
+        Self::begin_rebalance(group, &format!("{member_id} joined"));
         let rx = {
             let mut g = group.borrow_mut();
             g.protocol_type = Some(req.protocol_type.clone());
@@ -391,6 +407,7 @@ impl Group {
                     m.assignment = given.get(&m.id).cloned().unwrap_or_default();
                 }
                 g.state = State::Stable;
+                tracing::info!(group = %g.id, generation = g.generation, "stable: leader's assignment handed out");
                 let waiters: Vec<_> = g.sync_waiters.drain().collect();
                 for (id, w) in waiters {
                     let a = g
@@ -448,7 +465,7 @@ impl Group {
                 g.leader = None;
                 g.round += 1;
             } else {
-                Self::begin_rebalance(group);
+                Self::begin_rebalance(group, "members left");
                 // Everyone left may already be waiting in JoinGroup.
                 let ready = group.borrow().members.values().all(|m| m.rejoined);
                 if ready {

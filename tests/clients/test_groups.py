@@ -1,4 +1,5 @@
 """Consumer groups (classic protocol) with real clients."""
+import threading
 import time
 
 from confluent_kafka import ConsumerGroupTopicPartitions, Consumer, Producer
@@ -34,26 +35,72 @@ def ck_consumer(broker, group, **extra):
 
 
 def poll_until(consumers, pred, timeout=90, on_msg=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    """Polls every consumer from a thread of its own (as applications do)
+    until `pred()` holds.
+
+    One thread polling all of them in turn with short timeouts trips
+    kafka-python 3.0.x: a join that completes while its consumer is not
+    inside poll() is thrown away and a new JoinGroup is sent
+    (`join_group_async` restarts when `_join_task.is_done`). That member is
+    the group leader here (its id sorts first), and Kafka rebalances the
+    whole group whenever the leader rejoins, so the group can rebalance
+    again and again without settling."""
+    stop = threading.Event()
+    failures = []
+
+    def drive(c):
+        # Only this thread calls the consumer (neither client is safe to
+        # call from two threads); `pred` sees its assignment through
+        # `_assignments`.
+        try:
+            while not stop.is_set():
+                if isinstance(c, KafkaConsumer):
+                    for recs in c.poll(timeout_ms=200).values():
+                        for r in recs:
+                            on_msg and on_msg(c, r.partition, r.offset, r.value)
+                else:
+                    m = c.poll(0.2)
+                    if m is not None and not m.error():
+                        on_msg and on_msg(c, m.partition(), m.offset(), m.value())
+                _assignments[id(c)] = _assigned_now(c)
+        except Exception as e:  # reported by the caller's thread
+            failures.append(e)
+
+    for c in consumers:
+        _assignments[id(c)] = _assigned_now(c)
+    threads = [threading.Thread(target=drive, args=(c,), daemon=True) for c in consumers]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not failures:
+            if pred():
+                return
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
         for c in consumers:
-            if isinstance(c, KafkaConsumer):
-                for recs in c.poll(timeout_ms=100).values():
-                    for r in recs:
-                        on_msg and on_msg(c, r.partition, r.offset, r.value)
-            else:
-                m = c.poll(0.1)
-                if m is not None and not m.error():
-                    on_msg and on_msg(c, m.partition(), m.offset(), m.value())
-        if pred():
-            return
+            _assignments.pop(id(c), None)
+    assert not failures, f"a consumer failed: {failures[0]!r}"
+    if pred():
+        return
     state = [sorted(assigned(c)) for c in consumers]
     raise AssertionError(f"condition not reached in {timeout}s; assignments: {state}")
 
 
+# Assignments of the consumers poll_until is driving, by id(consumer).
+_assignments = {}
+
+
 def assigned(c):
-    if isinstance(c, KafkaConsumer):
-        return {tp.partition for tp in c.assignment()}
+    if id(c) in _assignments:
+        return _assignments[id(c)]
+    return _assigned_now(c)
+
+
+def _assigned_now(c):
     return {tp.partition for tp in c.assignment()}
 
 
