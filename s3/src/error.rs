@@ -99,10 +99,42 @@ impl StoreError {
                             | "InternalError"
                             | "ServiceUnavailable"
                             | "Throttling"
+                            // 409 to a conditional write racing another
+                            // write of the key; AWS says to retry (the retry
+                            // gets 412 if the other write won).
+                            | "ConditionalRequestConflict"
                     )
             }
             Self::Connect { .. } | Self::Timeout { .. } => true,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16, code: &str) -> StoreError {
+        StoreError::Http {
+            operation: "PutObject",
+            status: StatusCode::from_u16(status).unwrap(),
+            code: code.into(),
+            message: String::new(),
+            request_id: "-".into(),
+            bucket: "b".into(),
+            key: "k".into(),
+        }
+    }
+
+    #[test]
+    fn retryable_answers() {
+        assert!(http(503, "SlowDown").is_retryable());
+        assert!(http(500, "").is_retryable());
+        assert!(http(429, "").is_retryable());
+        assert!(http(409, "ConditionalRequestConflict").is_retryable());
+        assert!(!http(409, "BucketAlreadyExists").is_retryable());
+        assert!(!http(403, "AccessDenied").is_retryable());
+        assert!(!http(400, "InvalidArgument").is_retryable());
     }
 }
