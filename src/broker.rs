@@ -86,7 +86,13 @@ impl Stopping {
             Err(e) => tracing::warn!(error = %e, "cannot tell the shards to drain"),
         }
         if left == 0 {
-            tracing::info!(took_ms = started.elapsed().as_millis() as u64, "drained");
+            let took_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(took_ms, "drained");
+            // Next to the start-up line, which is printed at any log level.
+            eprintln!(
+                "kafscale broker {}: stopped (drained in {took_ms} ms)",
+                self.cluster.id()
+            );
         } else {
             tracing::warn!(
                 unanswered = left,
