@@ -88,8 +88,8 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Segments {
             command: SegmentsCommand::Inspect { target, json, s3 },
         } => {
-            let data = read_target(&target, &s3)?;
-            let report = match kafscale::segments::inspect(&target, data) {
+            let (data, metadata) = read_target(&target, &s3)?;
+            let report = match kafscale::segments::inspect(&target, data, metadata) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("kafscale: {e}");
@@ -110,10 +110,13 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn read_target(target: &str, s3: &S3Args) -> anyhow::Result<Bytes> {
+/// The target's bytes, and its S3 user metadata for s3:// targets.
+type Target = (Bytes, Option<std::collections::BTreeMap<String, String>>);
+
+fn read_target(target: &str, s3: &S3Args) -> anyhow::Result<Target> {
     let Some(rest) = target.strip_prefix("s3://") else {
         return std::fs::read(target)
-            .map(Bytes::from)
+            .map(|b| (Bytes::from(b), None))
             .with_context(|| format!("cannot read {target}"));
     };
     let Some((bucket, key)) = rest.split_once('/') else {
@@ -124,5 +127,5 @@ fn read_target(target: &str, s3: &S3Args) -> anyhow::Result<Bytes> {
     let key = key.to_owned();
     let object =
         kafscale_shard::block_on(move || async move { S3Client::new(config).get(&key).await })??;
-    Ok(object.body)
+    Ok((object.body, Some(object.meta.metadata)))
 }

@@ -154,13 +154,14 @@ async fn upload(shard: &Shard, log: &PartitionLog, f: &Flushing) -> Result<(), E
         log.partition,
         info.base_offset,
     );
+    use keys::object_meta as m;
     let opts = PutOptions::default()
-        .with_meta("base-offset", info.base_offset)
-        .with_meta("last-offset", info.last_offset)
-        .with_meta("message-count", info.message_count)
-        .with_meta("created-ms", info.created_ms)
-        .with_meta("min-timestamp", info.min_timestamp)
-        .with_meta("max-timestamp", info.max_timestamp)
+        .with_meta(m::BASE_OFFSET, info.base_offset)
+        .with_meta(m::LAST_OFFSET, info.last_offset)
+        .with_meta(m::MESSAGE_COUNT, info.message_count)
+        .with_meta(m::CREATED_MS, info.created_ms)
+        .with_meta(m::MIN_TIMESTAMP, info.min_timestamp)
+        .with_meta(m::MAX_TIMESTAMP, info.max_timestamp)
         .if_absent();
     // The .kfs goes first: an .index without its .kfs never exists. Both
     // are written only if absent, so a writer that lost the partition (its

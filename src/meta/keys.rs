@@ -81,6 +81,20 @@ pub fn segment_object(ns: &str, topic: &str, partition: u32, base_offset: i64) -
     (format!("{stem}.kfs"), format!("{stem}.index"))
 }
 
+/// S3 user metadata of a `.kfs` object (`x-amz-meta-` + name; see
+/// `docs/formats.md`): what a tool can learn from a HEAD.
+pub mod object_meta {
+    pub const BASE_OFFSET: &str = "base-offset";
+    pub const LAST_OFFSET: &str = "last-offset";
+    pub const MESSAGE_COUNT: &str = "message-count";
+    /// When the segment was sealed, just before its upload.
+    pub const CREATED_MS: &str = "created-ms";
+    /// Smallest batch baseTimestamp.
+    pub const MIN_TIMESTAMP: &str = "min-timestamp";
+    /// Largest batch maxTimestamp.
+    pub const MAX_TIMESTAMP: &str = "max-timestamp";
+}
+
 pub fn producer_ids(ns: &str) -> String {
     format!("/kafscale/{ns}/producers/next-id")
 }
