@@ -100,7 +100,7 @@ impl Stopping {
             );
         }
         self.cluster.leave();
-        std::process::exit(0);
+        std::process::exit(if left == 0 { 0 } else { 1 });
     }
 }
 
@@ -270,7 +270,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let (stop, listeners) =
         kafscale_shard::stop_channel(shards).context("cannot set up stopping")?;
     let (drained_tx, drained_rx) = std::sync::mpsc::channel();
-    let drain_timeout = args.flush_interval() + DRAIN_GRACE;
+    let drain_timeout = DRAIN_TIMEOUT;
     let _ignored = stopping.set(Stopping {
         shards: stop,
         drained: std::sync::Mutex::new(drained_rx),
@@ -327,9 +327,11 @@ fn store_label(store: &StoreConfig) -> String {
     }
 }
 
-/// How long, beyond one flush interval, a stopping broker waits for its last
-/// flushes (an unreachable S3 would otherwise hold it forever).
-const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a stopping broker waits for its last flushes and answers (every
+/// open segment is due at once, so this is upload + commit time; an
+/// unreachable S3 would otherwise hold it forever). Under the 30 s that
+/// Kubernetes and many init systems give before SIGKILL.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A shard's part in stopping: when told, drain and report.
 struct Stop {
@@ -383,9 +385,13 @@ async fn run_shard(
         .detach();
     }
     glommio::spawn_local(flush::run(shard.clone(), wake_rx)).detach();
+    // Stopping also closes this shard's listener, so clients find another
+    // broker (or a refused port) instead of a connection that closes at once.
+    let (stop_accepting, accept_stopped) = local_channel::new_bounded::<()>(1);
     let s = shard.clone();
     glommio::spawn_local(async move {
         stop.listener.wait().await;
+        let _ignored = stop_accepting.try_send(());
         let unanswered = s.drain(stop.timeout).await;
         // The receiver is gone only if the process is already exiting.
         let _ignored = stop.drained.send((s.id, unanswered));
@@ -399,16 +405,27 @@ async fn run_shard(
         glommio::spawn_local(http::serve(l, metrics)).detach();
     }
     loop {
-        match listener.accept().await {
-            Ok(stream) => {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            let _ignored = accept_stopped.recv().await;
+            None
+        })
+        .await;
+        match accepted {
+            Some(Ok(stream)) => {
                 glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed");
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
             }
+            None => break,
         }
     }
+    drop(listener);
+    // The shard's other tasks (connections, flusher, the drain) go on until
+    // the process exits.
+    futures::future::pending::<()>().await;
+    Ok(())
 }
 
 /// In a cluster: gives up partitions that now hash to another live broker

@@ -8,13 +8,14 @@
 //! glommio drives io_uring, whose rings live in locked memory on older kernels;
 //! [`raise_memlock_limit`] lifts `RLIMIT_MEMLOCK` at start-up where allowed.
 
-#![allow(unsafe_code)] // setrlimit, from_raw_fd, mallopt, sigwait, socket calls; each use carries a SAFETY line.
+#![allow(unsafe_code)] // setrlimit, from_raw_fd, mallopt, sigwait, socket calls and ioctls; each use carries a SAFETY line.
 
 mod alloc;
 mod hyper_io;
 mod listen;
 mod lowat;
 mod memlock;
+mod outq;
 mod runtime;
 mod signals;
 mod stop;
@@ -24,6 +25,7 @@ pub use hyper_io::{HyperIo, RawSocket};
 pub use listen::listen;
 pub use lowat::RecvLowat;
 pub use memlock::{MemlockStatus, raise_memlock_limit};
+pub use outq::unacked_bytes;
 pub use runtime::{RuntimeError, ShardId, block_on, spawn_shards};
 pub use signals::on_termination;
 pub use stop::{StopListener, StopSender, stop_channel};

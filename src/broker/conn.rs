@@ -9,6 +9,7 @@
 //! to 5 produce requests in flight) while responses still go back in the
 //! order Kafka promises.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -63,13 +64,25 @@ async fn read_body(
     Ok(())
 }
 
+/// Waits (at most 2 s) until the peer has acknowledged everything written
+/// to the socket.
+async fn wait_acknowledged(fd: std::os::fd::RawFd) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while kafscale_shard::unacked_bytes(fd).is_ok_and(|n| n > 0)
+        && std::time::Instant::now() < deadline
+    {
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let _ignored = stream.set_nodelay(true);
-    let lowat = kafscale_shard::RecvLowat::new(std::os::fd::AsRawFd::as_raw_fd(&stream));
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let lowat = kafscale_shard::RecvLowat::new(fd);
     shard.metrics.connections_total.fetch_add(1, Relaxed);
     shard.metrics.connections_open.fetch_add(1, Relaxed);
     let (mut rd, mut wr) = stream.split();
@@ -79,32 +92,53 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         MAX_IN_FLIGHT,
     );
 
+    // Set by the writer when the connection is done for (write failed, or
+    // Kafka's answer is to close it): the reader stops.
+    let done = Rc::new(Cell::new(false));
+    let writer_done = done.clone();
+    let writer_shard = shard.clone();
     let writer = glommio::spawn_local(async move {
-        while let Some((task, _in_flight)) = rx.recv().await {
+        while let Some((task, in_flight)) = rx.recv().await {
+            if writer_done.get() {
+                // Dropping the task cancels it and releases its mark; the
+                // queue keeps draining, so the reader never waits for room.
+                continue;
+            }
             match task.await {
                 Reply::Frame(chunks) => {
                     for c in &chunks {
                         if wr.write_all(c).await.is_err() {
-                            return;
+                            writer_done.set(true);
+                            break;
                         }
+                    }
+                    if in_flight.is_some() && writer_shard.draining() && !writer_done.get() {
+                        // Stopping: the answer counts as given once the peer
+                        // has it, not when the kernel has it (exit resets
+                        // sockets that have unread input, dropping unsent data).
+                        wait_acknowledged(fd).await;
                     }
                 }
                 Reply::Nothing => {}
                 Reply::Close(why) => {
                     tracing::info!(%why, "closing connection");
                     let _ignored = wr.close().await;
-                    return;
+                    writer_done.set(true);
                 }
             }
+            drop(in_flight);
         }
-        let _ignored = wr.close().await;
+        if !writer_done.get() {
+            let _ignored = wr.close().await;
+        }
     });
 
     let decoder = FrameDecoder::new(shard.args.max_frame_bytes.0 as usize);
     let mut last_produce: Option<oneshot::Receiver<()>> = None;
     loop {
-        if shard.draining() {
-            // Stopping: answer what was read, take nothing more.
+        if shard.draining() || done.get() {
+            // Stopping: answer what was read, take nothing more. Or the
+            // writer gave up on this connection.
             break;
         }
         let mut prefix = [0u8; 4];

@@ -80,9 +80,11 @@ def poll_until(consumers, pred, timeout=90, on_msg=None):
     finally:
         stop.set()
         for t in threads:
-            t.join()
+            t.join(timeout=60)
         for c in consumers:
             _assignments.pop(id(c), None)
+    stuck = [i for i, t in enumerate(threads) if t.is_alive()]
+    assert not stuck, f"consumers {stuck} still inside poll() 60 s after being told to stop"
     assert not failures, f"a consumer failed: {failures[0]!r}"
     if pred():
         return

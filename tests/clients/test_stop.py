@@ -25,7 +25,9 @@ def test_sigterm_flushes_and_answers_every_produce_in_flight(backend, tmp_path):
         "bootstrap.servers": broker.bootstrap,
         "acks": "all",
         "enable.idempotence": True,
-        "linger.ms": 0,
+        # One batch per partition: all of them in flight before the signal
+        # (idempotence allows 5 requests in flight per connection).
+        "linger.ms": 200,
         "message.timeout.ms": 120_000,
     })
     try:

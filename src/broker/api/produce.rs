@@ -173,6 +173,11 @@ pub async fn handle(
     } else if req.transactional {
         // Transactions (control batches, markers) are not implemented.
         Some(ErrorCode::INVALID_REQUEST)
+    } else if shard.draining() {
+        // This shard is stopping and may already have reported that every
+        // produce it read is answered: route nothing more to owners that
+        // are not draining yet.
+        Some(ErrorCode::NOT_LEADER_OR_FOLLOWER)
     } else {
         None
     };
