@@ -35,6 +35,17 @@ def create_topic(bootstrap, partitions):
     return topic
 
 
+def topic_led_in_part_by(bootstrap, partitions, broker_id):
+    """A new topic of which `broker_id` leads at least one partition. Owners
+    are hashed from the topic name, so with 4 partitions over 2 brokers one
+    name in 16 gives a broker none: try names until it has some."""
+    for _ in range(20):
+        topic = create_topic(bootstrap, partitions)
+        if broker_id in leaders(bootstrap, topic).values():
+            return topic
+    raise AssertionError(f"broker {broker_id} leads no partition of 20 new topics")
+
+
 def leaders(bootstrap, topic):
     md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
     return {p: m.leader for p, m in md.topics[topic].partitions.items()}
@@ -183,7 +194,7 @@ def test_paused_broker_cannot_append_after_its_lease_expires(tmp_path):
     c.start()
     try:
         a, b = c.brokers
-        topic = create_topic(c.bootstrap, 4)
+        topic = topic_led_in_part_by(c.bootstrap, 4, 0)
         part = next(p for p, leader in leaders(c.bootstrap, topic).items() if leader == 0)
         prod = Producer({"bootstrap.servers": a.bootstrap, "acks": "all"})
         for i in range(10):
@@ -231,7 +242,7 @@ def test_stopped_broker_hands_its_partitions_over_at_once(tmp_path):
     c.start()
     try:
         a, b = c.brokers
-        topic = create_topic(c.bootstrap, 4)
+        topic = topic_led_in_part_by(c.bootstrap, 4, 0)
         lead = leaders(c.bootstrap, topic)
         mine = [p for p, leader in lead.items() if leader == 0]
         assert mine, lead
