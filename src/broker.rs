@@ -47,9 +47,7 @@ struct Stopping {
     shards: kafscale_shard::StopSender,
     /// Each shard sends (its id, produce requests left unanswered) when drained.
     drained: std::sync::Mutex<std::sync::mpsc::Receiver<(usize, usize)>>,
-    count: usize,
     cluster: Arc<cluster::Cluster>,
-    timeout: std::time::Duration,
 }
 
 impl Stopping {
@@ -65,9 +63,9 @@ impl Stopping {
         let mut left = 0;
         match self.shards.stop() {
             Ok(()) => {
-                let deadline = started + self.timeout + std::time::Duration::from_secs(1);
+                let deadline = started + DRAIN_TIMEOUT + std::time::Duration::from_secs(1);
                 let drained = self.drained.lock().unwrap_or_else(|e| e.into_inner());
-                for _ in 0..self.count {
+                for _ in 0..self.shards.len() {
                     let wait = deadline.saturating_duration_since(std::time::Instant::now());
                     match drained.recv_timeout(wait) {
                         Ok((_, 0)) => {}
@@ -270,13 +268,10 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let (stop, listeners) =
         kafscale_shard::stop_channel(shards).context("cannot set up stopping")?;
     let (drained_tx, drained_rx) = std::sync::mpsc::channel();
-    let drain_timeout = DRAIN_TIMEOUT;
     let _ignored = stopping.set(Stopping {
         shards: stop,
         drained: std::sync::Mutex::new(drained_rx),
-        count: shards,
         cluster: cluster.clone(),
-        timeout: drain_timeout,
     });
     let mut listeners: Vec<_> = listeners.into_iter().map(Some).collect();
     let args = Arc::new(args);
@@ -293,7 +288,6 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         let stop = Stop {
             listener: listeners[id.0].take().expect("one listener per shard"),
             drained: drained_tx.clone(),
-            timeout: drain_timeout,
         };
         move || run_shard(args, store, meta, cluster, metrics, mesh, stop)
     })?;
@@ -337,7 +331,6 @@ const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 struct Stop {
     listener: kafscale_shard::StopListener,
     drained: std::sync::mpsc::Sender<(usize, usize)>,
-    timeout: std::time::Duration,
 }
 
 async fn run_shard(
@@ -392,7 +385,7 @@ async fn run_shard(
     glommio::spawn_local(async move {
         stop.listener.wait().await;
         let _ignored = stop_accepting.try_send(());
-        let unanswered = s.drain(stop.timeout).await;
+        let unanswered = s.drain(DRAIN_TIMEOUT).await;
         // The receiver is gone only if the process is already exiting.
         let _ignored = stop.drained.send((s.id, unanswered));
     })

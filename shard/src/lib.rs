@@ -29,3 +29,12 @@ pub use outq::unacked_bytes;
 pub use runtime::{RuntimeError, ShardId, block_on, spawn_shards};
 pub use signals::on_termination;
 pub use stop::{StopListener, StopSender, stop_channel};
+
+/// A connected loopback TCP pair (client, server), for the socket tests.
+#[cfg(test)]
+fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}

@@ -72,9 +72,7 @@ mod tests {
 
     #[test]
     fn mark_is_set_and_lowered_on_a_tcp_socket() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut server, _) = listener.accept().unwrap();
+        let (mut client, mut server) = crate::tcp_pair();
         let fd = server.as_raw_fd();
         let lowat = RecvLowat::new(fd);
         lowat.set(8).unwrap();

@@ -28,9 +28,7 @@ mod tests {
 
     #[test]
     fn counts_until_the_peer_acknowledges() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut server, _) = listener.accept().unwrap();
+        let (mut client, mut server) = crate::tcp_pair();
         server.write_all(&[7u8; 1000]).unwrap();
         // Loopback acknowledges at once, but not necessarily before we look.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

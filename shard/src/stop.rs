@@ -37,6 +37,15 @@ pub fn stop_channel(n: usize) -> io::Result<(StopSender, Vec<StopListener>)> {
 }
 
 impl StopSender {
+    /// How many listeners it stops.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
     /// Tells every listener to stop. A listener that is gone (its executor
     /// ended) is skipped; any other failure is returned after trying them all.
     pub fn stop(&self) -> io::Result<()> {

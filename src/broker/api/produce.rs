@@ -114,9 +114,10 @@ async fn append_on_owner(
     partition: u32,
     records: ProducedRecords,
 ) -> AppendResult {
+    // Stopping: the partition moves (in a cluster) or comes back with this
+    // broker; the producer retries either way. Checked before loading (no
+    // claim just before leaving) and again after it (the load awaits).
     if shard.draining() {
-        // Stopping: the partition moves (in a cluster) or comes back with
-        // this broker; the producer retries either way.
         return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
     }
     let log = shard.log(&topic, partition).await?;
