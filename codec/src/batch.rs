@@ -320,6 +320,50 @@ pub fn stamp_base_offsets(records: &mut [u8], first: i64) -> i64 {
     next
 }
 
+/// Writes an idempotent producer's id, epoch and sequence numbers into every
+/// batch of a records blob, in place, and recomputes each batch's CRC32C
+/// (which covers those fields). The first batch gets `first_sequence`, each
+/// next one the sequence after the previous batch's records (wrapping at
+/// `i32::MAX` as Kafka does). Returns the sequence after the last batch.
+/// The whole blob is checked first, so on error nothing was changed.
+pub fn stamp_producer(
+    records: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    first_sequence: i32,
+) -> Result<i32, BatchError> {
+    let mut spans = Vec::new();
+    let mut position = 0;
+    while position < records.len() {
+        let len = batch_len_at(&records[position..], position)?;
+        let magic = records[position + 16] as i8;
+        if magic != 2 {
+            return Err(BatchError::BadMagic { position, magic });
+        }
+        spans.push(position..position + len);
+        position += len;
+    }
+    let mut sequence = first_sequence;
+    for span in spans {
+        let batch = &mut records[span];
+        let count = be_i32(batch, 57).unwrap_or(0);
+        batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        batch[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+        batch[53..57].copy_from_slice(&sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        sequence = next_sequence(sequence, count);
+    }
+    Ok(sequence)
+}
+
+/// The sequence number `count` records after `sequence`, wrapping to 0
+/// past `i32::MAX` as Kafka's producers do.
+pub fn next_sequence(sequence: i32, count: i32) -> i32 {
+    let next = i64::from(sequence) + i64::from(count.max(0));
+    (next % (i64::from(i32::MAX) + 1)) as i32
+}
+
 /// Splits a records blob holding several concatenated batches, without copying.
 /// Each item is a parsed batch (length and magic checked); call
 /// [`Batches::validated`] to also check every CRC. A truncated tail is an error,
@@ -411,6 +455,27 @@ mod tests {
             b.push(Some(format!("k{i}").as_bytes()), Some(b"value"), &[]);
         }
         b.finish()
+    }
+
+    #[test]
+    fn stamp_producer_sets_fields_and_a_valid_crc_in_every_batch() {
+        let mut blob = sample(0, 3).to_vec();
+        blob.extend_from_slice(&sample(3, 2));
+        let next = stamp_producer(&mut blob, 77, 3, i32::MAX - 1).unwrap();
+        assert_eq!(next, 3, "wraps past i32::MAX");
+        let batches: Vec<_> = Batches::new(Bytes::from(blob))
+            .validated()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(batches[0].producer_id(), 77);
+        assert_eq!(batches[0].producer_epoch(), 3);
+        assert_eq!(batches[0].base_sequence(), i32::MAX - 1);
+        assert_eq!(batches[1].base_sequence(), 1);
+        let mut bad = sample(0, 1).to_vec();
+        bad.truncate(bad.len() - 1);
+        let before = bad.clone();
+        assert!(stamp_producer(&mut bad, 1, 0, 0).is_err());
+        assert_eq!(bad, before, "nothing changed on error");
     }
 
     #[test]

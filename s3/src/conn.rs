@@ -1,77 +1,20 @@
-//! Connections: glommio `TcpStream` (optionally under rustls) adapted to
-//! hyper 1's IO traits, and a small keep-alive pool per client.
+//! Connections: the shard's TCP/TLS stream adapted to hyper 1's IO traits,
+//! and a small keep-alive pool per client.
 
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsConnector;
-use futures_rustls::client::TlsStream;
-use futures_rustls::pki_types::ServerName;
 use futures_rustls::rustls;
-use glommio::net::TcpStream;
 use hyper::client::conn::http1::{self, SendRequest};
 
 use crate::body::Chunks;
 
 pub(crate) type Sender = SendRequest<Chunks>;
 
-/// A plain or TLS stream.
-pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_close(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-        }
-    }
-}
-
-impl kafscale_shard::RawSocket for Stream {
-    fn raw_socket(&self) -> Option<std::os::fd::RawFd> {
-        match self {
-            Self::Plain(s) => s.raw_socket(),
-            Self::Tls(_) => None,
-        }
-    }
-}
+pub(crate) use kafscale_shard::Stream;
 
 pub(crate) type HyperIo = kafscale_shard::HyperIo<Stream>;
 
@@ -96,18 +39,10 @@ pub(crate) async fn connect(
     addr: SocketAddr,
     tls: Option<(&TlsConnector, &str)>,
 ) -> io::Result<Sender> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    tcp.set_nodelay(true)
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    let stream = match tls {
-        None => Stream::Plain(tcp),
-        Some((connector, host)) => {
-            let name = ServerName::try_from(host.to_owned()).map_err(io::Error::other)?;
-            Stream::Tls(Box::new(connector.connect(name, tcp).await?))
-        }
-    };
+    let stream = Stream::connect(addr, tls).await.map_err(|e| match e {
+        kafscale_shard::ConnectError::Tls(e) => e,
+        e => io::Error::other(e.to_string()),
+    })?;
     let (sender, conn) = http1::Builder::new()
         .handshake(HyperIo::new(stream))
         .await

@@ -66,6 +66,17 @@ fn try_recv(fd: RawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> Option<io::Resu
     would_block_is_none(n)
 }
 
+/// Receives into the spare capacity of `buf` (not initialised first) and
+/// grows its length by what arrived: `None` when the socket has nothing yet.
+pub fn try_recv_buf(fd: RawFd, buf: &mut bytes::BytesMut) -> Option<io::Result<usize>> {
+    let result = try_recv(fd, buf.spare_capacity_mut());
+    if let Some(Ok(n)) = result {
+        // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+    }
+    result
+}
+
 /// Sends as many of `bufs` as the socket takes now; `None` when it takes none.
 fn try_send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> Option<io::Result<usize>> {
     let bufs = &bufs[..bufs.len().min(MAX_IOVECS)];

@@ -19,9 +19,10 @@ mod outq;
 mod runtime;
 mod signals;
 mod stop;
+mod stream;
 
 pub use alloc::{reclaim, tune_allocator};
-pub use hyper_io::{HyperIo, RawSocket};
+pub use hyper_io::{HyperIo, RawSocket, try_recv_buf};
 pub use listen::listen;
 pub use lowat::RecvLowat;
 pub use memlock::{MemlockStatus, raise_memlock_limit};
@@ -29,6 +30,7 @@ pub use outq::unacked_bytes;
 pub use runtime::{RuntimeError, ShardId, block_on, spawn_shards};
 pub use signals::on_termination;
 pub use stop::{StopListener, StopSender, stop_channel};
+pub use stream::{ConnectError, Stream};
 
 /// A connected loopback TCP pair (client, server), for the socket tests.
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! A broker binary on a free port and a raw Kafka client for the tests.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -13,6 +15,7 @@ use kafscale_codec::kafka_protocol::protocol::Encodable;
 pub struct Broker {
     child: Child,
     pub port: u16,
+    pub metrics_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -21,6 +24,21 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl Broker {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Sends a signal (`STOP`, `CONT`, ...) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let st = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{name} {pid}");
 }
 
 pub fn free_port() -> u16 {
@@ -34,17 +52,38 @@ pub fn free_port() -> u16 {
 pub fn start() -> Broker {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let metrics_port = free_port();
+    let child = spawn_broker(dir.path(), port, metrics_port);
+    Broker {
+        child,
+        port,
+        metrics_port,
+        _dir: dir,
+    }
+}
+
+impl Broker {
+    /// Kills the broker (SIGKILL) and starts it again on the same ports
+    /// and data directory.
+    pub fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = spawn_broker(self._dir.path(), self.port, self.metrics_port);
+    }
+}
+
+fn spawn_broker(dir: &std::path::Path, port: u16, metrics_port: u16) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_kafscale"))
         .args([
             "broker",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--metrics-listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{metrics_port}"),
         ])
         .args([
             "--data-dir",
-            dir.path().to_str().unwrap(),
+            dir.to_str().unwrap(),
             "--flush-interval-ms",
             "20",
             "--max-frame-bytes",
@@ -61,11 +100,7 @@ pub fn start() -> Broker {
         assert!(Instant::now() < deadline, "broker did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Broker {
-        child,
-        port,
-        _dir: dir,
-    }
+    child
 }
 
 pub fn connect(b: &Broker) -> TcpStream {

@@ -1,0 +1,582 @@
+//! kafscale-client against both brokers it must work with: ours (the real
+//! binary, embedded default) and a real Apache Kafka (the fixture of
+//! scripts/test, PLAINTEXT, SASL_PLAINTEXT and SASL_SSL with SCRAM).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::kafka::{ApacheKafka, Produced, confluent_produce, hex, run};
+use kafscale_client::{
+    Acks, Client, ClientConfig, ClientError, FetchOptions, FetchSpec, IdempotentProducer,
+    KafkaCode, Mechanism, NewTopic, OffsetSpec, Secret, TlsConfig,
+};
+use kafscale_codec::batch::{BatchBuilder, Compression, RecordBatch};
+
+const CODECS: [(&str, Compression); 4] = [
+    ("gzip", Compression::Gzip),
+    ("snappy", Compression::Snappy),
+    ("lz4", Compression::Lz4),
+    ("zstd", Compression::Zstd),
+];
+
+fn unique(name: &str) -> String {
+    format!("{name}-{}", uuid_ish())
+}
+
+fn uuid_ish() -> String {
+    let n: u64 = rand::random();
+    format!("{n:016x}")
+}
+
+/// Every batch of partition 0 up to its high watermark.
+async fn fetch_all(client: &Client, topic: &str) -> Vec<RecordBatch> {
+    let mut offset = 0;
+    let mut out = Vec::new();
+    let hw = client
+        .list_offset(topic, 0, OffsetSpec::Latest)
+        .await
+        .unwrap()
+        .offset;
+    while offset < hw {
+        let mut spec = FetchSpec::new(topic, 0, offset);
+        spec.max_bytes = 4096; // several fetches, so truncated tails occur
+        let f = client
+            .fetch_partition(&spec, &FetchOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(f.high_watermark, hw);
+        assert!(f.next_offset > offset, "no progress at {offset}");
+        offset = f.next_offset;
+        out.extend(f.batches);
+    }
+    out
+}
+
+/// Fetches what confluent-kafka produced in each codec and checks every
+/// batch (CRC, codec) and every record against what the producer sent.
+fn confluent_codecs_fetched_raw(bootstrap: String) {
+    for (codec, compression) in CODECS {
+        let topic = unique(&format!("codec-{codec}"));
+        let b = bootstrap.clone();
+        let t = topic.clone();
+        run(move || async move {
+            let c = Client::connect(ClientConfig::new(&b)).await.unwrap();
+            c.ensure_topic(&NewTopic::new(&t, 1)).await.unwrap();
+        });
+        let sent = confluent_produce(&bootstrap, &topic, codec, 40);
+        let b = bootstrap.clone();
+        let got: Vec<(Compression, i64, Vec<Produced>)> = run(move || async move {
+            let c = Client::connect(ClientConfig::new(&b)).await.unwrap();
+            fetch_all(&c, &topic)
+                .await
+                .iter()
+                .map(|batch| {
+                    batch.validate().unwrap();
+                    let records = batch.records().unwrap();
+                    (
+                        batch.compression().unwrap(),
+                        batch.base_offset(),
+                        records
+                            .iter()
+                            .map(|r| Produced {
+                                key: r.key.as_ref().map(|k| hex(k)),
+                                value: r.value.as_ref().map(|v| hex(v)),
+                                headers: r
+                                    .headers
+                                    .iter()
+                                    .map(|h| {
+                                        (
+                                            String::from_utf8(h.key.to_vec()).unwrap(),
+                                            h.value.as_ref().map(|v| hex(v)),
+                                        )
+                                    })
+                                    .collect(),
+                                timestamp: r.timestamp,
+                            })
+                            .collect(),
+                    )
+                })
+                .collect()
+        });
+        assert!(got.len() > 1, "{codec}: several batches expected");
+        let mut next = 0;
+        for (c, base, _) in &got {
+            assert_eq!(*c, compression, "{codec}: batch at {base}");
+            assert_eq!(*base, next, "{codec}: batches are contiguous");
+            next = base + got.iter().find(|g| g.1 == *base).unwrap().2.len() as i64;
+        }
+        let records: Vec<Produced> = got.into_iter().flat_map(|g| g.2).collect();
+        assert_eq!(
+            records, sent,
+            "{codec}: records differ from what was produced"
+        );
+    }
+}
+
+fn batch(base_ts: i64, n: usize, compression: Compression, tag: &str) -> Bytes {
+    let mut b = BatchBuilder::new(0, base_ts).compression(compression);
+    for i in 0..n {
+        let k = format!("{tag}-k{i}");
+        let v = format!("{tag}-value-{i}-").repeat(5);
+        b.push(Some(k.as_bytes()), Some(v.as_bytes()), &[("h", Some(b"x"))]);
+    }
+    b.finish()
+}
+
+/// Raw produce (acks 0, 1, all) then raw fetch: the bytes that come back are
+/// the bytes sent, but for the offset the broker gave.
+fn raw_round_trip(bootstrap: String) {
+    run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap();
+        let topic = unique("raw");
+        c.ensure_topic(&NewTopic::new(&topic, 3)).await.unwrap();
+        let meta = c.metadata(&[&topic]).await.unwrap();
+        let t = meta.topic(&topic).unwrap();
+        assert_eq!(t.partitions.len(), 3);
+        assert!(
+            t.partitions
+                .iter()
+                .all(|p| p.leader >= 0 && p.error.is_none())
+        );
+        assert!(meta.brokers.iter().any(|b| b.id == t.partitions[0].leader));
+
+        let mut sent = Vec::new();
+        for (i, acks) in [Acks::Leader, Acks::All, Acks::None, Acks::All]
+            .into_iter()
+            .enumerate()
+        {
+            let b = batch(
+                1_700_000_000_000 + i as i64,
+                5,
+                CODECS[i].1,
+                &format!("b{i}"),
+            );
+            let r = c.produce_raw(&topic, 1, b.clone(), acks).await.unwrap();
+            match acks {
+                Acks::None => assert!(r.is_none()),
+                _ => assert_eq!(r.unwrap().base_offset, 5 * i as i64),
+            }
+            sent.push(b);
+        }
+        let mut offset = 0;
+        let mut got = Vec::new();
+        // acks=0 has no answer: wait until all four are visible.
+        for _ in 0..100 {
+            if c.list_offset(&topic, 1, OffsetSpec::Latest)
+                .await
+                .unwrap()
+                .offset
+                == 20
+            {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        while offset < 20 {
+            let f = c
+                .fetch_partition(&FetchSpec::new(&topic, 1, offset), &FetchOptions::default())
+                .await
+                .unwrap();
+            offset = f.next_offset;
+            got.extend(f.batches);
+        }
+        assert_eq!(got.len(), 4);
+        for (i, (g, s)) in got.iter().zip(&sent).enumerate() {
+            assert_eq!(g.base_offset(), 5 * i as i64);
+            // Offset (0..8) and partition leader epoch (12..16) are the
+            // broker's; everything else, CRC included, is what was sent.
+            assert_eq!(&g.as_bytes()[8..12], &s[8..12]);
+            assert_eq!(&g.as_bytes()[16..], &s[16..], "batch {i}");
+        }
+        let earliest = c
+            .list_offset(&topic, 1, OffsetSpec::Earliest)
+            .await
+            .unwrap();
+        assert_eq!(earliest.offset, 0);
+        let by_time = c
+            .list_offset(&topic, 1, OffsetSpec::Timestamp(1_700_000_000_002))
+            .await
+            .unwrap();
+        assert_eq!(by_time.offset, 10, "first batch with a timestamp >= T");
+        // Pipelined: many requests in flight on one connection at once.
+        let many = futures::future::join_all(
+            (0..64).map(|_| c.list_offset(&topic, 1, OffsetSpec::Latest)),
+        )
+        .await;
+        assert!(many.iter().all(|r| r.as_ref().unwrap().offset == 20));
+    });
+}
+
+fn errors_name_the_problem(bootstrap: String) {
+    run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap();
+        let topic = unique("errs");
+        c.ensure_topic(&NewTopic::new(&topic, 1)).await.unwrap();
+        c.produce_raw(&topic, 0, batch(1, 3, Compression::None, "e"), Acks::All)
+            .await
+            .unwrap();
+        let e = c
+            .fetch_partition(&FetchSpec::new(&topic, 0, 1000), &FetchOptions::default())
+            .await
+            .unwrap_err();
+        match &e {
+            ClientError::OffsetOutOfRange {
+                requested,
+                log_start,
+                high_watermark,
+                ..
+            } => assert_eq!(
+                (*requested, *log_start, *high_watermark),
+                (1000, 0, 3),
+                "{e}"
+            ),
+            other => panic!("expected OffsetOutOfRange, got {other}"),
+        }
+        assert!(e.to_string().contains("[0, 3)"), "{e}");
+
+        let mut quick = ClientConfig::new(&bootstrap);
+        quick.retries = 2;
+        let q = Client::connect(quick).await.unwrap();
+        let e = q
+            .fetch_partition(
+                &FetchSpec::new("no-such-topic-here", 0, 0),
+                &FetchOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(KafkaCode::UNKNOWN_TOPIC_OR_PARTITION), "{e}");
+        assert!(e.to_string().contains("UNKNOWN_TOPIC_OR_PARTITION"), "{e}");
+
+        let e = c
+            .create_topics(&[NewTopic::new(&topic, 1)], Duration::from_secs(10))
+            .await
+            .pop()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code(), Some(KafkaCode::TOPIC_ALREADY_EXISTS), "{e}");
+        assert!(e.to_string().contains(&topic), "names the topic: {e}");
+    });
+}
+
+/// A retry of an already written idempotent batch (its answer lost) is
+/// not written again; the next batch follows it.
+fn idempotent_produce_exactly_once(bootstrap: String) {
+    run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap();
+        let topic = unique("idem");
+        c.ensure_topic(&NewTopic::new(&topic, 1)).await.unwrap();
+        let p = IdempotentProducer::new(&c).await.unwrap();
+        assert!(p.producer_id() >= 0);
+        let first = p
+            .prepare(&topic, 0, &batch(1, 4, Compression::Lz4, "a"))
+            .unwrap();
+        assert_eq!(first.first_sequence, 0);
+        let r1 = p.send_prepared(&first).await.unwrap();
+        assert_eq!(r1.base_offset, 0);
+        p.send_prepared(&first).await.unwrap();
+        let r2 = p
+            .send(&topic, 0, &batch(2, 3, Compression::Zstd, "b"))
+            .await
+            .unwrap();
+        assert_eq!(r2.base_offset, 4, "the retried batch was not written twice");
+        let all = fetch_all(&c, &topic).await;
+        let keys: Vec<String> = all
+            .iter()
+            .flat_map(|b| b.records().unwrap())
+            .map(|r| String::from_utf8(r.key.unwrap().to_vec()).unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            ["a-k0", "a-k1", "a-k2", "a-k3", "b-k0", "b-k1", "b-k2"]
+        );
+        assert!(all.iter().all(|b| b.producer_id() == p.producer_id()));
+        assert_eq!(all[1].base_sequence(), 4);
+    });
+}
+
+fn admin_and_group_offsets(bootstrap: String) {
+    run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap();
+        let topic = unique("adm");
+        let mut nt = NewTopic::new(&topic, 2);
+        nt.configs = BTreeMap::from([("retention.ms".to_owned(), "3600000".to_owned())]);
+        c.ensure_topic(&nt).await.unwrap();
+        let cfg = c.describe_topic_config(&topic).await.unwrap();
+        assert_eq!(
+            cfg.get("retention.ms").cloned().flatten().as_deref(),
+            Some("3600000"),
+            "{cfg:?}"
+        );
+        let group = unique("grp");
+        let offsets = vec![
+            kafscale_client::CommittedOffset {
+                topic: topic.clone(),
+                partition: 0,
+                offset: 7,
+                leader_epoch: -1,
+                metadata: Some("m".into()),
+            },
+            kafscale_client::CommittedOffset {
+                topic: topic.clone(),
+                partition: 1,
+                offset: 0,
+                leader_epoch: -1,
+                metadata: None,
+            },
+        ];
+        c.produce_raw(&topic, 0, batch(1, 8, Compression::None, "g"), Acks::All)
+            .await
+            .unwrap();
+        c.offset_commit(&group, &offsets).await.unwrap();
+        let mut got = c
+            .offset_fetch(&group, &[(&topic, vec![0, 1])])
+            .await
+            .unwrap();
+        got.sort_by_key(|o| o.partition);
+        assert_eq!(
+            got.iter().map(|o| o.offset).collect::<Vec<_>>(),
+            [7, 0],
+            "{got:?}"
+        );
+        assert_eq!(got[0].metadata.as_deref(), Some("m"));
+        let all = c.offset_fetch(&group, &[]).await.unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        let groups = c.list_groups().await.unwrap();
+        assert!(groups.iter().any(|g| g.group_id == group), "{groups:?}");
+        let d = c.describe_group(&group).await.unwrap();
+        assert_eq!(d.group_id, group);
+        assert!(d.members.is_empty());
+    });
+}
+
+// ---- against our broker (embedded default) ----
+
+#[test]
+fn kafscale_confluent_codecs_fetched_raw() {
+    let b = common::start();
+    confluent_codecs_fetched_raw(format!("127.0.0.1:{}", b.port));
+}
+
+#[test]
+fn kafscale_raw_round_trip() {
+    let b = common::start();
+    raw_round_trip(format!("127.0.0.1:{}", b.port));
+}
+
+#[test]
+fn kafscale_errors_name_the_problem() {
+    let b = common::start();
+    errors_name_the_problem(format!("127.0.0.1:{}", b.port));
+}
+
+#[test]
+fn kafscale_idempotent_produce_exactly_once() {
+    let b = common::start();
+    idempotent_produce_exactly_once(format!("127.0.0.1:{}", b.port));
+}
+
+#[test]
+fn kafscale_admin_and_group_offsets() {
+    let b = common::start();
+    admin_and_group_offsets(format!("127.0.0.1:{}", b.port));
+}
+
+#[test]
+fn kafscale_timeouts_and_lost_connections() {
+    let mut b = common::start();
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let topic = unique("lost");
+    let (tx, rx) = std::sync::mpsc::channel::<&str>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let t = topic.clone();
+    let client = std::thread::spawn(move || {
+        run(move || async move {
+            let mut cfg = ClientConfig::new(&bootstrap);
+            cfg.request_timeout = Duration::from_millis(400);
+            cfg.retries = 1;
+            let c = Client::connect(cfg).await.unwrap();
+            c.ensure_topic(&NewTopic::new(&t, 1)).await.unwrap();
+            c.produce_raw(&t, 0, batch(1, 2, Compression::None, "l"), Acks::All)
+                .await
+                .unwrap();
+            // A paused broker: the call times out, naming broker and API.
+            done_tx.send(()).unwrap();
+            assert_eq!(rx.recv().unwrap(), "stopped");
+            let e = c.list_offset(&t, 0, OffsetSpec::Latest).await.unwrap_err();
+            assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+            assert!(e.to_string().contains(&format!("{bootstrap}: ")), "{e}");
+            done_tx.send(()).unwrap();
+            // Killed and restarted: the connection died; the next call
+            // opens a new one (retried with backoff until the broker is up).
+            assert_eq!(rx.recv().unwrap(), "restarted");
+            let mut r = Err(e);
+            for _ in 0..50 {
+                r = c.list_offset(&t, 0, OffsetSpec::Latest).await;
+                if r.is_ok() {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(r.unwrap().offset, 2);
+        })
+    });
+    done_rx.recv().unwrap();
+    common::signal(b.pid(), "STOP");
+    tx.send("stopped").unwrap();
+    done_rx.recv().unwrap();
+    common::signal(b.pid(), "CONT");
+    b.restart();
+    tx.send("restarted").unwrap();
+    client.join().unwrap();
+}
+
+// ---- against Apache Kafka ----
+
+#[test]
+fn apache_confluent_codecs_fetched_raw() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    confluent_codecs_fetched_raw(k.plaintext);
+}
+
+#[test]
+fn apache_raw_round_trip() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    raw_round_trip(k.plaintext);
+}
+
+#[test]
+fn apache_errors_name_the_problem() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    errors_name_the_problem(k.plaintext);
+}
+
+#[test]
+fn apache_idempotent_produce_exactly_once() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    idempotent_produce_exactly_once(k.plaintext);
+}
+
+#[test]
+fn apache_admin_and_group_offsets() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    admin_and_group_offsets(k.plaintext);
+}
+
+#[test]
+fn apache_scram_logins_over_plaintext_and_tls() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    for (mechanism, tls) in [
+        (Mechanism::ScramSha256, false),
+        (Mechanism::ScramSha512, false),
+        (Mechanism::ScramSha256, true),
+        (Mechanism::ScramSha512, true),
+    ] {
+        let cfg = k.scram(mechanism, tls);
+        run(move || async move {
+            let c = Client::connect(cfg).await.unwrap();
+            let topic = unique("sasl");
+            c.ensure_topic(&NewTopic::new(&topic, 1)).await.unwrap();
+            c.produce_raw(&topic, 0, batch(1, 3, Compression::Zstd, "s"), Acks::All)
+                .await
+                .unwrap();
+            let f = c
+                .fetch_partition(&FetchSpec::new(&topic, 0, 0), &FetchOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(f.batches.len(), 1, "{mechanism:?} tls={tls}");
+            assert_eq!(f.batches[0].record_count(), 3);
+        });
+    }
+}
+
+#[test]
+fn apache_wrong_password_is_one_clear_error() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    for tls in [false, true] {
+        let mut cfg = k.scram(Mechanism::ScramSha512, tls);
+        let wrong = "definitely-not-the-password";
+        cfg.sasl.as_mut().unwrap().password = Secret::new(wrong);
+        let user = k.user.clone();
+        let e = run(move || async move { Client::connect(cfg).await.unwrap_err() });
+        let text = e.to_string();
+        assert!(matches!(e, ClientError::Authentication { .. }), "{text}");
+        assert!(
+            text.contains("SCRAM-SHA-512") && text.contains(&user),
+            "{text}"
+        );
+        assert!(
+            !text.contains(wrong),
+            "the password is not in the error: {text}"
+        );
+        assert!(!format!("{e:?}").contains(wrong), "nor in its Debug form");
+    }
+}
+
+#[test]
+fn apache_wrong_ca_is_one_clear_error() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (key, ca) = (dir.path().join("other.key"), dir.path().join("other.pem"));
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=not-the-kafka-ca",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let mut cfg = k.scram(Mechanism::ScramSha256, true);
+    cfg.tls = TlsConfig {
+        ca_file: Some(ca),
+        ..TlsConfig::default()
+    };
+    let e = run(move || async move { Client::connect(cfg).await.unwrap_err() });
+    let text = e.to_string();
+    assert!(matches!(e, ClientError::Tls { .. }), "{text}");
+    assert!(
+        text.contains("TLS handshake failed") && text.contains("UnknownIssuer"),
+        "{text}"
+    );
+}
