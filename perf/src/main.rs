@@ -5,9 +5,11 @@
 //! kafscale-perf produce --bootstrap 127.0.0.1:9092 --topic t --partitions 8 \
 //!     --record-size 1024 --batch-size 1MiB --acks -1 --total-bytes 2GiB --connections 4
 //! kafscale-perf consume --bootstrap 127.0.0.1:9092 --topic t --server-pid $(pidof kafscale)
+//! kafscale-perf fetch-raw --bootstrap 127.0.0.1:9092 --topic t
 //! ```
 
 mod client;
+mod fetch_raw;
 mod server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +43,9 @@ enum Cmd {
     Produce(ProduceArgs),
     /// Read a topic from the earliest offset and measure throughput.
     Consume(ConsumeArgs),
+    /// Read a topic's raw record batches with kafscale-client (no
+    /// decompression) and measure throughput and CPU per GiB.
+    FetchRaw(fetch_raw::FetchRawArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -118,7 +123,7 @@ struct ConsumeArgs {
     expect_records: Option<u64>,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let n: u64 = s[..split]
@@ -200,6 +205,7 @@ fn main() {
     let result = match cli.command {
         Cmd::Produce(a) => produce(a),
         Cmd::Consume(a) => consume(a),
+        Cmd::FetchRaw(a) => fetch_raw::fetch_raw(a),
     };
     if let Err(e) = result {
         eprintln!("kafscale-perf: {e:#}");
