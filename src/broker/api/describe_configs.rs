@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafscale_codec::header::RequestHeader;
@@ -44,19 +44,25 @@ pub async fn handle(
         let mut r = DescribeConfigsResult::default();
         r.resource_type = res.resource_type;
         r.resource_name = res.resource_name.clone();
-        let mut entries: Vec<(String, String, i8)> = Vec::new();
+        // (name, value, source, the default it overrides)
+        let mut entries: Vec<(String, String, i8, Option<String>)> = Vec::new();
         match res.resource_type {
             TOPIC => match shard.topic(res.resource_name.as_str()).await {
                 Ok(Some(t)) => {
                     for (k, v) in &defaults {
                         match t.config.get(*k) {
-                            Some(own) => entries.push(((*k).into(), own.clone(), TOPIC_CONFIG)),
-                            None => entries.push(((*k).into(), v.clone(), DEFAULT_CONFIG)),
+                            Some(own) => entries.push((
+                                (*k).into(),
+                                own.clone(),
+                                TOPIC_CONFIG,
+                                Some(v.clone()),
+                            )),
+                            None => entries.push(((*k).into(), v.clone(), DEFAULT_CONFIG, None)),
                         }
                     }
                     for (k, v) in &t.config {
                         if !defaults.iter().any(|(d, _)| d == k) {
-                            entries.push((k.clone(), v.clone(), TOPIC_CONFIG));
+                            entries.push((k.clone(), v.clone(), TOPIC_CONFIG, None));
                         }
                     }
                 }
@@ -66,22 +72,25 @@ pub async fn handle(
             BROKER => {
                 entries = defaults
                     .iter()
-                    .map(|(k, v)| ((*k).into(), v.clone(), STATIC_BROKER_CONFIG))
+                    .map(|(k, v)| ((*k).into(), v.clone(), STATIC_BROKER_CONFIG, None))
                     .collect();
                 entries.push((
                     "broker.id".into(),
                     shard.cluster.id().to_string(),
                     STATIC_BROKER_CONFIG,
+                    None,
                 ));
                 entries.push((
                     "num.partitions".into(),
                     args.default_partitions.to_string(),
                     STATIC_BROKER_CONFIG,
+                    None,
                 ));
                 entries.push((
                     "auto.create.topics.enable".into(),
                     args.auto_create_topics.to_string(),
                     STATIC_BROKER_CONFIG,
+                    None,
                 ));
             }
             _ => {
@@ -90,7 +99,7 @@ pub async fn handle(
             }
         }
         let wanted = res.configuration_keys.as_ref();
-        for (k, v, source) in entries {
+        for (k, v, source, overridden) in entries {
             if wanted.is_some_and(|w| !w.iter().any(|x| x.as_str() == k)) {
                 continue;
             }
@@ -99,9 +108,24 @@ pub async fn handle(
             c.value = Some(str_bytes(&v));
             c.read_only = res.resource_type == BROKER;
             c.config_source = source;
+            if req.include_synonyms {
+                // As Kafka lists them: by precedence, the value in force first.
+                c.synonyms.push(synonym(&k, &v, source));
+                if let Some(d) = overridden {
+                    c.synonyms.push(synonym(&k, &d, DEFAULT_CONFIG));
+                }
+            }
             r.configs.push(c);
         }
         resp.results.push(r);
     }
     respond(header, &resp)
+}
+
+fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
+    let mut s = DescribeConfigsSynonym::default();
+    s.name = str_bytes(name);
+    s.value = Some(str_bytes(value));
+    s.source = source;
+    s
 }
