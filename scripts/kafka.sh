@@ -40,10 +40,15 @@ fetch_kafka() {
   kafka_log "fetching Apache Kafka $KAFSCALE_KAFKA_VERSION with mvn into $KAFSCALE_KAFKA_HOME"
   mkdir -p "$KAFSCALE_KAFKA_HOME"
   rm -rf "$KAFSCALE_KAFKA_HOME/libs" "$KAFSCALE_KAFKA_HOME/libs.partial"
-  # -f with a pom outside the cache: mvn writes nothing next to it (no build).
-  mvn -q -B -Dstyle.color=never -f "$pom" -Dkafka.version="$KAFSCALE_KAFKA_VERSION" \
+  # Nothing is built: the pom only lists the artifacts. mvn's output goes to
+  # a log that is shown when it fails.
+  if ! mvn -q -B -Dstyle.color=never -f "$pom" -Dkafka.version="$KAFSCALE_KAFKA_VERSION" \
     dependency:copy-dependencies -DincludeScope=runtime \
-    -DoutputDirectory="$KAFSCALE_KAFKA_HOME/libs.partial" >&2 || return 1
+    -DoutputDirectory="$KAFSCALE_KAFKA_HOME/libs.partial" >"$KAFSCALE_KAFKA_HOME/fetch.log" 2>&1; then
+    kafka_log "mvn failed; its output:"
+    cat "$KAFSCALE_KAFKA_HOME/fetch.log" >&2
+    return 1
+  fi
   if ! [ -f "$KAFSCALE_KAFKA_HOME/libs.partial/kafka_2.13-$KAFSCALE_KAFKA_VERSION.jar" ]; then
     kafka_log "mvn finished but kafka_2.13-$KAFSCALE_KAFKA_VERSION.jar is missing"
     return 1
