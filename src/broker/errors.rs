@@ -19,6 +19,7 @@ impl ErrorCode {
     pub const UNSUPPORTED_VERSION: Self = Self(35);
     pub const TOPIC_ALREADY_EXISTS: Self = Self(36);
     pub const INVALID_PARTITIONS: Self = Self(37);
+    pub const INVALID_CONFIG: Self = Self(40);
     pub const INVALID_REQUEST: Self = Self(42);
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: Self = Self(45);
     pub const INVALID_PRODUCER_EPOCH: Self = Self(47);

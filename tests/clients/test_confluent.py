@@ -4,7 +4,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 from conftest import topic_name
@@ -158,6 +158,24 @@ def test_many_partitions(broker):
     for m in got:
         part, i = m.value().decode().split(":")
         assert int(part) == m.partition() and int(i) == m.offset()
+
+
+def test_create_topic_refuses_unknown_or_malformed_settings(broker):
+    """As Apache Kafka does: INVALID_CONFIG, and no topic is created."""
+    a = admin(broker)
+    for config in [{"no.such.setting": "1"}, {"retention.ms": "a week"}, {"cleanup.policy": "delete,archive"},
+                   {"compression.type": "brotli"}]:
+        topic = topic_name("badcfg")
+        for validate_only in (True, False):
+            with pytest.raises(KafkaException) as e:
+                a.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1, config=config)],
+                                validate_only=validate_only)[topic].result(30)
+            assert e.value.args[0].code() == KafkaError.INVALID_CONFIG, (config, e.value)
+        assert topic not in a.list_topics(timeout=10).topics
+    topic = topic_name("goodcfg")
+    a.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
+                              config={"cleanup.policy": "compact,delete", "retention.ms": "-1",
+                                      "compression.type": "zstd", "min.cleanable.dirty.ratio": "0.25"})])[topic].result(30)
 
 
 def test_admin_create_describe_grow_delete(broker):

@@ -1,6 +1,9 @@
 //! CreateTopics (v2-v7). Durability comes from the object store, so any
-//! replication factor is accepted and the topic is stored once.
+//! replication factor is accepted and the topic is stored once. Topic settings
+//! are checked as Kafka checks them (known name, value of its kind; otherwise
+//! INVALID_CONFIG) and kept with the topic; DescribeConfigs shows them.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -60,6 +63,17 @@ pub async fn handle(
         if v5 {
             r.num_partitions = partitions;
         }
+        let config: BTreeMap<String, String> = t
+            .configs
+            .iter()
+            .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+            .collect();
+        if let Some(why) = config.iter().find_map(|(k, v)| check_config(k, v).err()) {
+            r.error_code = ErrorCode::INVALID_CONFIG.code();
+            r.error_message = Some(str_bytes(&why));
+            resp.topics.push(r);
+            continue;
+        }
         if req.validate_only {
             match shard.topic(&name).await {
                 Ok(Some(_)) => {
@@ -72,11 +86,6 @@ pub async fn handle(
             resp.topics.push(r);
             continue;
         }
-        let config = t
-            .configs
-            .iter()
-            .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
-            .collect();
         let created = shard
             .meta
             .call(move |m| m.create_topic(&name, partitions as u32, config))
@@ -100,4 +109,113 @@ pub async fn handle(
         resp.topics.push(r);
     }
     respond(header, &resp)
+}
+
+/// The kinds of value a topic setting takes.
+enum Kind {
+    Long,
+    Int,
+    Double,
+    Bool,
+    /// A list (comma separated) of any words.
+    List,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// A comma-separated list of these words.
+    ListOf(&'static [&'static str]),
+}
+
+/// The topic settings Apache Kafka 4.x knows, with their kinds. Topics keep
+/// and describe them; the broker applies only what `describe_configs` lists
+/// as its defaults. Anything else is refused, as Kafka refuses it.
+const TOPIC_CONFIGS: &[(&str, Kind)] = &[
+    ("cleanup.policy", Kind::ListOf(&["delete", "compact"])),
+    (
+        "compression.type",
+        Kind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
+    ),
+    ("compression.gzip.level", Kind::Int),
+    ("compression.lz4.level", Kind::Int),
+    ("compression.zstd.level", Kind::Int),
+    ("delete.retention.ms", Kind::Long),
+    ("file.delete.delay.ms", Kind::Long),
+    ("flush.messages", Kind::Long),
+    ("flush.ms", Kind::Long),
+    ("follower.replication.throttled.replicas", Kind::List),
+    ("index.interval.bytes", Kind::Int),
+    ("leader.replication.throttled.replicas", Kind::List),
+    ("local.retention.bytes", Kind::Long),
+    ("local.retention.ms", Kind::Long),
+    ("max.compaction.lag.ms", Kind::Long),
+    ("max.message.bytes", Kind::Int),
+    ("message.timestamp.after.max.ms", Kind::Long),
+    ("message.timestamp.before.max.ms", Kind::Long),
+    (
+        "message.timestamp.type",
+        Kind::OneOf(&["CreateTime", "LogAppendTime"]),
+    ),
+    ("min.cleanable.dirty.ratio", Kind::Double),
+    ("min.compaction.lag.ms", Kind::Long),
+    ("min.insync.replicas", Kind::Int),
+    ("preallocate", Kind::Bool),
+    ("remote.log.copy.disable", Kind::Bool),
+    ("remote.log.delete.on.disable", Kind::Bool),
+    ("remote.storage.enable", Kind::Bool),
+    ("retention.bytes", Kind::Long),
+    ("retention.ms", Kind::Long),
+    ("segment.bytes", Kind::Int),
+    ("segment.index.bytes", Kind::Int),
+    ("segment.jitter.ms", Kind::Long),
+    ("segment.ms", Kind::Long),
+    ("unclean.leader.election.enable", Kind::Bool),
+];
+
+/// Whether `name=value` is a topic setting Kafka would accept: a known name
+/// and a value of its kind.
+fn check_config(name: &str, value: &str) -> Result<(), String> {
+    let Some((_, kind)) = TOPIC_CONFIGS.iter().find(|(n, _)| *n == name) else {
+        return Err(format!("unknown topic config name: {name}"));
+    };
+    let v = value.trim();
+    let ok = match kind {
+        Kind::Long => v.parse::<i64>().is_ok(),
+        Kind::Int => v.parse::<i32>().is_ok(),
+        Kind::Double => v.parse::<f64>().is_ok_and(f64::is_finite),
+        Kind::Bool => v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"),
+        Kind::List => true,
+        Kind::OneOf(words) => words.contains(&v),
+        Kind::ListOf(words) => v.split(',').all(|w| words.contains(&w.trim())),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid value {value:?} for topic config {name}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_config;
+
+    #[test]
+    fn topic_configs_are_checked_like_kafka_checks_them() {
+        assert!(check_config("retention.ms", "86400000").is_ok());
+        assert!(check_config("retention.ms", "-1").is_ok());
+        assert!(check_config("cleanup.policy", "compact,delete").is_ok());
+        assert!(check_config("compression.type", "zstd").is_ok());
+        assert!(check_config("preallocate", "TRUE").is_ok());
+        assert!(check_config("min.cleanable.dirty.ratio", "0.5").is_ok());
+        for (k, v) in [
+            ("no.such.config", "1"),
+            ("retention.ms", "abc"),
+            ("segment.bytes", "99999999999"),
+            ("cleanup.policy", "bogus"),
+            ("cleanup.policy", "delete,bogus"),
+            ("compression.type", "brotli"),
+            ("preallocate", "yes"),
+            ("min.cleanable.dirty.ratio", "NaN"),
+        ] {
+            assert!(check_config(k, v).is_err(), "{k}={v} accepted");
+        }
+    }
 }
