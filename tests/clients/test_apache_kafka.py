@@ -337,3 +337,47 @@ def test_kafka_configs(broker, tools):
     configs = dict(re.findall(r"^\s+([a-z.]+)=(\S*) sensitive=", r.stdout, re.M))
     assert configs.get("broker.id") == "0", r.stdout
     assert configs.get("num.partitions", "").isdigit(), r.stdout
+
+
+def test_consumer_groups_with_a_live_member(broker, tools):
+    topic = topic_name("jlive")
+    group = f"jlive-{uuid.uuid4().hex[:8]}"
+    b = ["--bootstrap-server", broker.bootstrap]
+    create(broker, topic, 3)
+    member = subprocess.Popen(
+        ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", f"-Dlog4j2.configurationFile={tools.log4j}",
+         "-cp", tools.classpath, tools.CONSUMER, *b, "--topic", topic, "--group", group,
+         "--consumer-property", "client.id=live-member"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # The member joins and is given all three partitions.
+        deadline = time.time() + 60
+        while True:
+            r = tools.run(tools.GROUPS, *b, "--describe", "--group", group, "--members", "--verbose", check=False)
+            rows = [line.split() for line in r.stdout.splitlines() if line.startswith(group)]
+            if r.returncode == 0 and len(rows) == 1 and rows[0][4] == "3":
+                break
+            assert time.time() < deadline, f"no member with 3 partitions:\n{r.stdout}\n{r.stderr}"
+            time.sleep(1)
+        _, member_id, host, client_id, _, *rest = rows[0]
+        assert member_id.startswith("live-member-") and host == "/127.0.0.1" and client_id == "live-member", rows
+        assert f"{topic}:0,1,2" in rest, rows
+
+        r = tools.run(tools.GROUPS, *b, "--describe", "--group", group, "--state")
+        state = [line.split() for line in r.stdout.splitlines() if line.startswith(group)]
+        assert len(state) == 1 and state[0][-2:] == ["Stable", "1"] and "range" in state[0], r.stdout
+
+        # A group with a member cannot be deleted.
+        r = tools.run(tools.GROUPS, *b, "--delete", "--group", group, check=False)
+        assert "GroupNotEmptyException" in r.stdout + r.stderr, r.stdout + r.stderr
+    finally:
+        member.terminate()  # the JVM's shutdown hook closes the consumer: it leaves the group
+        member.wait(timeout=30)
+
+    r = tools.run(tools.GROUPS, *b, "--describe", "--group", group, "--state")
+    state = [line.split() for line in r.stdout.splitlines() if line.startswith(group)]
+    assert len(state) == 1 and state[0][-2:] == ["Empty", "0"], r.stdout
+    r = tools.run(tools.GROUPS, *b, "--delete", "--group", group)
+    assert f"Deletion of requested consumer groups ('{group}') was successful." in r.stdout, r.stdout
+    r = tools.run(tools.GROUPS, *b, "--list")
+    assert group not in r.stdout.split(), r.stdout
