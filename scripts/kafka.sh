@@ -139,6 +139,10 @@ while True:
       echo "listener.name.$l.scram-sha-256.sasl.jaas.config=$jaas_scram"
       echo "listener.name.$l.scram-sha-512.sasl.jaas.config=$jaas_scram"
     done
+    # Sessions that expire (KIP-368, as Confluent Cloud sets them), for one
+    # mechanism on one listener only: clients must re-authenticate on a
+    # connection that lives longer than this.
+    echo "listener.name.sasl_plaintext.scram-sha-256.connections.max.reauth.ms=3000"
     echo "listener.name.sasl_ssl.ssl.keystore.type=PEM"
     printf 'listener.name.sasl_ssl.ssl.keystore.certificate.chain='
     kafka_pem_value "$KAFKA_DIR/server.pem"

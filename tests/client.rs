@@ -441,6 +441,172 @@ fn kafscale_timeouts_and_lost_connections() {
     client.join().unwrap();
 }
 
+/// A broker of a cluster on the S3 server and etcd of scripts/test.
+struct ClusterBroker {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for ClusterBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cluster_broker(id: i32, suffix: &str, dir: &std::path::Path) -> Option<ClusterBroker> {
+    let (Ok(s3), Ok(etcd)) = (
+        std::env::var("KAFSCALE_TEST_S3_ENDPOINT"),
+        std::env::var("KAFSCALE_TEST_ETCD_ENDPOINTS"),
+    ) else {
+        assert!(
+            std::env::var_os("KAFSCALE_TEST_REQUIRE_SERVERS").is_none(),
+            "the S3 server and etcd are not set but KAFSCALE_TEST_REQUIRE_SERVERS is"
+        );
+        return None;
+    };
+    let port = common::free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--metrics-listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .arg("--data-dir")
+        .arg(dir.join(format!("b{id}")))
+        .args(["--flush-interval-ms", "20", "--shards", "1"])
+        .args([
+            "--s3-endpoint",
+            &s3,
+            "--s3-bucket",
+            &format!("client-{suffix}"),
+        ])
+        .args([
+            "--s3-create-bucket",
+            "--s3-namespace",
+            &format!("ns-{suffix}"),
+        ])
+        .args(["--etcd-endpoints", &etcd, "--broker-id", &id.to_string()])
+        .args(["--lease-ttl-secs", "3"])
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            std::env::var("KAFSCALE_TEST_S3_ACCESS_KEY").unwrap_or_default(),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            std::env::var("KAFSCALE_TEST_S3_SECRET_KEY").unwrap_or_default(),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "broker {id} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(ClusterBroker { child, port })
+}
+
+/// Two brokers on S3 + etcd; the leader of a partition is stopped while an
+/// idempotent producer writes to it: the client follows the partition to
+/// its new leader (NOT_LEADER_OR_FOLLOWER or a lost connection, metadata
+/// refreshed) and every batch is in the log exactly once.
+#[test]
+fn kafscale_cluster_leader_moves_under_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let suffix = uuid_ish()[..10].to_owned();
+    let Some(b0) = cluster_broker(0, &suffix, dir.path()) else {
+        return;
+    };
+    let b1 = cluster_broker(1, &suffix, dir.path()).unwrap();
+    let bootstrap = format!("127.0.0.1:{},127.0.0.1:{}", b0.port, b1.port);
+    let b1_pid = b1.child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        run(move || async move {
+            let c = Client::connect(ClientConfig::new(&bootstrap))
+                .await
+                .unwrap();
+            for _ in 0..100 {
+                if c.metadata(&[]).await.unwrap().brokers.len() == 2 {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+            let topic = unique("moves");
+            c.ensure_topic(&NewTopic::new(&topic, 8)).await.unwrap();
+            let meta = c.metadata(&[&topic]).await.unwrap();
+            let p = meta
+                .topic(&topic)
+                .unwrap()
+                .partitions
+                .iter()
+                .find(|p| p.leader == 1)
+                .expect("broker 1 leads one of 8 partitions")
+                .partition;
+            let producer = IdempotentProducer::new(&c).await.unwrap();
+            for i in 0..3 {
+                producer
+                    .send(
+                        &topic,
+                        p,
+                        &batch(1, 2, Compression::None, &format!("before{i}")),
+                    )
+                    .await
+                    .unwrap();
+            }
+            tx.send(()).unwrap();
+            stopped_rx.recv().unwrap();
+            for i in 0..3 {
+                producer
+                    .send(
+                        &topic,
+                        p,
+                        &batch(1, 2, Compression::Lz4, &format!("after{i}")),
+                    )
+                    .await
+                    .unwrap();
+            }
+            let (leader, _) = c.leader(&topic, p).await.unwrap();
+            assert_eq!(leader, 0, "the partition moved to the broker that is left");
+            let mut spec = FetchSpec::new(&topic, p, 0);
+            let mut keys = Vec::new();
+            while keys.len() < 12 {
+                let f = c
+                    .fetch_partition(&spec, &FetchOptions::default())
+                    .await
+                    .unwrap();
+                for b in &f.batches {
+                    for r in b.records().unwrap() {
+                        keys.push(String::from_utf8(r.key.unwrap().to_vec()).unwrap());
+                    }
+                }
+                spec.offset = f.next_offset;
+                if f.batches.is_empty() {
+                    break;
+                }
+            }
+            let want: Vec<String> = [
+                "before0", "before1", "before2", "after0", "after1", "after2",
+            ]
+            .iter()
+            .flat_map(|t| [format!("{t}-k0"), format!("{t}-k1")])
+            .collect();
+            assert_eq!(keys, want);
+        })
+    });
+    rx.recv().unwrap();
+    common::signal(b1_pid, "TERM");
+    stopped_tx.send(()).unwrap();
+    client.join().unwrap();
+    drop(b0);
+}
+
 // ---- against Apache Kafka ----
 
 #[test]
@@ -510,6 +676,60 @@ fn apache_scram_logins_over_plaintext_and_tls() {
             assert_eq!(f.batches[0].record_count(), 3);
         });
     }
+}
+
+#[test]
+fn apache_plain_login() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    let mut cfg = k.scram(Mechanism::Plain, true);
+    cfg.sasl.as_mut().unwrap().mechanism = Mechanism::Plain;
+    run(move || async move {
+        let c = Client::connect(cfg).await.unwrap();
+        let m = c.metadata(&[]).await.unwrap();
+        assert!(!m.brokers.is_empty());
+    });
+}
+
+/// The fixture gives SCRAM-SHA-256 sessions on its SASL_PLAINTEXT listener a
+/// 3 s lifetime: a connection used past it logs in again (KIP-368) and stays
+/// the same connection; the broker would close one that did not.
+#[test]
+fn apache_reauthenticates_before_the_session_ends() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    let cfg = k.scram(Mechanism::ScramSha256, false);
+    run(move || async move {
+        let c = Client::connect(cfg).await.unwrap();
+        let topic = unique("reauth");
+        c.ensure_topic(&NewTopic::new(&topic, 1)).await.unwrap();
+        let (leader, _) = c.leader(&topic, 0).await.unwrap();
+        let conn = c.broker(leader).await.unwrap();
+        let lifetime = conn
+            .session_lifetime()
+            .expect("the broker announces a session lifetime");
+        assert!(lifetime <= Duration::from_secs(3), "{lifetime:?}");
+        for i in 0..4 {
+            c.produce_raw(&topic, 0, batch(1, 1, Compression::None, "r"), Acks::All)
+                .await
+                .unwrap();
+            glommio::timer::sleep(Duration::from_millis(1500)).await;
+            let now = c.broker(leader).await.unwrap();
+            assert!(
+                std::rc::Rc::ptr_eq(&conn, &now),
+                "round {i}: the connection was replaced"
+            );
+        }
+        assert!(
+            conn.reauthentications() >= 1,
+            "{}",
+            conn.reauthentications()
+        );
+        let latest = c.list_offset(&topic, 0, OffsetSpec::Latest).await.unwrap();
+        assert_eq!(latest.offset, 4);
+    });
 }
 
 #[test]

@@ -35,12 +35,15 @@ use kafscale_codec::kafka_protocol::messages::{
 use kafscale_codec::kafka_protocol::protocol::{Decodable, Request, StrBytes};
 use kafscale_shard::{RawSocket, Stream};
 
+use crate::buffers::{FrameBuffers, LARGE_FRAME};
 use crate::config::{Mechanism, SaslConfig};
 use crate::error::{Api, ClientError, KafkaCode, Result};
 use crate::sasl::{self, Scram, ScramHash};
 
 /// Bytes asked of the socket per read when no large frame is pending.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes of large response frames a connection keeps to reuse their buffers.
+const LENT_FRAMES_CAP: usize = 64 * 1024 * 1024;
 
 /// The newest version of each API this client speaks (and the oldest it
 /// will use). The version sent is the highest both sides support.
@@ -94,6 +97,10 @@ struct Auth {
     sasl: SaslConfig,
     /// When to authenticate again, if the broker set a session lifetime.
     due: Cell<Option<Instant>>,
+    /// The session lifetime the broker announced last (KIP-368).
+    lifetime: Cell<Option<Duration>>,
+    /// Logins on this connection after the first.
+    reauthentications: Cell<u32>,
 }
 
 pub struct Connection {
@@ -172,6 +179,8 @@ impl Connection {
             auth: opts.sasl.map(|s| Auth {
                 sasl: s.clone(),
                 due: Cell::new(None),
+                lifetime: Cell::new(None),
+                reauthentications: Cell::new(0),
             }),
             _reader: reader,
         };
@@ -205,6 +214,17 @@ impl Connection {
     /// Whether the connection has ended (the broker closed it, or an error).
     pub fn is_dead(&self) -> bool {
         self.shared.dead.borrow().is_some()
+    }
+
+    /// The SASL session lifetime the broker announced (KIP-368), if any.
+    pub fn session_lifetime(&self) -> Option<Duration> {
+        self.auth.as_ref().and_then(|a| a.lifetime.get())
+    }
+
+    /// How many times this connection logged in again before its session
+    /// ran out.
+    pub fn reauthentications(&self) -> u32 {
+        self.auth.as_ref().map_or(0, |a| a.reauthentications.get())
     }
 
     /// The broker's version range for an API, if it serves it.
@@ -391,6 +411,7 @@ impl Connection {
         if auth.due.get().is_some_and(|due| Instant::now() >= due) {
             tracing::debug!(broker = %self.addr, "re-authenticating before the session lifetime ends");
             self.authenticate_locked().await?;
+            auth.reauthentications.set(auth.reauthentications.get() + 1);
         }
         Ok(())
     }
@@ -449,6 +470,8 @@ impl Connection {
                 lifetime
             }
         };
+        auth.lifetime
+            .set((lifetime_ms > 0).then(|| Duration::from_millis(lifetime_ms as u64)));
         auth.due.set((lifetime_ms > 0).then(|| {
             // As Kafka's clients do: at 85-95% of the lifetime, jittered.
             let share = 0.85 + rand::random::<f64>() * 0.10;
@@ -583,52 +606,107 @@ fn read_uvarint(b: &mut Bytes) -> std::result::Result<u64, String> {
 
 /// Reads frames until the stream ends, handing each to its caller.
 async fn read_loop(shared: Rc<Shared>, decoder: FrameDecoder) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut scratch = vec![0u8; READ_CHUNK];
-    let reason = loop {
-        match decoder.decode(&mut buf) {
-            Ok(Some(frame)) => {
-                if frame.len() < 4 {
-                    break "a response frame shorter than its correlation id".to_owned();
-                }
-                let corr = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
-                // An answer nobody waits for (its caller timed out) is dropped.
-                if let Some(tx) = shared.pending.borrow_mut().remove(&corr) {
-                    let _ = tx.send(Ok(frame));
-                }
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => break e.to_string(),
-        }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
-        // On a plain socket, bytes land in the buffer's spare capacity
-        // directly; otherwise (nothing ready yet, or TLS) through scratch.
-        let fd = shared.stream.borrow().raw_socket();
-        if let Some(fd) = fd
-            && let Some(result) = kafscale_shard::try_recv_buf(fd, &mut buf)
-        {
-            match result {
-                Ok(0) => break "the broker closed the connection".to_owned(),
-                Ok(_) => continue,
-                Err(e) => break e.to_string(),
-            }
-        }
-        let n = futures::future::poll_fn(|cx| {
-            let mut s = shared.stream.borrow_mut();
-            Pin::new(&mut *s).poll_read(cx, &mut scratch)
-        })
-        .await;
-        match n {
-            Ok(0) => break "the broker closed the connection".to_owned(),
-            Ok(n) => buf.extend_from_slice(&scratch[..n]),
-            Err(e) => break e.to_string(),
-        }
+    let reason = match read_frames(&shared, &decoder).await {
+        Ok(()) => "the broker closed the connection".to_owned(),
+        Err(reason) => reason,
     };
     tracing::debug!(%reason, "Kafka connection ended");
     shared.fail_all(reason);
+}
+
+/// Bytes read through the scratch buffer once the socket has woken us: a
+/// probe, since the rest is then received straight into the frame buffer.
+const WAKE_PROBE: usize = 512;
+
+async fn read_frames(shared: &Shared, decoder: &FrameDecoder) -> std::result::Result<(), String> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scratch = vec![0u8; READ_CHUNK];
+    let mut frames = FrameBuffers::new(LENT_FRAMES_CAP);
+    loop {
+        let size = decoder.peek_len(&buf).map_err(|e| e.to_string())?;
+        match size {
+            // A large frame under way gets a buffer of its own, read to its end.
+            Some(size) if size >= LARGE_FRAME && buf.len() < 4 + size => {
+                let mut frame = frames.take(size);
+                frame.extend_from_slice(&buf[4..]);
+                buf.clear();
+                while frame.len() < size {
+                    let need = size - frame.len();
+                    if !receive(shared, &mut frame, need, &mut scratch).await? {
+                        return Ok(());
+                    }
+                }
+                let frame = frame.freeze();
+                frames.lend(&frame);
+                deliver(shared, frame)?;
+            }
+            _ => match decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+                Some(frame) => deliver(shared, frame)?,
+                None => {
+                    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                        buf.reserve(READ_CHUNK);
+                    }
+                    if !receive(shared, &mut buf, READ_CHUNK, &mut scratch).await? {
+                        return Ok(());
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn deliver(shared: &Shared, frame: Bytes) -> std::result::Result<(), String> {
+    if frame.len() < 4 {
+        return Err("a response frame shorter than its correlation id".to_owned());
+    }
+    let corr = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+    // An answer nobody waits for (its caller timed out) is dropped.
+    if let Some(tx) = shared.pending.borrow_mut().remove(&corr) {
+        let _ = tx.send(Ok(frame));
+    }
+    Ok(())
+}
+
+/// Appends at most `max` bytes from the stream to `buf`; false at the end
+/// of the stream. On a plain socket bytes land in the buffer's spare
+/// capacity directly; when nothing is ready (or under TLS) the stream is
+/// polled with the scratch buffer, which registers the wake-up.
+async fn receive(
+    shared: &Shared,
+    buf: &mut BytesMut,
+    max: usize,
+    scratch: &mut [u8],
+) -> std::result::Result<bool, String> {
+    if buf.capacity() == buf.len() {
+        buf.reserve(max.min(READ_CHUNK));
+    }
+    let fd = shared.stream.borrow().raw_socket();
+    if let Some(fd) = fd
+        && let Some(result) = kafscale_shard::try_recv_buf(fd, buf, max)
+    {
+        return match result {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    let want = if fd.is_some() {
+        WAKE_PROBE
+    } else {
+        scratch.len()
+    }
+    .min(max);
+    let n = futures::future::poll_fn(|cx| {
+        let mut s = shared.stream.borrow_mut();
+        Pin::new(&mut *s).poll_read(cx, &mut scratch[..want])
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Ok(false);
+    }
+    buf.extend_from_slice(&scratch[..n]);
+    Ok(true)
 }
 
 async fn write_all(shared: &Shared, mut data: &[u8]) -> io::Result<()> {

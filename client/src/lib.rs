@@ -20,6 +20,7 @@
 //! by name; passwords and keys never appear in them or in logs.
 
 mod admin;
+mod buffers;
 mod cluster;
 mod config;
 mod conn;

@@ -1,5 +1,6 @@
 //! `kafscale-perf`: a load generator that speaks the Kafka protocol through
-//! kafscale's codec, usable against any Kafka-compatible broker.
+//! kafscale-client on one glommio executor, usable against any
+//! Kafka-compatible broker.
 //!
 //! ```text
 //! kafscale-perf produce --bootstrap 127.0.0.1:9092 --topic t --partitions 8 \
@@ -8,23 +9,20 @@
 //! kafscale-perf fetch-raw --bootstrap 127.0.0.1:9092 --topic t
 //! ```
 
-mod client;
 mod fetch_raw;
 mod server;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
-use kafscale_codec::batch::{BatchBuilder, Batches, Compression};
-use kafscale_codec::kafka_protocol::messages::ApiKey;
+use kafscale_client::{Acks, Client, ClientConfig, FetchOptions, FetchSpec, NewTopic, OffsetSpec};
+use kafscale_codec::batch::{BatchBuilder, Compression};
 use serde::Serialize;
-
-use client::{Conn, FETCH_V, PRODUCE_V};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -284,206 +282,242 @@ fn build_batch(
     b.finish()
 }
 
+/// Runs `f` on one glommio executor with the client's memory settings.
+fn on_executor<T, F, Fut>(f: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + 'static,
+{
+    kafscale_shard::raise_memlock_limit();
+    kafscale_shard::block_on(f).map_err(|e| anyhow::anyhow!("{e}"))?
+}
+
+fn client_config(bootstrap: &str) -> ClientConfig {
+    ClientConfig::new(bootstrap).with_client_id("kafscale-perf")
+}
+
+/// Partition count of a topic, creating it with `partitions` if missing.
+async fn ensure_topic(client: &Client, topic: &str, partitions: i32) -> anyhow::Result<i32> {
+    client
+        .ensure_topic(&NewTopic::new(topic, partitions))
+        .await?;
+    let m = client.metadata(&[topic]).await?;
+    let t = m.topic(topic).context("no topic in metadata")?;
+    Ok(t.partitions.len() as i32)
+}
+
 fn produce(a: ProduceArgs) -> anyhow::Result<()> {
-    let mut admin = Conn::connect(&a.common.bootstrap)?;
-    let partitions = admin.ensure_topic(&a.common.topic, a.partitions)?;
-    let per_batch = ((a.batch_size as usize) / (a.record_size + 8)).max(1);
     let sampler = a
         .common
         .server_pid
         .map(server::Sampler::start)
         .transpose()?;
-    let sent_bytes = Arc::new(AtomicU64::new(0));
-    let sent_records = Arc::new(AtomicU64::new(0));
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1,
-        600_000_000,
-        3,
-    )?));
-    let started = Instant::now();
-    let deadline = a.duration.map(|d| started + Duration::from_secs_f64(d));
-    let connections = a.connections.max(1).min(partitions as usize);
-    let pool = Arc::new(payload_pool(64 * 1024 * 1024));
-    let progress = !a.common.json;
-
-    let mut threads = Vec::new();
-    for c in 0..connections {
-        let a = a.clone();
-        let (sent_bytes, sent_records, hist, pool) = (
-            sent_bytes.clone(),
-            sent_records.clone(),
-            hist.clone(),
-            pool.clone(),
-        );
-        let mine: Vec<i32> = (0..partitions)
-            .filter(|p| *p as usize % connections == c)
-            .collect();
-        threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
-            let mut conn = Conn::connect(&a.common.bootstrap)?;
-            let mut at = (c * 7919 * 1024) % (pool.len() / 2);
-            let mut pending: std::collections::VecDeque<(i32, Instant, u64, u64)> =
-                Default::default();
-            let mut next_partition = 0usize;
-            let mut local = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-            loop {
-                let done = sent_bytes.load(Ordering::Relaxed) >= a.total_bytes
-                    || deadline.is_some_and(|d| Instant::now() >= d);
-                if !done && pending.len() < a.in_flight {
-                    if let Some(rate) = a.rate {
-                        let allowed = rate as f64 * started.elapsed().as_secs_f64();
-                        if sent_bytes.load(Ordering::Relaxed) as f64 > allowed {
-                            std::thread::sleep(Duration::from_millis(1));
-                            continue;
-                        }
-                    }
-                    let batch =
-                        build_batch(&pool, &mut at, per_batch, a.record_size, a.compression);
-                    let p = mine[next_partition % mine.len()];
-                    next_partition += 1;
-                    let corr = conn.send(
-                        ApiKey::Produce,
-                        PRODUCE_V,
-                        &client::produce_request(&a.common.topic, p, a.acks, batch),
-                    )?;
-                    let bytes = (per_batch * a.record_size) as u64;
-                    sent_bytes.fetch_add(bytes, Ordering::Relaxed);
-                    if a.acks == 0 {
-                        sent_records.fetch_add(per_batch as u64, Ordering::Relaxed);
-                        continue;
-                    }
-                    pending.push_back((corr, Instant::now(), bytes, per_batch as u64));
-                    continue;
-                }
-                let Some((corr, sent_at, _, records)) = pending.pop_front() else {
-                    break;
-                };
-                let (got, body) = conn.recv(ApiKey::Produce, PRODUCE_V)?;
-                if got != corr {
-                    bail!("response out of order: {got} for {corr}");
-                }
-                client::check_produce(body)?;
-                local.record(sent_at.elapsed().as_micros() as u64).ok();
-                sent_records.fetch_add(records, Ordering::Relaxed);
-            }
-            hist.lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .add(&local)?;
-            Ok(())
-        }));
-    }
-    let mut last = Instant::now();
-    while threads.iter().any(|t| !t.is_finished()) {
-        std::thread::sleep(Duration::from_millis(100));
-        if progress && last.elapsed() >= Duration::from_secs(2) {
-            last = Instant::now();
-            let b = sent_bytes.load(Ordering::Relaxed);
-            eprintln!(
-                "  ... {:.0} MiB sent, {:.1} MiB/s",
-                b as f64 / 1048576.0,
-                b as f64 / 1048576.0 / started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    for t in threads {
-        t.join()
-            .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let args = a.clone();
+    let (records, bytes, seconds, hist) = on_executor(move || produce_run(args))?;
     let usage = sampler.map(server::Sampler::finish);
-    let bytes = sent_bytes.load(Ordering::Relaxed);
-    let records = sent_records.load(Ordering::Relaxed);
-    let h = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let report = Report::new(
         "produce",
         &a.common.topic,
         records,
         bytes,
         seconds,
-        &h,
+        &hist,
         usage,
     );
     print(&report, a.common.json)
 }
 
+struct Totals {
+    bytes: Cell<u64>,
+    records: Cell<u64>,
+    hist: RefCell<Histogram<u64>>,
+}
+
+async fn produce_run(a: ProduceArgs) -> anyhow::Result<(u64, u64, f64, Histogram<u64>)> {
+    let admin = Client::connect(client_config(&a.common.bootstrap)).await?;
+    let partitions = ensure_topic(&admin, &a.common.topic, a.partitions).await?;
+    let per_batch = ((a.batch_size as usize) / (a.record_size + 8)).max(1);
+    let totals = Rc::new(Totals {
+        bytes: Cell::new(0),
+        records: Cell::new(0),
+        hist: RefCell::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?),
+    });
+    let started = Instant::now();
+    let deadline = a.duration.map(|d| started + Duration::from_secs_f64(d));
+    let connections = a.connections.max(1).min(partitions as usize);
+    let pool = Rc::new(payload_pool(64 * 1024 * 1024));
+    let acks = match a.acks {
+        0 => Acks::None,
+        1 => Acks::Leader,
+        _ => Acks::All,
+    };
+    let done = Rc::new(Cell::new(false));
+    if !a.common.json {
+        let (totals, done) = (totals.clone(), done.clone());
+        glommio::spawn_local(async move {
+            while !done.get() {
+                glommio::timer::sleep(Duration::from_secs(2)).await;
+                let b = totals.bytes.get();
+                eprintln!(
+                    "  ... {:.0} MiB sent, {:.1} MiB/s",
+                    b as f64 / 1048576.0,
+                    b as f64 / 1048576.0 / started.elapsed().as_secs_f64()
+                );
+            }
+        })
+        .detach();
+    }
+    let mut workers = Vec::new();
+    for c in 0..connections {
+        // A client per connection, as separate producers would have.
+        let client = Client::connect(client_config(&a.common.bootstrap)).await?;
+        let mine: Rc<Vec<i32>> = Rc::new(
+            (0..partitions)
+                .filter(|p| *p as usize % connections == c)
+                .collect(),
+        );
+        let next = Rc::new(Cell::new(0usize));
+        let at = Rc::new(Cell::new((c * 7919 * 1024) % (pool.len() / 2)));
+        for _ in 0..a.in_flight.max(1) {
+            let (client, mine, next, at, pool, totals, a) = (
+                client.clone(),
+                mine.clone(),
+                next.clone(),
+                at.clone(),
+                pool.clone(),
+                totals.clone(),
+                a.clone(),
+            );
+            workers.push(glommio::spawn_local(async move {
+                loop {
+                    if totals.bytes.get() >= a.total_bytes
+                        || deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    if let Some(rate) = a.rate {
+                        let allowed = rate as f64 * started.elapsed().as_secs_f64();
+                        if totals.bytes.get() as f64 > allowed {
+                            glommio::timer::sleep(Duration::from_millis(1)).await;
+                            continue;
+                        }
+                    }
+                    let mut pos = at.get();
+                    let batch =
+                        build_batch(&pool, &mut pos, per_batch, a.record_size, a.compression);
+                    at.set(pos);
+                    let p = mine[next.get() % mine.len()];
+                    next.set(next.get() + 1);
+                    let bytes = (per_batch * a.record_size) as u64;
+                    totals.bytes.set(totals.bytes.get() + bytes);
+                    let sent_at = Instant::now();
+                    client
+                        .produce_raw(&a.common.topic, p, batch, acks)
+                        .await
+                        .with_context(|| format!("produce to partition {p}"))?;
+                    if acks != Acks::None {
+                        totals
+                            .hist
+                            .borrow_mut()
+                            .record(sent_at.elapsed().as_micros() as u64)
+                            .ok();
+                    }
+                    totals.records.set(totals.records.get() + per_batch as u64);
+                }
+            }));
+        }
+    }
+    let mut result = Ok(());
+    for w in workers {
+        if let Err(e) = w.await {
+            result = Err(e);
+        }
+    }
+    done.set(true);
+    result?;
+    let seconds = started.elapsed().as_secs_f64();
+    let hist = totals.hist.borrow().clone();
+    Ok((totals.records.get(), totals.bytes.get(), seconds, hist))
+}
+
 fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
-    let mut admin = Conn::connect(&a.common.bootstrap)?;
-    let partitions = admin.ensure_topic(&a.common.topic, 1)?;
-    let ends = admin.latest_offsets(&a.common.topic, partitions)?;
     let sampler = a
         .common
         .server_pid
         .map(server::Sampler::start)
         .transpose()?;
-    let started = Instant::now();
-    let bytes = Arc::new(AtomicU64::new(0));
-    let records = Arc::new(AtomicU64::new(0));
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1,
-        3_600_000_000,
-        3,
-    )?));
-    let mut threads = Vec::new();
-    for (p, end) in ends.into_iter().enumerate() {
-        let a = a.clone();
-        let (bytes, records, hist) = (bytes.clone(), records.clone(), hist.clone());
-        threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
-            let mut conn = Conn::connect(&a.common.bootstrap)?;
-            let mut offset = 0i64;
-            let mut local = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-            while offset < end {
-                let req =
-                    client::fetch_request(&a.common.topic, p as i32, offset, a.fetch_size as i32);
-                conn.send(ApiKey::Fetch, FETCH_V, &req)?;
-                let (_, body) = conn.recv(ApiKey::Fetch, FETCH_V)?;
-                let (code, _, data) = client::parse_fetch(body)?;
-                if code != 0 {
-                    bail!("fetch partition {p} at {offset}: error code {code}");
-                }
-                let now = now_ms();
-                for batch in Batches::new(data).allow_partial_tail() {
-                    let batch = batch.context("bad batch in fetch response")?;
-                    if batch.last_offset() < offset {
-                        continue;
-                    }
-                    batch.validate().context("batch CRC")?;
-                    offset = batch.last_offset() + 1;
-                    records.fetch_add(batch.record_count() as u64, Ordering::Relaxed);
-                    bytes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    local
-                        .record(((now - batch.max_timestamp()).max(0) as u64) * 1000)
-                        .ok();
-                }
-            }
-            hist.lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .add(&local)?;
-            Ok(())
-        }));
-    }
-    for t in threads {
-        t.join()
-            .map_err(|_| anyhow::anyhow!("consumer thread panicked"))??;
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let args = a.clone();
+    let (records, bytes, seconds, hist) = on_executor(move || consume_run(args))?;
     let usage = sampler.map(server::Sampler::finish);
-    let (bytes, records) = (
-        bytes.load(Ordering::Relaxed),
-        records.load(Ordering::Relaxed),
-    );
     if let Some(want) = a.expect_records
         && want != records
     {
         bail!("read {records} records, expected {want}");
     }
-    let h = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let report = Report::new(
         "consume",
         &a.common.topic,
         records,
         bytes,
         seconds,
-        &h,
+        &hist,
         usage,
     );
     print(&report, a.common.json)
+}
+
+async fn consume_run(a: ConsumeArgs) -> anyhow::Result<(u64, u64, f64, Histogram<u64>)> {
+    let client = Client::connect(client_config(&a.common.bootstrap)).await?;
+    let partitions = ensure_topic(&client, &a.common.topic, 1).await?;
+    let parts: Vec<i32> = (0..partitions).collect();
+    let ends = client
+        .list_offsets(&a.common.topic, &parts, OffsetSpec::Latest)
+        .await?;
+    let totals = Rc::new(Totals {
+        bytes: Cell::new(0),
+        records: Cell::new(0),
+        hist: RefCell::new(Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?),
+    });
+    let started = Instant::now();
+    let mut readers = Vec::new();
+    for end in ends {
+        let (client, totals, a) = (client.clone(), totals.clone(), a.clone());
+        readers.push(glommio::spawn_local(async move {
+            let mut spec = FetchSpec::new(&a.common.topic, end.partition, 0);
+            spec.max_bytes = a.fetch_size.min(i32::MAX as u64) as i32;
+            let opts = FetchOptions::default();
+            while spec.offset < end.offset {
+                let f = client
+                    .fetch_partition(&spec, &opts)
+                    .await
+                    .with_context(|| {
+                        format!("fetch partition {} at {}", spec.partition, spec.offset)
+                    })?;
+                let now = now_ms();
+                for batch in &f.batches {
+                    if batch.last_offset() < spec.offset {
+                        continue;
+                    }
+                    totals
+                        .records
+                        .set(totals.records.get() + batch.record_count() as u64);
+                    totals.bytes.set(totals.bytes.get() + batch.len() as u64);
+                    totals
+                        .hist
+                        .borrow_mut()
+                        .record(((now - batch.max_timestamp()).max(0) as u64) * 1000)
+                        .ok();
+                }
+                spec.offset = f.next_offset;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for r in readers {
+        r.await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let hist = totals.hist.borrow().clone();
+    Ok((totals.records.get(), totals.bytes.get(), seconds, hist))
 }

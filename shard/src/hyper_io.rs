@@ -66,10 +66,13 @@ fn try_recv(fd: RawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> Option<io::Resu
     would_block_is_none(n)
 }
 
-/// Receives into the spare capacity of `buf` (not initialised first) and
-/// grows its length by what arrived: `None` when the socket has nothing yet.
-pub fn try_recv_buf(fd: RawFd, buf: &mut bytes::BytesMut) -> Option<io::Result<usize>> {
-    let result = try_recv(fd, buf.spare_capacity_mut());
+/// Receives at most `max` bytes into the spare capacity of `buf` (not
+/// initialised first) and grows its length by what arrived: `None` when the
+/// socket has nothing yet.
+pub fn try_recv_buf(fd: RawFd, buf: &mut bytes::BytesMut, max: usize) -> Option<io::Result<usize>> {
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len().min(max);
+    let result = try_recv(fd, &mut spare[..room]);
     if let Some(Ok(n)) = result {
         // SAFETY: recv initialised the first `n` bytes of the spare capacity.
         unsafe { buf.set_len(buf.len() + n) };
