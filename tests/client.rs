@@ -678,6 +678,78 @@ fn apache_scram_logins_over_plaintext_and_tls() {
     }
 }
 
+/// Transactions at the source, as the mirror must see them: control
+/// batches come through as batches, and read_committed fetches report the
+/// aborted transaction and the last stable offset.
+#[test]
+fn apache_read_committed_reports_aborted_transactions() {
+    let Some(k) = ApacheKafka::from_env() else { return };
+    let topic = unique("txn");
+    let b = k.plaintext.clone();
+    let t = topic.clone();
+    run(move || async move {
+        let c = Client::connect(ClientConfig::new(&b)).await.unwrap();
+        c.ensure_topic(&NewTopic::new(&t, 1)).await.unwrap();
+    });
+    const SCRIPT: &str = r#"
+import sys
+from confluent_kafka import Producer
+p = Producer({"bootstrap.servers": sys.argv[1], "transactional.id": "kafscale-test-" + sys.argv[2]})
+p.init_transactions(30)
+for n, commit in ((3, True), (2, False), (1, True)):
+    p.begin_transaction()
+    for i in range(n):
+        p.produce(sys.argv[2], value=b"v%d" % i, partition=0)
+    p.flush(30)
+    if commit:
+        p.commit_transaction(30)
+    else:
+        p.abort_transaction(30)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", SCRIPT, &k.plaintext, &topic])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run(move || async move {
+        use kafscale_client::Isolation;
+        let c = Client::connect(ClientConfig::new(&k.plaintext)).await.unwrap();
+        let committed = FetchOptions {
+            isolation: Isolation::ReadCommitted,
+            ..FetchOptions::default()
+        };
+        let f = c
+            .fetch_partition(&FetchSpec::new(&topic, 0, 0), &committed)
+            .await
+            .unwrap();
+        // 3 records + marker, 2 aborted + marker, 1 record + marker.
+        assert_eq!(f.high_watermark, 9);
+        assert_eq!(f.last_stable_offset, 9);
+        let control: Vec<i64> = f
+            .batches
+            .iter()
+            .filter(|b| b.is_control())
+            .map(|b| b.base_offset())
+            .collect();
+        assert_eq!(control, [3, 6, 8]);
+        assert!(f.batches.iter().all(|b| b.is_transactional()));
+        assert_eq!(f.aborted.len(), 1, "{:?}", f.aborted);
+        assert_eq!(f.aborted[0].first_offset, 4);
+        assert_eq!(f.aborted[0].producer_id, f.batches[0].producer_id());
+        let plain = c
+            .fetch_partition(&FetchSpec::new(&topic, 0, 0), &FetchOptions::default())
+            .await
+            .unwrap();
+        assert!(plain.aborted.is_empty(), "read_uncommitted lists no aborted transactions");
+        assert_eq!(plain.bytes(), f.bytes(), "the same batches either way");
+        let lso = c
+            .list_offset_isolated(&topic, 0, OffsetSpec::Latest, Isolation::ReadCommitted)
+            .await
+            .unwrap();
+        assert_eq!(lso.offset, 9);
+    });
+}
+
 #[test]
 fn apache_plain_login() {
     let Some(k) = ApacheKafka::from_env() else {
