@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Apache Kafka broker for the tests: one KRaft node (broker and
-# controller in one JVM) on free loopback ports, with three client listeners:
-#   PLAINTEXT, SASL_PLAINTEXT and SASL_SSL, the SASL ones taking SCRAM-SHA-256,
+# controller in one JVM) on free loopback ports, with four client listeners:
+#   PLAINTEXT, SASL_PLAINTEXT, SASL_SSL and SSL (mutual TLS), the SASL ones taking SCRAM-SHA-256,
 #   SCRAM-SHA-512 and PLAIN for one user; TLS from a CA made for this run.
 # The jars come from the cache that scripts/setup fills (fetch_kafka, with mvn).
 #
@@ -10,7 +10,10 @@
 #   exports:  KAFSCALE_TEST_KAFKA_PLAINTEXT       127.0.0.1:port, no auth
 #             KAFSCALE_TEST_KAFKA_SASL_PLAINTEXT  127.0.0.1:port, SASL without TLS
 #             KAFSCALE_TEST_KAFKA_SASL_SSL        127.0.0.1:port, SASL over TLS
-#             KAFSCALE_TEST_KAFKA_CA              CA certificate (PEM) of the TLS listener
+#             KAFSCALE_TEST_KAFKA_SSL             127.0.0.1:port, mutual TLS (client certificate required)
+#             KAFSCALE_TEST_KAFKA_CA              CA certificate (PEM) of the TLS listeners
+#             KAFSCALE_TEST_KAFKA_CLIENT_CERT     client certificate (PEM) from that CA, and
+#             KAFSCALE_TEST_KAFKA_CLIENT_KEY      its key, for the SSL listener
 #             KAFSCALE_TEST_KAFKA_USER            SASL user (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN)
 #             KAFSCALE_TEST_KAFKA_PASSWORD        its password
 #             KAFSCALE_TEST_KAFKA_VERSION         the Apache Kafka version running
@@ -76,6 +79,13 @@ kafka_certs() {
     "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$d/server.ext"
   openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
     -out "$d/server.pem" -days 2 -extfile "$d/server.ext" 2>/dev/null
+  # A client certificate from the same CA, for the mutual-TLS listener.
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$d/client.key" -out "$d/client.csr" -subj "/CN=kafscale-client" 2>/dev/null
+  printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" \
+    "extendedKeyUsage=clientAuth" >"$d/client.ext"
+  openssl x509 -req -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -out "$d/client.pem" -days 2 -extfile "$d/client.ext" 2>/dev/null
 }
 
 # A PEM file as one properties value: lines joined by "\" continuations
@@ -85,7 +95,7 @@ kafka_pem_value() {
 }
 
 start_kafka() {
-  local p_plain p_sasl p_ssl p_ctl cluster_id user password jaas_plain jaas_scram l
+  local p_plain p_sasl p_ssl p_mtls p_ctl cluster_id user password jaas_plain jaas_scram l
   if ! [ -f "$KAFSCALE_KAFKA_HOME/.complete" ]; then
     kafka_log "Apache Kafka $KAFSCALE_KAFKA_VERSION is not in $KAFSCALE_KAFKA_HOME (run scripts/setup)"
     return 1
@@ -97,6 +107,7 @@ start_kafka() {
   p_plain=$(kafka_free_port)
   p_sasl=$(kafka_free_port)
   p_ssl=$(kafka_free_port)
+  p_mtls=$(kafka_free_port)
   p_ctl=$(kafka_free_port)
   user=kafscale
   password="kafscale-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
@@ -117,9 +128,9 @@ while True:
     echo "node.id=1"
     echo "controller.quorum.voters=1@127.0.0.1:$p_ctl"
     echo "controller.listener.names=CONTROLLER"
-    echo "listeners=PLAINTEXT://127.0.0.1:$p_plain,SASL_PLAINTEXT://127.0.0.1:$p_sasl,SASL_SSL://127.0.0.1:$p_ssl,CONTROLLER://127.0.0.1:$p_ctl"
-    echo "advertised.listeners=PLAINTEXT://127.0.0.1:$p_plain,SASL_PLAINTEXT://127.0.0.1:$p_sasl,SASL_SSL://127.0.0.1:$p_ssl"
-    echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+    echo "listeners=PLAINTEXT://127.0.0.1:$p_plain,SASL_PLAINTEXT://127.0.0.1:$p_sasl,SASL_SSL://127.0.0.1:$p_ssl,SSL://127.0.0.1:$p_mtls,CONTROLLER://127.0.0.1:$p_ctl"
+    echo "advertised.listeners=PLAINTEXT://127.0.0.1:$p_plain,SASL_PLAINTEXT://127.0.0.1:$p_sasl,SASL_SSL://127.0.0.1:$p_ssl,SSL://127.0.0.1:$p_mtls"
+    echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT"
     echo "inter.broker.listener.name=PLAINTEXT"
     echo "log.dirs=$KAFKA_DIR/data"
     echo "num.partitions=1"
@@ -149,6 +160,16 @@ while True:
     printf 'listener.name.sasl_ssl.ssl.keystore.key='
     kafka_pem_value "$KAFKA_DIR/server.key"
     echo "listener.name.sasl_ssl.ssl.client.auth=none"
+    # SSL: mutual TLS, a client certificate from the test CA required.
+    echo "listener.name.ssl.ssl.keystore.type=PEM"
+    printf 'listener.name.ssl.ssl.keystore.certificate.chain='
+    kafka_pem_value "$KAFKA_DIR/server.pem"
+    printf 'listener.name.ssl.ssl.keystore.key='
+    kafka_pem_value "$KAFKA_DIR/server.key"
+    echo "listener.name.ssl.ssl.truststore.type=PEM"
+    printf 'listener.name.ssl.ssl.truststore.certificates='
+    kafka_pem_value "$KAFKA_DIR/ca.pem"
+    echo "listener.name.ssl.ssl.client.auth=required"
   } >"$KAFKA_DIR/server.properties"
 
   {
@@ -182,7 +203,10 @@ while True:
   export KAFSCALE_TEST_KAFKA_PLAINTEXT="127.0.0.1:$p_plain"
   export KAFSCALE_TEST_KAFKA_SASL_PLAINTEXT="127.0.0.1:$p_sasl"
   export KAFSCALE_TEST_KAFKA_SASL_SSL="127.0.0.1:$p_ssl"
+  export KAFSCALE_TEST_KAFKA_SSL="127.0.0.1:$p_mtls"
   export KAFSCALE_TEST_KAFKA_CA="$KAFKA_DIR/ca.pem"
+  export KAFSCALE_TEST_KAFKA_CLIENT_CERT="$KAFKA_DIR/client.pem"
+  export KAFSCALE_TEST_KAFKA_CLIENT_KEY="$KAFKA_DIR/client.key"
   export KAFSCALE_TEST_KAFKA_USER="$user"
   export KAFSCALE_TEST_KAFKA_PASSWORD="$password"
   export KAFSCALE_TEST_KAFKA_VERSION="$KAFSCALE_KAFKA_VERSION"
@@ -199,7 +223,7 @@ while True:
       return 1
     fi
     up=1
-    for port in "$p_plain" "$p_sasl" "$p_ssl"; do
+    for port in "$p_plain" "$p_sasl" "$p_ssl" "$p_mtls"; do
       (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { up=0; break; }
     done
     if [ $up = 1 ] && kafka_serves "$KAFSCALE_TEST_KAFKA_PLAINTEXT"; then
@@ -260,7 +284,10 @@ Apache Kafka $KAFSCALE_TEST_KAFKA_VERSION is up (pid $KAFKA_PID, files in $work/
 export KAFSCALE_TEST_KAFKA_PLAINTEXT=$KAFSCALE_TEST_KAFKA_PLAINTEXT
 export KAFSCALE_TEST_KAFKA_SASL_PLAINTEXT=$KAFSCALE_TEST_KAFKA_SASL_PLAINTEXT
 export KAFSCALE_TEST_KAFKA_SASL_SSL=$KAFSCALE_TEST_KAFKA_SASL_SSL
+export KAFSCALE_TEST_KAFKA_SSL=$KAFSCALE_TEST_KAFKA_SSL
 export KAFSCALE_TEST_KAFKA_CA=$KAFSCALE_TEST_KAFKA_CA
+export KAFSCALE_TEST_KAFKA_CLIENT_CERT=$KAFSCALE_TEST_KAFKA_CLIENT_CERT
+export KAFSCALE_TEST_KAFKA_CLIENT_KEY=$KAFSCALE_TEST_KAFKA_CLIENT_KEY
 export KAFSCALE_TEST_KAFKA_USER=$KAFSCALE_TEST_KAFKA_USER
 export KAFSCALE_TEST_KAFKA_PASSWORD=$KAFSCALE_TEST_KAFKA_PASSWORD
 export KAFSCALE_TEST_KAFKA_VERSION=$KAFSCALE_TEST_KAFKA_VERSION

@@ -683,7 +683,9 @@ fn apache_scram_logins_over_plaintext_and_tls() {
 /// aborted transaction and the last stable offset.
 #[test]
 fn apache_read_committed_reports_aborted_transactions() {
-    let Some(k) = ApacheKafka::from_env() else { return };
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
     let topic = unique("txn");
     let b = k.plaintext.clone();
     let t = topic.clone();
@@ -710,10 +712,16 @@ for n, commit in ((3, True), (2, False), (1, True)):
         .args(["-c", SCRIPT, &k.plaintext, &topic])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     run(move || async move {
         use kafscale_client::Isolation;
-        let c = Client::connect(ClientConfig::new(&k.plaintext)).await.unwrap();
+        let c = Client::connect(ClientConfig::new(&k.plaintext))
+            .await
+            .unwrap();
         let committed = FetchOptions {
             isolation: Isolation::ReadCommitted,
             ..FetchOptions::default()
@@ -740,13 +748,57 @@ for n, commit in ((3, True), (2, False), (1, True)):
             .fetch_partition(&FetchSpec::new(&topic, 0, 0), &FetchOptions::default())
             .await
             .unwrap();
-        assert!(plain.aborted.is_empty(), "read_uncommitted lists no aborted transactions");
+        assert!(
+            plain.aborted.is_empty(),
+            "read_uncommitted lists no aborted transactions"
+        );
         assert_eq!(plain.bytes(), f.bytes(), "the same batches either way");
         let lso = c
             .list_offset_isolated(&topic, 0, OffsetSpec::Latest, Isolation::ReadCommitted)
             .await
             .unwrap();
         assert_eq!(lso.offset, 9);
+    });
+}
+
+/// Mutual TLS: the SSL listener requires a client certificate from its CA.
+#[test]
+fn apache_mutual_tls() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    let (Ok(addr), Ok(cert), Ok(key)) = (
+        std::env::var("KAFSCALE_TEST_KAFKA_SSL"),
+        std::env::var("KAFSCALE_TEST_KAFKA_CLIENT_CERT"),
+        std::env::var("KAFSCALE_TEST_KAFKA_CLIENT_KEY"),
+    ) else {
+        panic!("the Apache Kafka fixture runs without its SSL listener's variables");
+    };
+    let with_cert = ClientConfig::new(&addr).with_tls(TlsConfig {
+        ca_file: Some(k.ca_file.clone().into()),
+        cert_file: Some(cert.into()),
+        key_file: Some(key.into()),
+    });
+    let without = ClientConfig::new(&addr).with_tls(TlsConfig {
+        ca_file: Some(k.ca_file.clone().into()),
+        ..TlsConfig::default()
+    });
+    run(move || async move {
+        let c = Client::connect(with_cert).await.unwrap();
+        let topic = unique("mtls");
+        c.ensure_topic(&NewTopic::new(&topic, 1)).await.unwrap();
+        c.produce_raw(&topic, 0, batch(1, 2, Compression::Snappy, "m"), Acks::All)
+            .await
+            .unwrap();
+        let f = c
+            .fetch_partition(&FetchSpec::new(&topic, 0, 0), &FetchOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(f.batches[0].record_count(), 2);
+        let e = Client::connect(without).await.unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, ClientError::Tls { .. }), "{text}");
+        assert!(text.to_lowercase().contains("certificate"), "{text}");
     });
 }
 

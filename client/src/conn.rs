@@ -193,6 +193,17 @@ impl Connection {
             Ok::<_, ClientError>(())
         };
         match within(opts.connect_timeout, setup).await {
+            // TLS 1.3 servers refuse a client certificate (or its absence)
+            // after the client's side of the handshake is done: the refusal
+            // arrives as an alert on the first read.
+            Some(Err(ClientError::ConnectionLost { reason, .. }))
+                if opts.tls.is_some() && reason.contains("alert") =>
+            {
+                return Err(ClientError::Tls {
+                    addr: addr.to_owned(),
+                    reason: format!("the broker ended the session after the handshake: {reason}"),
+                });
+            }
             Some(r) => r?,
             None => {
                 return Err(ClientError::Connect {
