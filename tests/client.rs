@@ -607,6 +607,118 @@ fn kafscale_cluster_leader_moves_under_the_client() {
     drop(b0);
 }
 
+/// Hostname verification: a certificate from a trusted CA but for another
+/// name is refused. The server is a TLS listener made here for the test.
+#[test]
+fn tls_certificate_for_another_name_is_refused() {
+    use futures_rustls::rustls;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(d)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    ssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=elsewhere.example",
+    ]);
+    std::fs::write(
+        d.join("ext"),
+        "subjectAltName=DNS:elsewhere.example\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext",
+    ]);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(d.join("server.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(d.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let conn = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut b = [0u8; 1];
+        // The client gives up during the handshake.
+        let _ = std::io::Read::read(&mut tls, &mut b);
+    });
+    let cfg = ClientConfig::new(format!("127.0.0.1:{port}")).with_tls(TlsConfig {
+        ca_file: Some(d.join("ca.pem")),
+        ..TlsConfig::default()
+    });
+    let e = run(move || async move { Client::connect(cfg).await.unwrap_err() });
+    let text = e.to_string();
+    assert!(matches!(e, ClientError::Tls { .. }), "{text}");
+    assert!(text.contains("not valid for name \"127.0.0.1\""), "{text}");
+    server.join().unwrap();
+}
+
 // ---- against Apache Kafka ----
 
 #[test]
