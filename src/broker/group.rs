@@ -460,10 +460,16 @@ impl Group {
         if results.contains(&ErrorCode::NONE) {
             let empty = group.borrow().members.is_empty();
             if empty {
+                // As Kafka: the rebalance that follows has nobody to wait
+                // for, so it ends at once in a new, empty generation without
+                // a protocol (DescribeGroups then shows none).
                 let mut g = group.borrow_mut();
                 g.state = State::Empty;
                 g.leader = None;
+                g.protocol = None;
+                g.generation += 1;
                 g.round += 1;
+                g.persist();
             } else {
                 Self::begin_rebalance(group, "members left");
                 // Everyone left may already be waiting in JoinGroup.

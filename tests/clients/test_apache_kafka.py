@@ -376,7 +376,8 @@ def test_consumer_groups_with_a_live_member(broker, tools):
 
     r = tools.run(tools.GROUPS, *b, "--describe", "--group", group, "--state")
     state = [line.split() for line in r.stdout.splitlines() if line.startswith(group)]
-    assert len(state) == 1 and state[0][-2:] == ["Empty", "0"], r.stdout
+    # No assignment strategy once nobody is left (Apache Kafka 4.1.1 shows "-" too).
+    assert len(state) == 1 and state[0][-3:] == ["-", "Empty", "0"], r.stdout
     r = tools.run(tools.GROUPS, *b, "--delete", "--group", group)
     assert f"Deletion of requested consumer groups ('{group}') was successful." in r.stdout, r.stdout
     r = tools.run(tools.GROUPS, *b, "--list")
