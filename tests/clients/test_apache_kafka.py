@@ -2,8 +2,8 @@
 
 Part A checks the fixture itself: librdkafka produces and consumes on each of
 Apache Kafka's listeners (PLAINTEXT; SASL_PLAINTEXT and SASL_SSL with
-SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN), and a wrong password or a missing CA
-is refused.
+SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN; SSL with a client certificate), and a
+wrong password, a missing CA or a missing client certificate is refused.
 
 Part B runs Apache Kafka's own command-line tools (the official Java client, at
 the fixture's version) against our broker: kafka-topics, the console producer
@@ -56,11 +56,15 @@ LISTENERS = [
     ("SASL_SSL", "SCRAM-SHA-256"),
     ("SASL_SSL", "SCRAM-SHA-512"),
     ("SASL_SSL", "PLAIN"),
+    ("SSL", None),  # mutual TLS
 ]
 
 
-def kafka_conf(protocol, mechanism, password=None, ca=True):
+def kafka_conf(protocol, mechanism, password=None, ca=True, client_cert=True):
     need(FIXTURE_VARS, "the Apache Kafka broker")
+    if protocol == "SSL":
+        need(["KAFSCALE_TEST_KAFKA_SSL", "KAFSCALE_TEST_KAFKA_CLIENT_CERT", "KAFSCALE_TEST_KAFKA_CLIENT_KEY"],
+             "the Apache Kafka broker's mutual-TLS listener")
     env = os.environ
     conf = {"bootstrap.servers": env[f"KAFSCALE_TEST_KAFKA_{protocol}"], "security.protocol": protocol}
     if mechanism:
@@ -69,8 +73,11 @@ def kafka_conf(protocol, mechanism, password=None, ca=True):
             "sasl.username": env["KAFSCALE_TEST_KAFKA_USER"],
             "sasl.password": password if password is not None else env["KAFSCALE_TEST_KAFKA_PASSWORD"],
         })
-    if protocol == "SASL_SSL" and ca:
+    if protocol in ("SASL_SSL", "SSL") and ca:
         conf["ssl.ca.location"] = env["KAFSCALE_TEST_KAFKA_CA"]
+    if protocol == "SSL" and client_cert:
+        conf["ssl.certificate.location"] = env["KAFSCALE_TEST_KAFKA_CLIENT_CERT"]
+        conf["ssl.key.location"] = env["KAFSCALE_TEST_KAFKA_CLIENT_KEY"]
     return conf
 
 
@@ -125,6 +132,15 @@ def test_fixture_wrong_password_is_an_authentication_error(protocol, mechanism):
     err = first_error(kafka_conf(protocol, mechanism, password="not-the-password"))
     assert err.code() == KafkaError._AUTHENTICATION, err
     assert "Authentication failed" in err.str() or "authentication" in err.str().lower(), err
+
+
+def test_fixture_mutual_tls_needs_a_client_certificate():
+    # TLS 1.3: the server refuses the missing certificate after the handshake.
+    err = first_error(kafka_conf("SSL", None, client_cert=False))
+    # librdkafka 2.16 reports the server's alert on its first read:
+    # "ssl/tls alert bad certificate".
+    assert err.code() in (KafkaError._SSL, KafkaError._TRANSPORT), err
+    assert "alert" in err.str() and "certificate" in err.str(), err
 
 
 def test_fixture_tls_needs_the_ca():
