@@ -33,13 +33,15 @@ kafka_free_port() {
 }
 
 # Copies the broker, tools and client jars with their runtime dependencies into
-# $KAFSCALE_KAFKA_HOME/libs, once: the marker is written only after a complete
-# copy, so an interrupted fetch is done again.
+# $KAFSCALE_KAFKA_HOME/libs, once: the marker (the version and the pom's
+# checksum) is written only after a complete copy, so an interrupted fetch, or
+# one from an older pom, is done again.
 fetch_kafka() {
-  local here pom
+  local here pom want
   here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
   pom="$here/kafka/pom.xml"
-  if [ -f "$KAFSCALE_KAFKA_HOME/.complete" ]; then return 0; fi
+  want="$KAFSCALE_KAFKA_VERSION $(sha256sum "$pom" | cut -c1-16)"
+  if [ "$(cat "$KAFSCALE_KAFKA_HOME/.complete" 2>/dev/null)" = "$want" ]; then return 0; fi
   kafka_log "fetching Apache Kafka $KAFSCALE_KAFKA_VERSION with mvn into $KAFSCALE_KAFKA_HOME"
   mkdir -p "$KAFSCALE_KAFKA_HOME"
   rm -rf "$KAFSCALE_KAFKA_HOME/libs" "$KAFSCALE_KAFKA_HOME/libs.partial"
@@ -57,7 +59,7 @@ fetch_kafka() {
     return 1
   fi
   mv "$KAFSCALE_KAFKA_HOME/libs.partial" "$KAFSCALE_KAFKA_HOME/libs"
-  echo "$KAFSCALE_KAFKA_VERSION" >"$KAFSCALE_KAFKA_HOME/.complete"
+  echo "$want" >"$KAFSCALE_KAFKA_HOME/.complete"
 }
 
 # Java for one Kafka tool: small heap, quick start (C1 only).
