@@ -445,6 +445,22 @@ fn kafscale_timeouts_and_lost_connections() {
 struct ClusterBroker {
     child: std::process::Child,
     port: u16,
+    metrics_port: u16,
+}
+
+impl ClusterBroker {
+    /// One counter or gauge from the broker's /metrics.
+    fn metric(&self, name: &str) -> f64 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
 }
 
 impl Drop for ClusterBroker {
@@ -454,7 +470,12 @@ impl Drop for ClusterBroker {
     }
 }
 
-fn cluster_broker(id: i32, suffix: &str, dir: &std::path::Path) -> Option<ClusterBroker> {
+fn cluster_broker(
+    id: i32,
+    suffix: &str,
+    dir: &std::path::Path,
+    flush_ms: u32,
+) -> Option<ClusterBroker> {
     let (Ok(s3), Ok(etcd)) = (
         std::env::var("KAFSCALE_TEST_S3_ENDPOINT"),
         std::env::var("KAFSCALE_TEST_ETCD_ENDPOINTS"),
@@ -466,15 +487,18 @@ fn cluster_broker(id: i32, suffix: &str, dir: &std::path::Path) -> Option<Cluste
         return None;
     };
     let port = common::free_port();
+    let metrics_port = common::free_port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_kafscale"))
         .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--metrics-listen",
-            &format!("127.0.0.1:{}", common::free_port()),
-        ])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
         .arg("--data-dir")
         .arg(dir.join(format!("b{id}")))
-        .args(["--flush-interval-ms", "20", "--shards", "1"])
+        .args([
+            "--flush-interval-ms",
+            &flush_ms.to_string(),
+            "--shards",
+            "1",
+        ])
         .args([
             "--s3-endpoint",
             &s3,
@@ -508,7 +532,11 @@ fn cluster_broker(id: i32, suffix: &str, dir: &std::path::Path) -> Option<Cluste
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some(ClusterBroker { child, port })
+    Some(ClusterBroker {
+        child,
+        port,
+        metrics_port,
+    })
 }
 
 /// Two brokers on S3 + etcd; the leader of a partition is stopped while an
@@ -519,10 +547,10 @@ fn cluster_broker(id: i32, suffix: &str, dir: &std::path::Path) -> Option<Cluste
 fn kafscale_cluster_leader_moves_under_the_client() {
     let dir = tempfile::tempdir().unwrap();
     let suffix = uuid_ish()[..10].to_owned();
-    let Some(b0) = cluster_broker(0, &suffix, dir.path()) else {
+    let Some(b0) = cluster_broker(0, &suffix, dir.path(), 20) else {
         return;
     };
-    let b1 = cluster_broker(1, &suffix, dir.path()).unwrap();
+    let b1 = cluster_broker(1, &suffix, dir.path(), 20).unwrap();
     let bootstrap = format!("127.0.0.1:{},127.0.0.1:{}", b0.port, b1.port);
     let b1_pid = b1.child.id();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -717,6 +745,58 @@ fn tls_certificate_for_another_name_is_refused() {
     assert!(matches!(e, ClientError::Tls { .. }), "{text}");
     assert!(text.contains("not valid for name \"127.0.0.1\""), "{text}");
     server.join().unwrap();
+}
+
+/// etcd takes at most 128 operations per transaction: a topic of 300
+/// partitions is created on S3 + etcd, and one flush that covers all of them
+/// commits. (A one-minute flush interval holds every partition's record
+/// until SIGTERM, whose drain flushes all 300 at once.)
+#[test]
+fn kafscale_etcd_takes_300_partitions_in_one_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let suffix = uuid_ish()[..10].to_owned();
+    let Some(b) = cluster_broker(0, &suffix, dir.path(), 60_000) else {
+        return;
+    };
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let mut quick = ClientConfig::new(&bootstrap);
+    // A refused commit must show here, not be hidden by retries.
+    quick.retries = 0;
+    quick.request_timeout = Duration::from_secs(90);
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        run(move || async move {
+            let c = Client::connect(quick.clone()).await.unwrap();
+            let topic = unique("wide");
+            c.ensure_topic(&NewTopic::new(&topic, 300)).await.unwrap();
+            // Twenty producers (connections), fifteen partitions each: a
+            // connection has a bounded number of requests in flight.
+            let mut clients = Vec::new();
+            for _ in 0..20 {
+                clients.push(Client::connect(quick.clone()).await.unwrap());
+            }
+            let produced = futures::future::join_all((0..300).map(|p| {
+                let c = clients[p as usize % 20].clone();
+                let topic = topic.clone();
+                async move {
+                    let records = batch(1, 1, Compression::None, &format!("p{p}"));
+                    c.produce_raw(&topic, p, records, Acks::All).await
+                }
+            }));
+            let signal = async {
+                glommio::timer::sleep(Duration::from_secs(2)).await;
+                sent_tx.send(()).unwrap();
+            };
+            let (acked, ()) = futures::future::join(produced, signal).await;
+            for (p, r) in acked.iter().enumerate() {
+                let offset = r.as_ref().map(|r| r.unwrap().base_offset);
+                assert_eq!(offset.ok(), Some(0), "partition {p}: {r:?}");
+            }
+        })
+    });
+    sent_rx.recv().unwrap();
+    common::signal(b.child.id(), "TERM");
+    client.join().unwrap();
 }
 
 // ---- against Apache Kafka ----

@@ -506,3 +506,61 @@ fn an_unreadable_broker_record_does_not_hide_the_others() {
     assert_eq!(ids, [2]);
     store.revoke_lease(lease).unwrap();
 }
+
+/// etcd takes at most 128 operations per transaction (its default
+/// `--max-txn-ops`): topics of hundreds of partitions, growing them, and a
+/// group committing hundreds of offsets must still work.
+fn large_topics(store: &mut MetaStore) {
+    let meta = store.create_topic("wide", 300, Default::default()).unwrap();
+    assert_eq!(meta.partitions, 300);
+    assert_eq!(store.partition_state("wide", 299).unwrap().next_offset, 0);
+    assert!(matches!(
+        store.create_topic("wide", 300, Default::default()),
+        Err(MetaError::TopicExists { .. })
+    ));
+    let grown = store.add_partitions("wide", 700).unwrap();
+    assert_eq!(grown.partitions, 700);
+    assert_eq!(store.topic("wide").unwrap().unwrap().partitions, 700);
+    assert_eq!(store.partition_state("wide", 699).unwrap().epoch, 0);
+    let offsets: Vec<_> = (0..300)
+        .map(|p| {
+            (
+                "wide".to_owned(),
+                p,
+                kafscale::meta::CommittedOffset {
+                    offset: i64::from(p) * 10,
+                    metadata: None,
+                    leader_epoch: -1,
+                },
+            )
+        })
+        .collect();
+    store.commit_offsets("g", &offsets).unwrap();
+    let got = store.group_offsets("g").unwrap();
+    assert_eq!(got.len(), 300);
+    assert!(got.iter().all(|(_, p, o)| o.offset == i64::from(*p) * 10));
+    store.delete_topic("wide").unwrap();
+    assert!(store.topic("wide").unwrap().is_none());
+    // Created again from scratch after the delete.
+    store.create_topic("wide", 200, Default::default()).unwrap();
+    assert_eq!(store.partition_state("wide", 199).unwrap().next_offset, 0);
+}
+
+#[test]
+fn etcd_store_takes_topics_of_hundreds_of_partitions() {
+    let Some(endpoints) = etcd_endpoints() else {
+        return;
+    };
+    let mut store = MetaStore::new(
+        Box::new(EtcdKv::connect(&endpoints).unwrap()),
+        unique_ns("wide"),
+    );
+    large_topics(&mut store);
+}
+
+#[test]
+fn embedded_store_takes_topics_of_hundreds_of_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MetaStore::new(Box::new(FileKv::open(dir.path()).unwrap()), "default");
+    large_topics(&mut store);
+}

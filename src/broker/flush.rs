@@ -15,6 +15,7 @@ use kafscale_s3::{ObjectStore, PutOptions};
 use super::errors::ErrorCode;
 use super::partition::{Flushing, PartitionLog};
 use super::shard::Shard;
+use crate::meta::store::MAX_COMMIT_PARTITIONS;
 use crate::meta::{MetaError, SegmentCommit, keys};
 
 pub async fn run(shard: Rc<Shard>, wake: LocalReceiver<()>) {
@@ -83,9 +84,16 @@ async fn flush(shard: &Rc<Shard>, logs: Vec<Rc<PartitionLog>>) {
             Err(code) => log.flush_failed(f, code, None),
         }
     }
-    if uploaded.is_empty() {
-        return;
+    // One transaction per MAX_COMMIT_PARTITIONS partitions: etcd limits the
+    // operations of one transaction, and a flush may cover hundreds.
+    while !uploaded.is_empty() {
+        let rest = uploaded.split_off(uploaded.len().min(MAX_COMMIT_PARTITIONS));
+        commit(shard, std::mem::replace(&mut uploaded, rest), started).await;
     }
+}
+
+/// Commits one group of uploaded segments and answers their producers.
+async fn commit(shard: &Shard, uploaded: Vec<(Rc<PartitionLog>, Flushing)>, started: Instant) {
     let commits: Vec<SegmentCommit> = uploaded
         .iter()
         .map(|(log, f)| SegmentCommit {

@@ -26,6 +26,27 @@ impl std::fmt::Debug for MetaStore {
     }
 }
 
+/// Most operations (and most compares) etcd takes in one transaction: its
+/// `--max-txn-ops`, 128 by default. Larger changes are split.
+pub const MAX_TXN_OPS: usize = 128;
+
+/// Most partitions whose segments one commit transaction covers (one
+/// compare and two puts each).
+pub const MAX_COMMIT_PARTITIONS: usize = MAX_TXN_OPS / 2;
+
+/// `ops` in transactions of at most MAX_TXN_OPS.
+fn chunks(mut ops: Vec<Op>) -> Vec<Vec<Op>> {
+    let mut out = Vec::new();
+    while ops.len() > MAX_TXN_OPS {
+        let rest = ops.split_off(MAX_TXN_OPS);
+        out.push(std::mem::replace(&mut ops, rest));
+    }
+    if !ops.is_empty() {
+        out.push(ops);
+    }
+    out
+}
+
 fn to_json<T: Serialize>(v: &T) -> String {
     // Our value types are plain structs of numbers and strings: always encodable.
     serde_json::to_string(v).unwrap_or_default()
@@ -78,23 +99,38 @@ impl MetaStore {
         };
         // delete_topic removes a topic's partition keys in the same transaction as
         // the topic key, so none are left over here. (etcd refuses a transaction
-        // that deletes a prefix and puts keys under it.)
-        let mut ops = vec![Op::Put(topic_key.clone(), to_json(&meta))];
-        for p in 0..partitions {
-            ops.push(Op::Put(
-                keys::partition_state(&self.ns, name, p),
-                to_json(&PartitionState::NEW),
-            ));
+        // that deletes a prefix and puts keys under it.) etcd takes at most
+        // MAX_TXN_OPS operations per transaction, so the partitions' states go
+        // first in chunks, each guarded by the topic's absence (so a creator
+        // that lost the race writes nothing once the topic exists), and the
+        // topic key last, which is what makes the topic visible.
+        let absent = || vec![Compare::Absent(topic_key.clone())];
+        let states: Vec<Op> = (0..partitions)
+            .map(|p| {
+                Op::Put(
+                    keys::partition_state(&self.ns, name, p),
+                    to_json(&PartitionState::NEW),
+                )
+            })
+            .collect();
+        let exists = || MetaError::TopicExists {
+            topic: name.to_owned(),
+        };
+        for chunk in chunks(states) {
+            if !self.kv.txn(Txn {
+                compares: absent(),
+                ops: chunk,
+            })? {
+                return Err(exists());
+            }
         }
         if self.kv.txn(Txn {
-            compares: vec![Compare::Absent(topic_key)],
-            ops,
+            compares: absent(),
+            ops: vec![Op::Put(topic_key.clone(), to_json(&meta))],
         })? {
             Ok(meta)
         } else {
-            Err(MetaError::TopicExists {
-                topic: name.to_owned(),
-            })
+            Err(exists())
         }
     }
 
@@ -156,17 +192,32 @@ impl MetaStore {
         }
         let old = meta.partitions;
         meta.partitions = total;
-        let mut ops = vec![Op::Put(key.clone(), to_json(&meta))];
-        for p in old..total {
-            ops.push(Op::Put(
-                keys::partition_state(&self.ns, name, p),
-                to_json(&PartitionState::NEW),
-            ));
+        // As in create_topic: the new partitions' states in chunks, each
+        // guarded by the topic as read, then the topic with its new count.
+        let states: Vec<Op> = (old..total)
+            .map(|p| {
+                Op::Put(
+                    keys::partition_state(&self.ns, name, p),
+                    to_json(&PartitionState::NEW),
+                )
+            })
+            .collect();
+        let mut applied = true;
+        for chunk in chunks(states) {
+            applied &= self.kv.txn(Txn {
+                compares: vec![Compare::Equals(key.clone(), raw.clone())],
+                ops: chunk,
+            })?;
+            if !applied {
+                break;
+            }
         }
-        if self.kv.txn(Txn {
-            compares: vec![Compare::Equals(key, raw)],
-            ops,
-        })? {
+        if applied
+            && self.kv.txn(Txn {
+                compares: vec![Compare::Equals(key, raw)],
+                ops: vec![Op::Put(keys::topic(&self.ns, name), to_json(&meta))],
+            })?
+        {
             Ok(meta)
         } else {
             // Someone changed the topic between our read and write: report what it is now.
@@ -210,7 +261,8 @@ impl MetaStore {
             .collect()
     }
 
-    /// Commits uploaded segments of several partitions in one transaction.
+    /// Commits uploaded segments of several partitions (at most
+    /// [`MAX_COMMIT_PARTITIONS`]: callers split larger flushes) in one transaction.
     /// Each partition must still be in the state its writer expects (same
     /// next offset and epoch), and its segment must start at that next offset;
     /// otherwise nothing is committed and the first partition that moved on is
@@ -500,7 +552,9 @@ impl MetaStore {
             .map(|_| ())
     }
 
-    /// Stores offsets of one group, all in one transaction.
+    /// Stores offsets of one group: one transaction per MAX_TXN_OPS
+    /// partitions (Kafka's OffsetCommit is not atomic across partitions
+    /// either: each has its own error code).
     pub fn commit_offsets(
         &mut self,
         group: &str,
@@ -510,7 +564,10 @@ impl MetaStore {
             .iter()
             .map(|(t, p, o)| Op::Put(keys::group_offset(&self.ns, group, t, *p), to_json(o)))
             .collect();
-        self.apply(ops)
+        for chunk in chunks(ops) {
+            self.apply(chunk)?;
+        }
+        Ok(())
     }
 
     /// Every committed offset of a group: (topic, partition, offset).
