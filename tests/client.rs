@@ -445,22 +445,6 @@ fn kafscale_timeouts_and_lost_connections() {
 struct ClusterBroker {
     child: std::process::Child,
     port: u16,
-    metrics_port: u16,
-}
-
-impl ClusterBroker {
-    /// One counter or gauge from the broker's /metrics.
-    fn metric(&self, name: &str) -> f64 {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in /metrics"))
-    }
 }
 
 impl Drop for ClusterBroker {
@@ -532,11 +516,7 @@ fn cluster_broker(
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some(ClusterBroker {
-        child,
-        port,
-        metrics_port,
-    })
+    Some(ClusterBroker { child, port })
 }
 
 /// Two brokers on S3 + etcd; the leader of a partition is stopped while an
