@@ -1,19 +1,29 @@
-//! Group coordinator error codes, on the wire, against the real broker.
+//! Group coordinator error codes, at given API versions, against the real
+//! broker, through kafscale-client's connection.
 
 mod common;
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use common::{call, connect, start};
+use common::kafka::run;
+use common::start;
+use kafscale_client::{Client, ClientConfig, Connection};
 use kafscale_codec::kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafscale_codec::kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafscale_codec::kafka_protocol::messages::*;
-use kafscale_codec::kafka_protocol::protocol::{Decodable, StrBytes};
+use kafscale_codec::kafka_protocol::protocol::{Request, StrBytes};
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
-fn join(conn: &mut std::net::TcpStream, group: &str, member: &str) -> JoinGroupResponse {
+/// `req` at `version`, its answer decoded.
+async fn call<R: Request>(c: &Connection, version: i16, req: &R) -> R::Response {
+    c.call_at(req, version, Duration::ZERO).await.unwrap()
+}
+
+async fn join(c: &Connection, group: &str, member: &str) -> JoinGroupResponse {
     let mut p = JoinGroupRequestProtocol::default();
     p.name = s("range");
     p.metadata = Bytes::from_static(b"\0\0\0\0\0\0\0\0");
@@ -24,32 +34,38 @@ fn join(conn: &mut std::net::TcpStream, group: &str, member: &str) -> JoinGroupR
     req.member_id = s(member);
     req.protocol_type = s("consumer");
     req.protocols = vec![p];
-    let mut body = call(conn, ApiKey::JoinGroup, 5, &req).unwrap();
-    JoinGroupResponse::decode(&mut body, 5).unwrap()
+    call(c, 5, &req).await
 }
 
 #[test]
 fn generation_and_member_checks_answer_like_kafka() {
     let b = start();
-    let mut c = connect(&b);
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    run(move || async move { scenario(&bootstrap).await });
+}
+
+async fn scenario(bootstrap: &str) {
+    let client = Client::connect(ClientConfig::new(bootstrap)).await.unwrap();
+    let c = client.any_broker().await.unwrap();
+    let c = &*c;
 
     // v4+: a new member first gets MEMBER_ID_REQUIRED and its id.
-    let first = join(&mut c, "g1", "");
+    let first = join(c, "g1", "").await;
     assert_eq!(first.error_code, 79);
     let id = first.member_id.to_string();
     assert!(!id.is_empty());
 
     // Rejoining with it completes the first generation, with us as leader.
-    let joined = join(&mut c, "g1", &id);
+    let joined = join(c, "g1", &id).await;
     assert_eq!(joined.error_code, 0);
     assert_eq!(joined.generation_id, 1);
     assert_eq!(joined.leader.as_str(), id);
     assert_eq!(joined.members.len(), 1);
 
     // A made-up member id is unknown.
-    assert_eq!(join(&mut c, "g1", "nobody").error_code, 25);
+    assert_eq!(join(c, "g1", "nobody").await.error_code, 25);
 
-    let sync = |c: &mut std::net::TcpStream, member: &str, generation: i32| {
+    let sync = |member: &str, generation: i32| {
         let mut req = SyncGroupRequest::default();
         req.group_id = GroupId(s("g1"));
         req.generation_id = generation;
@@ -58,29 +74,23 @@ fn generation_and_member_checks_answer_like_kafka() {
         a.member_id = s(&id);
         a.assignment = Bytes::from_static(b"assigned");
         req.assignments = vec![a];
-        let mut body = call(c, ApiKey::SyncGroup, 3, &req).unwrap();
-        SyncGroupResponse::decode(&mut body, 3).unwrap()
+        async move { call(c, 3, &req).await }
     };
-    assert_eq!(sync(&mut c, &id, 7).error_code, 22, "ILLEGAL_GENERATION");
-    assert_eq!(
-        sync(&mut c, "nobody", 1).error_code,
-        25,
-        "UNKNOWN_MEMBER_ID"
-    );
-    let ok = sync(&mut c, &id, 1);
+    assert_eq!(sync(&id, 7).await.error_code, 22, "ILLEGAL_GENERATION");
+    assert_eq!(sync("nobody", 1).await.error_code, 25, "UNKNOWN_MEMBER_ID");
+    let ok = sync(&id, 1).await;
     assert_eq!((ok.error_code, &ok.assignment[..]), (0, &b"assigned"[..]));
 
-    let heartbeat = |c: &mut std::net::TcpStream, member: &str, generation: i32| {
+    let heartbeat = |member: &str, generation: i32| {
         let mut req = HeartbeatRequest::default();
         req.group_id = GroupId(s("g1"));
         req.generation_id = generation;
         req.member_id = s(member);
-        let mut body = call(c, ApiKey::Heartbeat, 3, &req).unwrap();
-        HeartbeatResponse::decode(&mut body, 3).unwrap().error_code
+        async move { call(c, 3, &req).await.error_code }
     };
-    assert_eq!(heartbeat(&mut c, &id, 1), 0);
-    assert_eq!(heartbeat(&mut c, &id, 0), 22);
-    assert_eq!(heartbeat(&mut c, "nobody", 1), 25);
+    assert_eq!(heartbeat(&id, 1).await, 0);
+    assert_eq!(heartbeat(&id, 0).await, 22);
+    assert_eq!(heartbeat("nobody", 1).await, 25);
 
     // No committed offset reads as -1.
     let mut t = OffsetFetchRequestTopic::default();
@@ -89,8 +99,7 @@ fn generation_and_member_checks_answer_like_kafka() {
     let mut req = OffsetFetchRequest::default();
     req.group_id = GroupId(s("g1"));
     req.topics = Some(vec![t]);
-    let mut body = call(&mut c, ApiKey::OffsetFetch, 5, &req).unwrap();
-    let r = OffsetFetchResponse::decode(&mut body, 5).unwrap();
+    let r = call(c, 5, &req).await;
     let offs: Vec<i64> = r.topics[0]
         .partitions
         .iter()
@@ -101,9 +110,5 @@ fn generation_and_member_checks_answer_like_kafka() {
     // A group with members cannot be deleted.
     let mut req = DeleteGroupsRequest::default();
     req.groups_names = vec![GroupId(s("g1"))];
-    let mut body = call(&mut c, ApiKey::DeleteGroups, 1, &req).unwrap();
-    assert_eq!(
-        DeleteGroupsResponse::decode(&mut body, 1).unwrap().results[0].error_code,
-        68
-    );
+    assert_eq!(call(c, 1, &req).await.results[0].error_code, 68);
 }

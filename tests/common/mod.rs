@@ -1,4 +1,7 @@
-//! A broker binary on a free port and a raw Kafka client for the tests.
+//! A broker binary on a free port, and raw framing for the wire-level tests
+//! (exact versions, malformed and partial frames, ordering on one socket), as
+//! `tests/clients/kraw.py` does in Python; other tests speak Kafka through
+//! kafscale-client (`common::kafka`).
 #![allow(dead_code)]
 
 pub mod kafka;
