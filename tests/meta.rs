@@ -130,21 +130,24 @@ fn scenario(store: &mut MetaStore) {
         })
     ));
 
-    // A segment that does not start at the expected offset is refused.
+    // A segment that starts before the partition's next offset is refused;
+    // one that starts beyond it (an offset gap, which a mirrored partition
+    // keeps from its source) is taken.
     assert!(matches!(
-        store.commit(&[commit("orders", 0, s[0], 101, 120)]),
+        store.commit(&[commit("orders", 0, s[0], 99, 120)]),
         Err(MetaError::Conflict { .. })
     ));
 
-    store
-        .commit(&[commit("orders", 0, s[0], 100, 149)])
+    let after_gap = store
+        .commit(&[commit("orders", 0, s[0], 110, 149)])
         .unwrap();
+    assert_eq!(after_gap[0].next_offset, 150);
     let segs = store.segments("orders", 0).unwrap();
     assert_eq!(
         segs.iter()
             .map(|s| (s.base_offset, s.last_offset))
             .collect::<Vec<_>>(),
-        vec![(0, 99), (100, 149)]
+        vec![(0, 99), (110, 149)]
     );
 
     let grown = store.add_partitions("payments", 4).unwrap();

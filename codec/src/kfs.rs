@@ -357,7 +357,7 @@ impl SegmentWriter {
         self.index
             .on_batch(assigned, self.position() as i32, batch.record_count());
         self.body_len += batch.len();
-        self.next_offset += batch.offset_span();
+        self.next_offset = assigned + batch.offset_span();
         self.message_count += i64::from(batch.record_count());
         self.min_timestamp = self.min_timestamp.min(batch.base_timestamp());
         self.max_timestamp = self.max_timestamp.max(batch.max_timestamp());
@@ -450,6 +450,96 @@ impl SegmentWriter {
         }
         self.done.push_holding(records, held);
         Ok(first)
+    }
+
+    /// Appends batches at the offsets they carry, as a mirror copies another
+    /// cluster's log: without copying them (`records`, the concatenated
+    /// `batches`, becomes a piece of the segment, as in
+    /// [`SegmentWriter::append_stamped`]). Offsets must ascend and the first
+    /// may lie beyond [`SegmentWriter::next_offset`] (a gap, as a compacted
+    /// source or a log start above 0 leaves); an empty writer then starts
+    /// its segment there. Every CRC32C is checked. All or nothing: a bad CRC,
+    /// an offset behind the log's end or out of order leaves the writer as it
+    /// was. Returns the first batch's offset.
+    pub fn append_at_offsets(
+        &mut self,
+        records: Bytes,
+        held: usize,
+        batches: &[RecordBatch],
+    ) -> Result<i64, SegmentError> {
+        self.room_for(records.len())?;
+        let Some(first) = batches.first() else {
+            return Ok(self.next_offset);
+        };
+        let mut next = self.next_offset;
+        let mut position = 0;
+        for batch in batches {
+            check_crc(
+                batch,
+                crc32c::crc32c(&batch.as_bytes()[CRC_START..]),
+                position,
+            )?;
+            if batch.base_offset() < next {
+                return Err(SegmentError::OffsetsNotAscending {
+                    position,
+                    offset: batch.base_offset(),
+                    prev_last: next - 1,
+                });
+            }
+            next = batch.base_offset() + batch.offset_span();
+            position += batch.len();
+        }
+        if position != records.len() {
+            return Err(SegmentError::Batch(BatchError::BadLength {
+                position,
+                length: records.len() as i32,
+            }));
+        }
+        if self.body_len == 0 {
+            self.base_offset = first.base_offset();
+        }
+        self.close_arena();
+        for batch in batches {
+            self.note_appended(batch, batch.base_offset());
+        }
+        self.done.push_holding(records, held);
+        Ok(first.base_offset())
+    }
+
+    /// As [`SegmentWriter::append_at_offsets`], copying the batches into the
+    /// arena (for batches that are a small part of a large buffer), their
+    /// CRCs checked while they are copied.
+    pub fn append_copy_at_offsets(&mut self, batches: &[RecordBatch]) -> Result<i64, SegmentError> {
+        let Some(first) = batches.first() else {
+            return Ok(self.next_offset);
+        };
+        let checkpoint = self.checkpoint();
+        let base = (self.base_offset, self.body_len == 0);
+        let mut position = 0;
+        for batch in batches {
+            let result = if batch.base_offset() < self.next_offset {
+                Err(SegmentError::OffsetsNotAscending {
+                    position,
+                    offset: batch.base_offset(),
+                    prev_last: self.next_offset - 1,
+                })
+            } else {
+                if self.body_len == 0 {
+                    self.base_offset = batch.base_offset();
+                }
+                self.next_offset = batch.base_offset();
+                self.append_one_verifying(batch, position)
+            };
+            if let Err(e) = result {
+                self.rollback(checkpoint);
+                if base.1 {
+                    self.base_offset = base.0;
+                }
+                return Err(e);
+            }
+            position += batch.len();
+        }
+        Ok(first.base_offset())
     }
 
     fn checkpoint(&self) -> Checkpoint {
@@ -723,6 +813,147 @@ mod tests {
         assert_eq!(w.append(&batch(150, 40)).unwrap(), 1003);
         assert_eq!(w.append(&batch(1, 60)).unwrap(), 1153);
         w.seal(777).unwrap()
+    }
+
+    /// A batch of `n` records at `base` (its own offsets, as a source gave them).
+    fn batch_at(base: i64, n: usize, ts: i64) -> RecordBatch {
+        let mut b = BatchBuilder::new(base, ts);
+        for i in 0..n {
+            b.push(Some(b"k"), Some(format!("v{i}").as_bytes()), &[]);
+        }
+        RecordBatch::parse(b.finish()).unwrap()
+    }
+
+    fn blob(batches: &[RecordBatch]) -> (Bytes, Vec<RecordBatch>) {
+        let mut all = Vec::new();
+        for b in batches {
+            all.extend_from_slice(b.as_bytes());
+        }
+        let all = Bytes::from(all);
+        let parsed = Batches::new(all.clone())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        (all, parsed)
+    }
+
+    #[test]
+    fn offsets_kept_with_gaps_in_both_append_paths() {
+        for copy in [false, true] {
+            // A partition whose log starts at 1000 at the source, then skips
+            // 1005..1009 (compacted away).
+            let mut w = SegmentWriter::new(0);
+            let (records, batches) = blob(&[batch_at(1000, 5, 10), batch_at(1010, 3, 11)]);
+            let first = if copy {
+                w.append_copy_at_offsets(&batches).unwrap()
+            } else {
+                w.append_at_offsets(records.clone(), records.len(), &batches)
+                    .unwrap()
+            };
+            assert_eq!(first, 1000);
+            assert_eq!((w.base_offset(), w.next_offset()), (1000, 1013));
+            let (more, more_batches) = blob(&[batch_at(1020, 2, 12)]);
+            if copy {
+                w.append_copy_at_offsets(&more_batches).unwrap();
+            } else {
+                w.append_at_offsets(more.clone(), more.len(), &more_batches)
+                    .unwrap();
+            }
+            let sealed = w.seal(99).unwrap();
+            assert_eq!(
+                (
+                    sealed.info.base_offset,
+                    sealed.info.last_offset,
+                    sealed.info.message_count
+                ),
+                (1000, 1021, 10)
+            );
+            let r = SegmentReader::open(sealed.segment.to_bytes()).unwrap();
+            let offsets: Vec<(i64, i64)> = r
+                .batches()
+                .map(|b| (b.base_offset(), b.last_offset()))
+                .collect();
+            assert_eq!(offsets, [(1000, 1004), (1010, 1012), (1020, 1021)]);
+            // An offset inside the gap: the index leads to a batch at or
+            // before it, and the reader continues with the next batch.
+            let idx = Index::parse(&sealed.index).unwrap();
+            let entry = idx.lookup(1007).unwrap();
+            assert!(entry.offset <= 1007);
+            let next = r.batches().find(|b| b.last_offset() >= 1007).unwrap();
+            assert_eq!(next.base_offset(), 1010);
+            if !copy {
+                assert!(
+                    sealed
+                        .segment
+                        .pieces()
+                        .iter()
+                        .any(|p| p.as_ptr() == records.as_ptr()),
+                    "the fetched records are a piece of the segment: no copy"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn offsets_behind_the_log_or_bad_crcs_change_nothing() {
+        for copy in [false, true] {
+            let mut w = SegmentWriter::new(0);
+            let (records, batches) = blob(&[batch_at(100, 4, 10)]);
+            w.append_at_offsets(records.clone(), records.len(), &batches)
+                .unwrap();
+            let append = |w: &mut SegmentWriter, list: &[RecordBatch]| {
+                let (records, batches) = blob(list);
+                if copy {
+                    w.append_copy_at_offsets(&batches)
+                } else {
+                    w.append_at_offsets(records.clone(), records.len(), &batches)
+                }
+            };
+            // Overlaps the log's end (103), or out of order within the call.
+            let e = append(&mut w, &[batch_at(103, 1, 10)]).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    SegmentError::OffsetsNotAscending {
+                        offset: 103,
+                        prev_last: 103,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            let e = append(&mut w, &[batch_at(110, 5, 10), batch_at(112, 1, 10)]).unwrap_err();
+            assert!(
+                matches!(e, SegmentError::OffsetsNotAscending { offset: 112, .. }),
+                "{e}"
+            );
+            let mut bad = batch_at(200, 2, 10).as_bytes().to_vec();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            let bad = RecordBatch::parse(Bytes::from(bad)).unwrap();
+            let e = append(&mut w, &[batch_at(150, 1, 10), bad]).unwrap_err();
+            assert!(
+                matches!(e, SegmentError::Batch(BatchError::BadCrc { .. })),
+                "{e}"
+            );
+            assert_eq!(
+                (w.base_offset(), w.next_offset()),
+                (100, 104),
+                "copy={copy}"
+            );
+            let sealed = w.seal(1).unwrap();
+            assert_eq!(sealed.info.message_count, 4);
+            SegmentReader::open(sealed.segment.to_bytes()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_failed_first_append_keeps_the_base_offset() {
+        let mut w = SegmentWriter::new(7);
+        let mut bad = batch_at(500, 2, 10).as_bytes().to_vec();
+        bad[70] ^= 1;
+        let bad = RecordBatch::parse(Bytes::from(bad)).unwrap();
+        assert!(w.append_copy_at_offsets(&[bad]).is_err());
+        assert_eq!((w.base_offset(), w.next_offset()), (7, 7));
     }
 
     /// A batch large enough to cross several copy blocks.

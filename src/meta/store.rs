@@ -264,14 +264,18 @@ impl MetaStore {
     /// Commits uploaded segments of several partitions (at most
     /// [`MAX_COMMIT_PARTITIONS`]: callers split larger flushes) in one transaction.
     /// Each partition must still be in the state its writer expects (same
-    /// next offset and epoch), and its segment must start at that next offset;
+    /// next offset and epoch), and its segment must start at that next offset
+    /// or beyond it (an offset gap);
     /// otherwise nothing is committed and the first partition that moved on is
     /// reported as a [`MetaError::Conflict`]. Returns the new states.
     pub fn commit(&mut self, commits: &[SegmentCommit]) -> Result<Vec<PartitionState>, MetaError> {
         let mut txn = Txn::default();
         let mut states = Vec::with_capacity(commits.len());
         for c in commits {
-            if c.segment.base_offset != c.expected.next_offset {
+            // A segment may start beyond the next offset (a mirrored
+            // partition keeps its source's offsets, gaps included), never
+            // before it.
+            if c.segment.base_offset < c.expected.next_offset {
                 return Err(MetaError::Conflict {
                     topic: c.topic.clone(),
                     partition: c.partition,
