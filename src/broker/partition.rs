@@ -322,6 +322,65 @@ impl PartitionLog {
         })
     }
 
+    /// Appends batches at the offsets they carry (a mirror copying another
+    /// cluster's log byte for byte), gaps allowed, never behind the log's
+    /// end. `records` are whole batches, e.g. a raw fetch's slice of the
+    /// source's response frame inside a buffer of `held` bytes: kept in
+    /// place when they are most of that buffer (see [`ProducedRecords`]),
+    /// else copied. Each CRC32C is checked; all or nothing. No producer
+    /// state is kept: the source's producer fields are copied as they are.
+    // The mirror's append (issue 13); until its pullers call it, the unit
+    // test below is its only caller.
+    #[allow(dead_code)]
+    pub fn append_at_offsets(
+        &self,
+        records: Bytes,
+        held: usize,
+        segment_bytes: usize,
+        pool: &BufferPool,
+    ) -> Result<Appended, ErrorCode> {
+        let batches: Vec<RecordBatch> = Batches::new(records.clone())
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.refuse_corrupt(&e))?;
+        if batches.is_empty() || batches.iter().any(|b| b.compression().is_err()) {
+            return Err(ErrorCode::CORRUPT_MESSAGE);
+        }
+        let mut state = self.state.borrow_mut();
+        let st = &mut *state;
+        let next = st.next_offset;
+        let open = st.open.get_or_insert_with(|| OpenSegment {
+            writer: SegmentWriter::with_buffer(next, BytesMut::new()),
+            opened: Instant::now(),
+            acks: Vec::new(),
+            producer_batches: Vec::new(),
+        });
+        let len = records.len();
+        let in_place = len >= REFERENCE_MIN && len.saturating_mul(2) >= held;
+        let appended = if in_place {
+            open.writer
+                .append_at_offsets(records, held.max(len), &batches)
+        } else {
+            if open.writer.arena_spare() < len {
+                let rest =
+                    (segment_bytes + segment_bytes / 8).saturating_sub(open.writer.body_len());
+                open.writer
+                    .give_arena(pool.take(rest.max(len).max(64 * 1024)));
+            }
+            open.writer.append_copy_at_offsets(&batches)
+        };
+        let base_offset = appended.map_err(|e| match e {
+            SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            e => self.refuse_corrupt(&e),
+        })?;
+        let (tx, rx) = oneshot::channel();
+        open.acks.push(tx);
+        st.next_offset = open.writer.next_offset();
+        Ok(Appended::Pending {
+            base_offset,
+            durable: rx,
+        })
+    }
+
     /// Whether the open segment should be flushed now, and when it will be due.
     pub fn flush_due(
         &self,
@@ -706,6 +765,93 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn batches_at(list: &[(i64, usize)]) -> Bytes {
+        let mut out = Vec::new();
+        for &(base, n) in list {
+            let mut b = kafscale_codec::batch::BatchBuilder::new(base, 1_000);
+            for i in 0..n {
+                b.push(Some(b"k"), Some(format!("v{i}").as_bytes()), &[]);
+            }
+            out.extend_from_slice(&b.finish());
+        }
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn mirrored_batches_keep_their_offsets_and_gaps() {
+        let log = PartitionLog::new("m".into(), 0, PartitionState::NEW, Vec::new(), None);
+        let pool = BufferPool::new(1 << 20);
+        // The source's log starts at 1000 and skips 1005..1009.
+        let records = batches_at(&[(1000, 5), (1010, 3)]);
+        let Ok(Appended::Pending {
+            base_offset,
+            mut durable,
+        }) = log.append_at_offsets(records.clone(), records.len(), 8 << 20, &pool)
+        else {
+            panic!("not appended");
+        };
+        assert_eq!(base_offset, 1000);
+        // Behind the log's end (1013): refused, nothing changes.
+        let behind = batches_at(&[(1012, 2)]);
+        assert!(matches!(
+            log.append_at_offsets(behind.clone(), behind.len(), 8 << 20, &pool),
+            Err(ErrorCode::CORRUPT_MESSAGE)
+        ));
+        // A corrupt batch is refused too.
+        let mut bad = batches_at(&[(2000, 1)]).to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(
+            log.append_at_offsets(Bytes::from(bad), 100, 8 << 20, &pool)
+                .is_err()
+        );
+        let f = log.take_for_flush(5).expect("an open segment");
+        assert_eq!(
+            (
+                f.sealed.info.base_offset,
+                f.sealed.info.last_offset,
+                f.sealed.info.message_count
+            ),
+            (1000, 1012, 8)
+        );
+        assert!(
+            durable.try_recv().unwrap().is_none(),
+            "not durable before the commit"
+        );
+        let state = PartitionState {
+            next_offset: f.sealed.info.last_offset + 1,
+            ..PartitionState::NEW
+        };
+        log.committed(f, state);
+        assert_eq!(log.high_watermark(), 1013);
+        assert_eq!(durable.try_recv().unwrap(), Some(Ok(())));
+        // The next segment continues after the log's end, past another gap;
+        // large fetched records stay where they are (no copy).
+        let mut big = kafscale_codec::batch::BatchBuilder::new(1100, 1_000);
+        for _ in 0..100 {
+            big.push(None, Some(&[7u8; 1024]), &[]);
+        }
+        let later = big.finish();
+        assert!(later.len() >= REFERENCE_MIN);
+        assert!(
+            log.append_at_offsets(later.clone(), later.len(), 8 << 20, &pool)
+                .is_ok()
+        );
+        let f = log.take_for_flush(6).unwrap();
+        assert_eq!(
+            (f.sealed.info.base_offset, f.sealed.info.last_offset),
+            (1100, 1199)
+        );
+        assert!(
+            f.sealed
+                .segment
+                .pieces()
+                .iter()
+                .any(|p| p.as_ptr() == later.as_ptr()),
+            "kept in place"
+        );
+    }
 
     #[test]
     fn only_records_that_are_most_of_their_buffer_stay_in_place() {
