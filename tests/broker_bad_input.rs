@@ -137,6 +137,39 @@ fn unsupported_api_versions_version_gets_kafkas_answer() {
     assert!(closed(&mut s));
 }
 
+/// A batch whose record count and offset range disagree (one record claiming
+/// 2^31 - 1 offsets; no records), CRC valid, is refused with INVALID_RECORD
+/// as Kafka does, and the log's end does not move.
+#[test]
+fn a_batch_claiming_more_offsets_than_records_is_invalid_record() {
+    let b = start();
+    create_topic(&b, "claims", 1);
+    let mut s = connect(&b);
+    let mut claims = batch(&["one"]).to_vec();
+    claims[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+    let crc = crc32c::crc32c(&claims[21..]);
+    claims[17..21].copy_from_slice(&crc.to_be_bytes());
+    let mut no_records = batch(&["x"]).to_vec();
+    no_records[57..61].copy_from_slice(&0i32.to_be_bytes());
+    no_records[23..27].copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&no_records[21..]);
+    no_records[17..21].copy_from_slice(&crc.to_be_bytes());
+    for bad in [claims, no_records] {
+        let r = produce(&mut s, "claims", vec![(0, Bytes::from(bad))]).unwrap();
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 87, "INVALID_RECORD");
+    }
+    let r = produce(&mut s, "claims", vec![(0, batch(&["a", "b"]))]).unwrap();
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (0, 0),
+        "the log's end did not move"
+    );
+    let r = produce(&mut s, "claims", vec![(0, batch(&["c"]))]).unwrap();
+    assert_eq!(r.responses[0].partition_responses[0].base_offset, 2);
+}
+
 #[test]
 fn corrupt_batches_get_corrupt_message_and_nothing_is_appended() {
     let b = start();

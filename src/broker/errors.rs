@@ -34,6 +34,7 @@ impl ErrorCode {
     pub const GROUP_ID_NOT_FOUND: Self = Self(69);
     pub const NON_EMPTY_GROUP: Self = Self(68);
     pub const MEMBER_ID_REQUIRED: Self = Self(79);
+    pub const INVALID_RECORD: Self = Self(87);
 
     pub fn code(self) -> i16 {
         self.0

@@ -229,6 +229,16 @@ impl PartitionLog {
         if batches.iter().any(|b| b.compression().is_err()) {
             return Err(ErrorCode::CORRUPT_MESSAGE);
         }
+        // As Kafka checks a client's batches: at least one record, and as
+        // many offsets as records (a one-record batch claiming 2^31 offsets
+        // would move the log's end by that much).
+        if let Some(b) = batches
+            .iter()
+            .find(|b| b.record_count() <= 0 || i64::from(b.record_count()) != b.offset_span())
+        {
+            tracing::warn!(topic = %self.topic, partition = self.partition, records = b.record_count(), last_offset_delta = b.last_offset_delta(), "refusing a produce batch whose record count and offset range disagree");
+            return Err(ErrorCode::INVALID_RECORD);
+        }
         let mut state = self.state.borrow_mut();
         let st = &mut *state;
         // Idempotence: all batches of a request come from one producer. The
@@ -239,7 +249,10 @@ impl PartitionLog {
         if pid >= 0 {
             let epoch = first.producer_epoch();
             let first_seq = first.base_sequence();
-            let count: i32 = batches.iter().map(|b| b.record_count()).sum();
+            let count: i64 = batches.iter().map(|b| i64::from(b.record_count())).sum();
+            let Ok(count) = i32::try_from(count) else {
+                return Err(ErrorCode::INVALID_RECORD);
+            };
             let last_seq = first_seq.wrapping_add(count - 1);
             let known = st.producers.get(&pid);
             if let Some(dup) = known.and_then(|p| {
