@@ -567,3 +567,47 @@ fn embedded_store_takes_topics_of_hundreds_of_partitions() {
     let mut store = MetaStore::new(Box::new(FileKv::open(dir.path()).unwrap()), "default");
     large_topics(&mut store);
 }
+
+/// Group ids may hold any character: "a", "a/x" and a literal "a%2Fx" are
+/// three groups, and deleting one leaves the others.
+fn groups_with_slashes(store: &mut MetaStore) {
+    let offset = |o| kafscale::meta::CommittedOffset {
+        offset: o,
+        metadata: None,
+        leader_epoch: -1,
+    };
+    for (i, g) in ["a", "a/x", "a%2Fx"].iter().enumerate() {
+        store
+            .commit_offsets(g, &[("t".to_owned(), 0, offset(i as i64 + 1))])
+            .unwrap();
+    }
+    let mut names = store.group_names().unwrap();
+    names.sort();
+    assert_eq!(names, ["a", "a%2Fx", "a/x"]);
+    store.delete_group("a").unwrap();
+    let mut names = store.group_names().unwrap();
+    names.sort();
+    assert_eq!(names, ["a%2Fx", "a/x"], "deleting a left a/x alone");
+    assert_eq!(store.group_offsets("a/x").unwrap()[0].2.offset, 2);
+    assert_eq!(store.group_offsets("a%2Fx").unwrap()[0].2.offset, 3);
+    assert!(store.group_offsets("a").unwrap().is_empty());
+}
+
+#[test]
+fn embedded_store_keeps_groups_with_slashes_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MetaStore::new(Box::new(FileKv::open(dir.path()).unwrap()), "default");
+    groups_with_slashes(&mut store);
+}
+
+#[test]
+fn etcd_store_keeps_groups_with_slashes_apart() {
+    let Some(endpoints) = etcd_endpoints() else {
+        return;
+    };
+    let mut store = MetaStore::new(
+        Box::new(EtcdKv::connect(&endpoints).unwrap()),
+        unique_ns("slashes"),
+    );
+    groups_with_slashes(&mut store);
+}

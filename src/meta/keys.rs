@@ -44,7 +44,24 @@ pub fn segment(ns: &str, topic: &str, partition: u32, base_offset: i64) -> Strin
 }
 
 pub fn group_offset(ns: &str, group: &str, topic: &str, partition: u32) -> String {
+    let group = escape(group);
     format!("/kafscale/{ns}/groups/{group}/offsets/{topic}/{partition:010}")
+}
+
+/// A group id as one key segment: Kafka allows any characters in it, so `/`
+/// (and `%`, the escape) are percent-encoded; otherwise group "a" would own
+/// the keys of group "a/x" (a prefix delete of one removed the other).
+pub fn escape(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains(['/', '%']) {
+        name.replace('%', "%25").replace('/', "%2F").into()
+    } else {
+        name.into()
+    }
+}
+
+/// The group id of an escaped key segment.
+pub fn unescape(segment: &str) -> String {
+    segment.replace("%2F", "/").replace("%25", "%")
 }
 
 pub fn broker(ns: &str, broker_id: i32) -> String {
@@ -104,13 +121,16 @@ pub fn groups(ns: &str) -> String {
 }
 
 pub fn group(ns: &str, group: &str) -> String {
+    let group = escape(group);
     format!("/kafscale/{ns}/groups/{group}/")
 }
 
 pub fn group_meta(ns: &str, group: &str) -> String {
+    let group = escape(group);
     format!("/kafscale/{ns}/groups/{group}/meta")
 }
 
 pub fn group_offsets(ns: &str, group: &str) -> String {
+    let group = escape(group);
     format!("/kafscale/{ns}/groups/{group}/offsets/")
 }

@@ -623,7 +623,7 @@ impl MetaStore {
             .kv
             .range(&prefix)?
             .into_iter()
-            .filter_map(|(k, _)| k[prefix.len()..].split('/').next().map(str::to_owned))
+            .filter_map(|(k, _)| k[prefix.len()..].split('/').next().map(keys::unescape))
             .collect();
         names.dedup();
         Ok(names)
