@@ -112,3 +112,55 @@ async fn scenario(bootstrap: &str) {
     req.groups_names = vec![GroupId(s("g1"))];
     assert_eq!(call(c, 1, &req).await.results[0].error_code, 68);
 }
+
+/// A negative partition index names no partition: OffsetCommit and
+/// OffsetDelete answer UNKNOWN_TOPIC_OR_PARTITION for it and leave
+/// partition 0 alone (it used to be read as partition 0).
+#[test]
+fn negative_partitions_in_offset_requests_are_unknown() {
+    let b = start();
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    run(move || async move {
+        let client = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap();
+        let c = client.any_broker().await.unwrap();
+        let c = &*c;
+        let commit = |partition: i32, offset: i64| {
+            let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+            p.partition_index = partition;
+            p.committed_offset = offset;
+            let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+            t.name = TopicName(s("t"));
+            t.partitions = vec![p];
+            let mut req = OffsetCommitRequest::default();
+            req.group_id = GroupId(s("neg"));
+            req.generation_id_or_member_epoch = -1;
+            req.topics = vec![t];
+            async move { call(c, 5, &req).await.topics[0].partitions[0].error_code }
+        };
+        assert_eq!(commit(0, 5).await, 0);
+        assert_eq!(commit(-1, 99).await, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+        let fetch = || {
+            let mut t = OffsetFetchRequestTopic::default();
+            t.name = TopicName(s("t"));
+            t.partition_indexes = vec![0];
+            let mut req = OffsetFetchRequest::default();
+            req.group_id = GroupId(s("neg"));
+            req.topics = Some(vec![t]);
+            async move { call(c, 5, &req).await.topics[0].partitions[0].committed_offset }
+        };
+        assert_eq!(fetch().await, 5, "partition 0 kept its offset");
+        let mut p = offset_delete_request::OffsetDeleteRequestPartition::default();
+        p.partition_index = -1;
+        let mut t = offset_delete_request::OffsetDeleteRequestTopic::default();
+        t.name = TopicName(s("t"));
+        t.partitions = vec![p];
+        let mut req = OffsetDeleteRequest::default();
+        req.group_id = GroupId(s("neg"));
+        req.topics = vec![t];
+        let r = call(c, 0, &req).await;
+        assert_eq!(r.topics[0].partitions[0].error_code, 3);
+        assert_eq!(fetch().await, 5, "partition 0's offset was not deleted");
+    });
+}

@@ -60,13 +60,15 @@ pub async fn offset_commit(
     };
     let mut offsets = Vec::new();
     for t in &req.topics {
-        for p in &t.partitions {
+        // A negative partition index names no partition: answered
+        // UNKNOWN_TOPIC_OR_PARTITION below, never stored.
+        for p in t.partitions.iter().filter(|p| p.partition_index >= 0) {
             let o = CommittedOffset {
                 offset: p.committed_offset,
                 metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                 leader_epoch: p.committed_leader_epoch,
             };
-            offsets.push((t.name.0.to_string(), p.partition_index.max(0) as u32, o));
+            offsets.push((t.name.0.to_string(), p.partition_index as u32, o));
         }
     }
     let code = if check != ErrorCode::NONE {
@@ -98,7 +100,7 @@ pub async fn offset_commit(
                 .map(|p| {
                     let mut rp = OffsetCommitResponsePartition::default();
                     rp.partition_index = p.partition_index;
-                    rp.error_code = code.code();
+                    rp.error_code = partition_code(p.partition_index, code).code();
                     rp
                 })
                 .collect();
@@ -248,7 +250,8 @@ pub async fn offset_delete(
         .flat_map(|t| {
             t.partitions
                 .iter()
-                .map(move |p| (t.name.0.to_string(), p.partition_index.max(0) as u32))
+                .filter(|p| p.partition_index >= 0)
+                .map(move |p| (t.name.0.to_string(), p.partition_index as u32))
         })
         .collect();
     let mut resp = OffsetDeleteResponse::default();
@@ -277,7 +280,7 @@ pub async fn offset_delete(
                 .map(|p| {
                     let mut rp = OffsetDeleteResponsePartition::default();
                     rp.partition_index = p.partition_index;
-                    rp.error_code = code.code();
+                    rp.error_code = partition_code(p.partition_index, code).code();
                     rp
                 })
                 .collect();
@@ -285,4 +288,14 @@ pub async fn offset_delete(
         })
         .collect();
     respond(header, &resp)
+}
+
+/// The answer for one partition of an offset request: a negative index
+/// names no partition.
+fn partition_code(partition: i32, request: ErrorCode) -> ErrorCode {
+    if partition < 0 {
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+    } else {
+        request
+    }
 }
