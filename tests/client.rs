@@ -403,6 +403,48 @@ fn kafscale_admin_and_group_offsets() {
     admin_and_group_offsets(format!("127.0.0.1:{}", b.port));
 }
 
+/// A topic of two billion partitions is refused at once (it used to be
+/// attempted, one metadata key per partition).
+#[test]
+fn kafscale_partition_counts_are_capped() {
+    let b = common::start();
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    run(move || async move {
+        let mut cfg = ClientConfig::new(&bootstrap);
+        cfg.request_timeout = Duration::from_secs(10);
+        let c = Client::connect(cfg).await.unwrap();
+        let e = c
+            .create_topics(
+                &[NewTopic::new("huge", 2_000_000_000)],
+                Duration::from_secs(5),
+            )
+            .await
+            .pop()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code(), Some(KafkaCode(37)), "INVALID_PARTITIONS: {e}");
+        assert!(e.to_string().contains("--max-partitions-per-topic"), "{e}");
+        c.ensure_topic(&NewTopic::new("small", 1)).await.unwrap();
+        use kafscale_codec::kafka_protocol::messages::CreatePartitionsRequest;
+        use kafscale_codec::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+        let mut t = CreatePartitionsTopic::default();
+        t.name = kafscale_codec::kafka_protocol::messages::TopicName("small".into());
+        t.count = 2_000_000_000;
+        let mut req = CreatePartitionsRequest::default();
+        req.topics = vec![t];
+        req.timeout_ms = 5000;
+        let conn = c.any_broker().await.unwrap();
+        let r = conn.call(&req).await.unwrap();
+        assert_eq!(r.results[0].error_code, 37);
+        assert_eq!(
+            c.metadata(&["small"]).await.unwrap().topics[0]
+                .partitions
+                .len(),
+            1
+        );
+    });
+}
+
 #[test]
 fn kafscale_timeouts_and_lost_connections() {
     let mut b = common::start();

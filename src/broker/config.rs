@@ -144,6 +144,13 @@ pub struct BrokerArgs {
     /// Partitions of auto-created topics.
     #[arg(long, env = "KAFSCALE_DEFAULT_PARTITIONS", default_value_t = 1)]
     pub default_partitions: u32,
+    /// Most partitions one topic may have (CreateTopics, CreatePartitions).
+    #[arg(
+        long,
+        env = "KAFSCALE_MAX_PARTITIONS_PER_TOPIC",
+        default_value_t = 10_000
+    )]
+    pub max_partitions_per_topic: u32,
 }
 
 impl BrokerArgs {
@@ -195,6 +202,12 @@ impl BrokerArgs {
         }
         if self.default_partitions == 0 {
             bail!("--default-partitions must be at least 1");
+        }
+        if self.max_partitions_per_topic == 0 || self.max_partitions_per_topic > i32::MAX as u32 {
+            bail!("--max-partitions-per-topic must be between 1 and 2147483647");
+        }
+        if self.default_partitions > self.max_partitions_per_topic {
+            bail!("--default-partitions must be at most --max-partitions-per-topic");
         }
         if self.shards == Some(0) {
             bail!("--shards must be at least 1");

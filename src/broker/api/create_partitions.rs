@@ -28,6 +28,14 @@ pub async fn handle(
                 ErrorCode::INVALID_PARTITIONS,
                 format!("partition count must be positive, got {}", t.count),
             ))
+        } else if t.count as u32 > shard.args.max_partitions_per_topic {
+            Err((
+                ErrorCode::INVALID_PARTITIONS,
+                format!(
+                    "{} partitions are more than this broker allows per topic ({}, --max-partitions-per-topic)",
+                    t.count, shard.args.max_partitions_per_topic
+                ),
+            ))
         } else if req.validate_only {
             match shard.meta.topic(&name).await {
                 Ok(Some(m)) if (t.count as u32) > m.partitions => Ok(()),

@@ -51,6 +51,14 @@ pub async fn handle(
                 ErrorCode::INVALID_PARTITIONS,
                 format!("number of partitions must be positive, got {partitions}"),
             ))
+        } else if partitions as u32 > shard.args.max_partitions_per_topic {
+            Some((
+                ErrorCode::INVALID_PARTITIONS,
+                format!(
+                    "{partitions} partitions are more than this broker allows per topic ({}, --max-partitions-per-topic)",
+                    shard.args.max_partitions_per_topic
+                ),
+            ))
         } else {
             None
         };
