@@ -537,7 +537,18 @@ fn cluster_broker(
     dir: &std::path::Path,
     flush_ms: u32,
 ) -> Option<ClusterBroker> {
-    let (Ok(s3), Ok(etcd)) = (
+    broker_on_etcd(id, suffix, dir, flush_ms, None)
+}
+
+/// As [`cluster_broker`], on the etcd at `etcd` instead of the shared one.
+fn broker_on_etcd(
+    id: i32,
+    suffix: &str,
+    dir: &std::path::Path,
+    flush_ms: u32,
+    etcd: Option<&str>,
+) -> Option<ClusterBroker> {
+    let (Ok(s3), Ok(shared_etcd)) = (
         std::env::var("KAFSCALE_TEST_S3_ENDPOINT"),
         std::env::var("KAFSCALE_TEST_ETCD_ENDPOINTS"),
     ) else {
@@ -547,6 +558,7 @@ fn cluster_broker(
         );
         return None;
     };
+    let etcd = etcd.map_or(shared_etcd, str::to_owned);
     let port = common::free_port();
     let metrics_port = common::free_port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_kafscale"))
@@ -598,6 +610,102 @@ fn cluster_broker(
         port,
         metrics_port,
     })
+}
+
+/// An etcd of this test's own, so it can be paused without touching the
+/// other tests' etcd.
+struct OwnEtcd {
+    child: std::process::Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for OwnEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn own_etcd() -> OwnEtcd {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (common::free_port(), common::free_port());
+    let endpoint = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = std::process::Command::new("etcd")
+        .args(["--name", "own", "--data-dir"])
+        .arg(dir.path().join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &endpoint,
+            "--advertise-client-urls",
+            &endpoint,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("own={peer_url}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcd (scripts/setup installs it)");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "etcd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    OwnEtcd {
+        child,
+        endpoint,
+        _dir: dir,
+    }
+}
+
+/// A metadata store that cannot answer does not make a topic listing come
+/// back empty (a client would take every topic for deleted): the broker
+/// closes the connection and the client retries.
+#[test]
+fn kafscale_topic_listing_without_metadata_store_is_not_empty() {
+    if std::env::var("KAFSCALE_TEST_S3_ENDPOINT").is_err() {
+        assert!(
+            std::env::var_os("KAFSCALE_TEST_REQUIRE_SERVERS").is_none(),
+            "the S3 server is not set but KAFSCALE_TEST_REQUIRE_SERVERS is"
+        );
+        return;
+    }
+    let etcd = own_etcd();
+    let dir = tempfile::tempdir().unwrap();
+    let suffix = uuid_ish()[..10].to_owned();
+    let b = broker_on_etcd(0, &suffix, dir.path(), 20, Some(&etcd.endpoint)).unwrap();
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (paused_tx, paused_rx) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        run(move || async move {
+            let mut cfg = ClientConfig::new(&bootstrap);
+            cfg.retries = 0;
+            let c = Client::connect(cfg).await.unwrap();
+            c.ensure_topic(&NewTopic::new("listed", 1)).await.unwrap();
+            let all = c.metadata(&[]).await.unwrap();
+            assert!(all.topic("listed").is_some());
+            tx.send(()).unwrap();
+            paused_rx.recv().unwrap();
+            match c.metadata(&[]).await {
+                Ok(m) => panic!("a topic listing while the store is away: {:?}", m.topics),
+                Err(e) => assert!(matches!(e, ClientError::ConnectionLost { .. }), "{e}"),
+            }
+        })
+    });
+    rx.recv().unwrap();
+    common::signal(etcd.child.id(), "STOP");
+    paused_tx.send(()).unwrap();
+    let r = client.join();
+    common::signal(etcd.child.id(), "CONT");
+    r.unwrap();
+    drop(b);
 }
 
 /// Two brokers on S3 + etcd; the leader of a partition is stopped while an

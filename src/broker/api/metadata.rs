@@ -62,8 +62,12 @@ pub async fn handle(
     let allow_create = header.api_version < 4 || req.allow_auto_topic_creation;
     match wanted {
         None => {
-            let topics = shard.meta.topics().await.map_err(|e| e.to_string());
-            for t in topics.unwrap_or_default() {
+            // No answer rather than an empty list, which a client would take
+            // for "every topic was deleted": it reconnects and asks again.
+            let topics = shard.meta.topics().await.map_err(|e| {
+                format!("the metadata store cannot list the topics ({e}); not answering with none")
+            })?;
+            for t in topics {
                 resp.topics.push(topic_entry(&t, cluster));
             }
         }
