@@ -403,6 +403,54 @@ fn kafscale_admin_and_group_offsets() {
     admin_and_group_offsets(format!("127.0.0.1:{}", b.port));
 }
 
+/// A fetch asking for everything gets at most --fetch-max-bytes (and always
+/// one whole batch), however much the partition holds.
+#[test]
+fn kafscale_fetch_answers_are_clamped() {
+    let b = common::start_with(&["--fetch-max-bytes", "256KiB"]);
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap();
+        c.ensure_topic(&NewTopic::new("clamped", 1)).await.unwrap();
+        let value = vec![9u8; 100 * 1024];
+        for _ in 0..10 {
+            let mut bb = BatchBuilder::new(0, 1);
+            bb.push(None, Some(&value), &[]);
+            c.produce_raw("clamped", 0, bb.finish(), Acks::All)
+                .await
+                .unwrap();
+        }
+        let mut spec = FetchSpec::new("clamped", 0, 0);
+        spec.max_bytes = i32::MAX;
+        let opts = FetchOptions {
+            max_bytes: i32::MAX,
+            ..FetchOptions::default()
+        };
+        let f = c.fetch_partition(&spec, &opts).await.unwrap();
+        assert!(f.bytes() <= 256 * 1024 + 110 * 1024, "{} bytes", f.bytes());
+        assert!(!f.batches.is_empty());
+        assert!(f.batches.len() < 10, "{} batches", f.batches.len());
+        // One batch larger than the limit still comes whole.
+        let big = vec![1u8; 400 * 1024];
+        let mut bb = BatchBuilder::new(0, 1);
+        bb.push(None, Some(&big), &[]);
+        let at = c
+            .produce_raw("clamped", 0, bb.finish(), Acks::All)
+            .await
+            .unwrap()
+            .unwrap()
+            .base_offset;
+        let f = c
+            .fetch_partition(&FetchSpec::new("clamped", 0, at), &opts)
+            .await
+            .unwrap();
+        assert_eq!(f.batches.len(), 1);
+        assert!(f.bytes() > 400 * 1024);
+    });
+}
+
 /// A topic of two billion partitions is refused at once (it used to be
 /// attempted, one metadata key per partition).
 #[test]

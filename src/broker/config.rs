@@ -129,6 +129,10 @@ pub struct BrokerArgs {
     /// Largest request frame accepted.
     #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value = "100MiB")]
     pub max_frame_bytes: ByteSize,
+    /// Most record bytes one fetch answer carries, whatever the client asks
+    /// (Kafka's fetch.max.bytes; one whole batch always comes).
+    #[arg(long, env = "KAFSCALE_FETCH_MAX_BYTES", default_value = "55MiB")]
+    pub fetch_max_bytes: ByteSize,
     /// This broker's id in the cluster. Default: 0 with embedded metadata;
     /// with etcd, the lowest id no live broker holds.
     #[arg(long, env = "KAFSCALE_BROKER_ID")]
@@ -217,6 +221,9 @@ impl BrokerArgs {
         }
         if self.fetch_cache().0 > self.memory_budget.0 / 2 {
             bail!("--fetch-cache-bytes must be at most half of --memory-budget");
+        }
+        if self.fetch_max_bytes.0 < 1024 || self.fetch_max_bytes.0 > i32::MAX as u64 {
+            bail!("--fetch-max-bytes must be between 1KiB and 2GiB");
         }
         if self.max_frame_bytes.0 < 1024 || self.max_frame_bytes.0 > i32::MAX as u64 {
             bail!("--max-frame-bytes must be between 1KiB and 2GiB");

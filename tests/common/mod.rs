@@ -19,6 +19,7 @@ pub struct Broker {
     child: Child,
     pub port: u16,
     pub metrics_port: u16,
+    extra: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -53,14 +54,21 @@ pub fn free_port() -> u16 {
 }
 
 pub fn start() -> Broker {
+    start_with(&[])
+}
+
+/// A broker with extra flags (kept across [`Broker::restart`]).
+pub fn start_with(extra: &[&str]) -> Broker {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let metrics_port = free_port();
-    let child = spawn_broker(dir.path(), port, metrics_port);
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let child = spawn_broker(dir.path(), port, metrics_port, &extra);
     Broker {
         child,
         port,
         metrics_port,
+        extra,
         _dir: dir,
     }
 }
@@ -71,11 +79,11 @@ impl Broker {
     pub fn restart(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        self.child = spawn_broker(self._dir.path(), self.port, self.metrics_port);
+        self.child = spawn_broker(self._dir.path(), self.port, self.metrics_port, &self.extra);
     }
 }
 
-fn spawn_broker(dir: &std::path::Path, port: u16, metrics_port: u16) -> Child {
+fn spawn_broker(dir: &std::path::Path, port: u16, metrics_port: u16, extra: &[String]) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_kafscale"))
         .args([
             "broker",
@@ -94,6 +102,7 @@ fn spawn_broker(dir: &std::path::Path, port: u16, metrics_port: u16) -> Child {
             "--shards",
             "2",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -61,10 +61,13 @@ pub async fn handle(
     let req: FetchRequest = decode(body, version)?;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
+    // Clamped before anything is read from the object store: a client's
+    // i32::MAX would otherwise read whole partitions into one answer.
+    let limit = shard.args.fetch_max_bytes.0 as usize;
     let max_bytes = if req.max_bytes > 0 {
-        req.max_bytes as usize
+        (req.max_bytes as usize).min(limit)
     } else {
-        usize::MAX
+        limit
     };
 
     let mut topics: Vec<FetchTopic> = Vec::new();
@@ -104,7 +107,7 @@ pub async fn handle(
                 name: meta.as_ref().map(|m| m.name.clone()),
                 partition: p.partition,
                 offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes.max(0) as usize,
+                max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),
                 error,
             });
         }
