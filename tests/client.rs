@@ -403,6 +403,54 @@ fn kafscale_admin_and_group_offsets() {
     admin_and_group_offsets(format!("127.0.0.1:{}", b.port));
 }
 
+/// 600 connections that each announce a 1 MiB request and send 10 bytes of
+/// it hold more than the whole memory budget (512 MiB): other clients are
+/// still served at once (small requests never wait for the budget), and the
+/// stalled connections are closed after the frame deadline, giving their
+/// reservations back. (Before: nobody else could even finish ApiVersions.)
+#[test]
+fn kafscale_stalled_large_frames_do_not_stop_other_clients() {
+    use std::io::{Read, Write};
+    let b = common::start_with(&["--frame-read-timeout-ms", "3000"]);
+    let mut stalled = Vec::new();
+    for _ in 0..600 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+        let mut head = ((1 << 20) - 100i32).to_be_bytes().to_vec();
+        head.extend_from_slice(&[0u8; 10]);
+        s.write_all(&head).unwrap();
+        stalled.push(s);
+    }
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let started = std::time::Instant::now();
+    run(move || async move {
+        let mut cfg = ClientConfig::new(&bootstrap);
+        cfg.request_timeout = Duration::from_secs(2);
+        cfg.connect_timeout = Duration::from_secs(2);
+        cfg.retries = 0;
+        let c = Client::connect(cfg).await.unwrap();
+        c.ensure_topic(&NewTopic::new("served", 1)).await.unwrap();
+        c.produce_raw("served", 0, batch(1, 2, Compression::None, "s"), Acks::All)
+            .await
+            .unwrap();
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "served while the frames stall"
+    );
+    // The stalled connections are closed once the deadline passes (a read
+    // that times out means still open).
+    for i in [0, stalled.len() - 1] {
+        let s = &mut stalled[i];
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 1];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("stalled connection {i} is still open: {other:?}"),
+        }
+    }
+}
+
 /// A fetch asking for everything gets at most --fetch-max-bytes (and always
 /// one whole batch), however much the partition holds.
 #[test]

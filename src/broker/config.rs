@@ -129,6 +129,10 @@ pub struct BrokerArgs {
     /// Largest request frame accepted.
     #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value = "100MiB")]
     pub max_frame_bytes: ByteSize,
+    /// How long a request frame's body may take to arrive after its length
+    /// (and a new connection's first bytes after it connects).
+    #[arg(long, env = "KAFSCALE_FRAME_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub frame_read_timeout_ms: u64,
     /// Most record bytes one fetch answer carries, whatever the client asks
     /// (Kafka's fetch.max.bytes; one whole batch always comes).
     #[arg(long, env = "KAFSCALE_FETCH_MAX_BYTES", default_value = "55MiB")]
@@ -222,6 +226,9 @@ impl BrokerArgs {
         if self.fetch_cache().0 > self.memory_budget.0 / 2 {
             bail!("--fetch-cache-bytes must be at most half of --memory-budget");
         }
+        if self.frame_read_timeout_ms == 0 {
+            bail!("--frame-read-timeout-ms must be at least 1");
+        }
         if self.fetch_max_bytes.0 < 1024 || self.fetch_max_bytes.0 > i32::MAX as u64 {
             bail!("--fetch-max-bytes must be between 1KiB and 2GiB");
         }
@@ -229,6 +236,10 @@ impl BrokerArgs {
             bail!("--max-frame-bytes must be between 1KiB and 2GiB");
         }
         Ok(())
+    }
+
+    pub fn frame_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.frame_read_timeout_ms)
     }
 
     pub fn fetch_cache(&self) -> ByteSize {

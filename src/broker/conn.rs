@@ -2,8 +2,9 @@
 //!
 //! The reader reserves a frame's size from the shard's memory budget before
 //! reading its body (when the budget is spent it stops reading, and the client
-//! slows down), reads the body into one buffer, and starts a task per
-//! request. A produce request's buffer is split into its records pieces,
+//! slows down; frames under 64 KiB never wait), reads the body into one
+//! buffer within `--frame-read-timeout-ms` (a stalled sender loses its
+//! connection and its reservation), and starts a task per request. A produce request's buffer is split into its records pieces,
 //! which the owning partitions append (large ones without a copy). The writer
 //! awaits those tasks in order, so clients can pipeline (librdkafka keeps up
 //! to 5 produce requests in flight) while responses still go back in the
@@ -62,6 +63,15 @@ async fn read_body(
     }
     let _ignored = lowat.set(1);
     Ok(())
+}
+
+/// `fut`'s output, or `None` when `limit` passes first.
+async fn within<F: std::future::Future>(limit: std::time::Duration, fut: F) -> Option<F::Output> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
 }
 
 /// Waits (at most 2 s) until the peer has acknowledged everything written
@@ -134,6 +144,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     });
 
     let decoder = FrameDecoder::new(shard.args.max_frame_bytes.0 as usize);
+    let frame_timeout = shard.args.frame_read_timeout();
+    let mut first_frame = true;
     let mut last_produce: Option<oneshot::Receiver<()>> = None;
     loop {
         if shard.draining() || done.get() {
@@ -142,7 +154,22 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             break;
         }
         let mut prefix = [0u8; 4];
-        if rd.read_exact(&mut prefix).await.is_err() {
+        // A new connection must start talking within the frame deadline;
+        // between requests it may stay idle.
+        let read = rd.read_exact(&mut prefix);
+        let got = if first_frame {
+            match within(frame_timeout, read).await {
+                Some(r) => r,
+                None => {
+                    tracing::info!(%peer, "closing connection: nothing received within {frame_timeout:?} of connecting");
+                    break;
+                }
+            }
+        } else {
+            read.await
+        };
+        first_frame = false;
+        if got.is_err() {
             break; // closed by the client
         }
         let len = match decoder.peek_len(&prefix) {
@@ -154,15 +181,23 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 break;
             }
         };
-        let reservation = shard.reserve(len as u64).await;
+        let reservation = shard.reserve_frame(len as u64).await;
         let mut frame = if len >= MIN_POOLED {
             shard.pool.take(len)
         } else {
             BytesMut::with_capacity(len)
         };
         frame.resize(len, 0);
-        if read_body(&mut rd, &lowat, &mut frame).await.is_err() {
-            break;
+        // The body must follow its length within the deadline: a client
+        // that announces a frame and stalls gives its reservation back.
+        match within(frame_timeout, read_body(&mut rd, &lowat, &mut frame)).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) => break,
+            None => {
+                shard.metrics.bad_frames.fetch_add(1, Relaxed);
+                tracing::warn!(%peer, bytes = len, "closing connection: a request frame did not arrive within {frame_timeout:?}");
+                break;
+            }
         }
         let (header, body_at) = match parse_request_header(&frame) {
             Ok(x) => x,

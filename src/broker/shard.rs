@@ -80,6 +80,9 @@ impl Drop for ProduceInFlight {
 }
 
 /// Bytes reserved from a shard's memory budget, returned on drop.
+/// Request frames below this size never wait for the memory budget.
+pub const SMALL_FRAME: u64 = 64 * 1024;
+
 pub struct Reservation {
     budget: Rc<Semaphore>,
     units: u64,
@@ -164,6 +167,27 @@ impl Shard {
             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
         }
         self.produce_in_flight.get()
+    }
+
+    /// A request frame's reservation. Frames under [`SMALL_FRAME`] never
+    /// wait: when the budget is spent (large frames of slow or stalled
+    /// clients hold it) they go ahead unreserved, so ApiVersions, Metadata
+    /// and small produce requests are never starved by large ones. Their
+    /// overrun is bounded by connections x in-flight requests x 64 KiB.
+    pub async fn reserve_frame(&self, bytes: u64) -> Reservation {
+        if bytes >= SMALL_FRAME {
+            return self.reserve(bytes).await;
+        }
+        let units = bytes.max(1);
+        let units = if self.budget.try_acquire(units).unwrap_or(false) {
+            units
+        } else {
+            0
+        };
+        Reservation {
+            budget: self.budget.clone(),
+            units,
+        }
     }
 
     /// Waits until `bytes` fit in the budget and reserves them. A request larger
