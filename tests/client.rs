@@ -137,6 +137,22 @@ fn batch(base_ts: i64, n: usize, compression: Compression, tag: &str) -> Bytes {
     b.finish()
 }
 
+/// One batch of three records produced to a new topic and fetched back:
+/// the number of batches that came back (each checked to hold three).
+async fn produce_and_fetch(c: &Client, name: &str, compression: Compression) -> usize {
+    let topic = unique(name);
+    c.ensure_topic(&NewTopic::new(&topic, 1)).await.unwrap();
+    c.produce_raw(&topic, 0, batch(1, 3, compression, name), Acks::All)
+        .await
+        .unwrap();
+    let f = c
+        .fetch_partition(&FetchSpec::new(&topic, 0, 0), &FetchOptions::default())
+        .await
+        .unwrap();
+    assert!(f.batches.iter().all(|b| b.record_count() == 3));
+    f.batches.len()
+}
+
 /// Raw produce (acks 0, 1, all) then raw fetch: the bytes that come back are
 /// the bytes sent, but for the offset the broker gave.
 fn raw_round_trip(bootstrap: String) {
@@ -371,37 +387,35 @@ fn admin_and_group_offsets(bootstrap: String) {
     });
 }
 
+/// Each scenario as two tests: against our broker (embedded default) and
+/// against the Apache Kafka fixture.
+macro_rules! on_both_brokers {
+    ($($scenario:ident => $ours:ident, $theirs:ident;)*) => {$(
+        #[test]
+        fn $ours() {
+            let b = common::start();
+            $scenario(format!("127.0.0.1:{}", b.port));
+        }
+
+        #[test]
+        fn $theirs() {
+            let Some(k) = ApacheKafka::from_env() else {
+                return;
+            };
+            $scenario(k.plaintext);
+        }
+    )*};
+}
+
+on_both_brokers! {
+    confluent_codecs_fetched_raw => kafscale_confluent_codecs_fetched_raw, apache_confluent_codecs_fetched_raw;
+    raw_round_trip => kafscale_raw_round_trip, apache_raw_round_trip;
+    errors_name_the_problem => kafscale_errors_name_the_problem, apache_errors_name_the_problem;
+    idempotent_produce_exactly_once => kafscale_idempotent_produce_exactly_once, apache_idempotent_produce_exactly_once;
+    admin_and_group_offsets => kafscale_admin_and_group_offsets, apache_admin_and_group_offsets;
+}
+
 // ---- against our broker (embedded default) ----
-
-#[test]
-fn kafscale_confluent_codecs_fetched_raw() {
-    let b = common::start();
-    confluent_codecs_fetched_raw(format!("127.0.0.1:{}", b.port));
-}
-
-#[test]
-fn kafscale_raw_round_trip() {
-    let b = common::start();
-    raw_round_trip(format!("127.0.0.1:{}", b.port));
-}
-
-#[test]
-fn kafscale_errors_name_the_problem() {
-    let b = common::start();
-    errors_name_the_problem(format!("127.0.0.1:{}", b.port));
-}
-
-#[test]
-fn kafscale_idempotent_produce_exactly_once() {
-    let b = common::start();
-    idempotent_produce_exactly_once(format!("127.0.0.1:{}", b.port));
-}
-
-#[test]
-fn kafscale_admin_and_group_offsets() {
-    let b = common::start();
-    admin_and_group_offsets(format!("127.0.0.1:{}", b.port));
-}
 
 /// 600 connections that each announce a 1 MiB request and send 10 bytes of
 /// it hold more than the whole memory budget (512 MiB): other clients are
@@ -1094,46 +1108,6 @@ fn kafscale_etcd_takes_300_partitions_in_one_flush() {
 // ---- against Apache Kafka ----
 
 #[test]
-fn apache_confluent_codecs_fetched_raw() {
-    let Some(k) = ApacheKafka::from_env() else {
-        return;
-    };
-    confluent_codecs_fetched_raw(k.plaintext);
-}
-
-#[test]
-fn apache_raw_round_trip() {
-    let Some(k) = ApacheKafka::from_env() else {
-        return;
-    };
-    raw_round_trip(k.plaintext);
-}
-
-#[test]
-fn apache_errors_name_the_problem() {
-    let Some(k) = ApacheKafka::from_env() else {
-        return;
-    };
-    errors_name_the_problem(k.plaintext);
-}
-
-#[test]
-fn apache_idempotent_produce_exactly_once() {
-    let Some(k) = ApacheKafka::from_env() else {
-        return;
-    };
-    idempotent_produce_exactly_once(k.plaintext);
-}
-
-#[test]
-fn apache_admin_and_group_offsets() {
-    let Some(k) = ApacheKafka::from_env() else {
-        return;
-    };
-    admin_and_group_offsets(k.plaintext);
-}
-
-#[test]
 fn apache_scram_logins_over_plaintext_and_tls() {
     let Some(k) = ApacheKafka::from_env() else {
         return;
@@ -1147,17 +1121,8 @@ fn apache_scram_logins_over_plaintext_and_tls() {
         let cfg = k.scram(mechanism, tls);
         run(move || async move {
             let c = Client::connect(cfg).await.unwrap();
-            let topic = unique("sasl");
-            c.ensure_topic(&NewTopic::new(&topic, 1)).await.unwrap();
-            c.produce_raw(&topic, 0, batch(1, 3, Compression::Zstd, "s"), Acks::All)
-                .await
-                .unwrap();
-            let f = c
-                .fetch_partition(&FetchSpec::new(&topic, 0, 0), &FetchOptions::default())
-                .await
-                .unwrap();
-            assert_eq!(f.batches.len(), 1, "{mechanism:?} tls={tls}");
-            assert_eq!(f.batches[0].record_count(), 3);
+            let batches = produce_and_fetch(&c, "sasl", Compression::Zstd).await;
+            assert_eq!(batches, 1, "{mechanism:?} tls={tls}");
         });
     }
 }
@@ -1269,16 +1234,7 @@ fn apache_mutual_tls() {
     });
     run(move || async move {
         let c = Client::connect(with_cert).await.unwrap();
-        let topic = unique("mtls");
-        c.ensure_topic(&NewTopic::new(&topic, 1)).await.unwrap();
-        c.produce_raw(&topic, 0, batch(1, 2, Compression::Snappy, "m"), Acks::All)
-            .await
-            .unwrap();
-        let f = c
-            .fetch_partition(&FetchSpec::new(&topic, 0, 0), &FetchOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(f.batches[0].record_count(), 2);
+        assert_eq!(produce_and_fetch(&c, "mtls", Compression::Snappy).await, 1);
         let e = Client::connect(without).await.unwrap_err();
         let text = e.to_string();
         assert!(matches!(e, ClientError::Tls { .. }), "{text}");

@@ -92,18 +92,7 @@ impl Client {
     pub async fn create_topics(&self, topics: &[NewTopic], timeout: Duration) -> Vec<Result<()>> {
         let conn = match self.controller_or_any().await {
             Ok(c) => c,
-            Err(e) => {
-                let text = e.to_string();
-                let mut first = Some(e);
-                return topics
-                    .iter()
-                    .map(|_| {
-                        Err(first
-                            .take()
-                            .unwrap_or_else(|| ClientError::Config(text.clone())))
-                    })
-                    .collect();
-            }
+            Err(e) => return topics.iter().map(|_| Err(e.clone())).collect(),
         };
         let mut req = CreateTopicsRequest::default();
         req.timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
@@ -129,18 +118,7 @@ impl Client {
             .collect();
         let r = match conn.call(&req).await {
             Ok(r) => r,
-            Err(e) => {
-                let text = e.to_string();
-                let mut first = Some(e);
-                return topics
-                    .iter()
-                    .map(|_| {
-                        Err(first
-                            .take()
-                            .unwrap_or_else(|| ClientError::Config(text.clone())))
-                    })
-                    .collect();
-            }
+            Err(e) => return topics.iter().map(|_| Err(e.clone())).collect(),
         };
         topics
             .iter()

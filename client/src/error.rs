@@ -103,7 +103,7 @@ impl fmt::Debug for Api {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     #[error("bad client configuration: {0}")]
     Config(String),

@@ -13,7 +13,7 @@ use kafscale_codec::kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, F
 use kafscale_codec::kafka_protocol::protocol::Decodable;
 
 use crate::cluster::{Client, topic_name};
-use crate::error::{Api, ClientError, KafkaCode, Result};
+use crate::error::{ClientError, KafkaCode, Result};
 use crate::offsets::OffsetSpec;
 
 /// Kafka's isolation levels.
@@ -176,21 +176,12 @@ impl Client {
         specs: &[FetchSpec],
         opts: &FetchOptions,
     ) -> Vec<(usize, Result<FetchedPartition>)> {
+        // A failure of the whole request is every partition's answer.
         let all_fail = |e: ClientError, parts: &[(usize, i32)]| {
-            let text = e.to_string();
-            let mut out = Vec::with_capacity(parts.len());
-            let mut first = Some(e);
-            for &(i, _) in parts {
-                out.push((
-                    i,
-                    Err(first.take().unwrap_or_else(|| ClientError::ConnectionLost {
-                        addr: format!("broker {leader}"),
-                        api: Api(ApiKey::Fetch),
-                        reason: text.clone(),
-                    })),
-                ));
-            }
-            out
+            parts
+                .iter()
+                .map(|&(i, _)| (i, Err(e.clone())))
+                .collect::<Vec<_>>()
         };
         let conn = match self.broker(leader).await {
             Ok(c) => c,

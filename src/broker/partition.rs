@@ -61,6 +61,18 @@ impl ProducedRecords {
     }
 }
 
+impl OpenSegment {
+    /// Before copying `len` bytes: an arena with room for the rest of the
+    /// segment, so copies never regrow it.
+    fn make_room(&mut self, len: usize, segment_bytes: usize, pool: &BufferPool) {
+        if self.writer.arena_spare() < len {
+            let rest = (segment_bytes + segment_bytes / 8).saturating_sub(self.writer.body_len());
+            self.writer
+                .give_arena(pool.take(rest.max(len).max(64 * 1024)));
+        }
+    }
+}
+
 /// Answer to an appending producer once its records are durable (or not).
 pub type Durable = oneshot::Receiver<Result<(), ErrorCode>>;
 
@@ -295,13 +307,7 @@ impl PartitionLog {
         let appended = if let Some(held) = in_place {
             open.writer.append_stamped(records, held, &batches)
         } else {
-            if open.writer.arena_spare() < records.len() {
-                // Room for the rest of the segment, so copies never regrow it.
-                let rest =
-                    (segment_bytes + segment_bytes / 8).saturating_sub(open.writer.body_len());
-                open.writer
-                    .give_arena(pool.take(rest.max(records.len()).max(64 * 1024)));
-            }
+            open.make_room(records.len(), segment_bytes, pool);
             open.writer.append_verifying(&batches)
         };
         // All or nothing: a bad CRC anywhere appends none of the batches.
@@ -373,12 +379,7 @@ impl PartitionLog {
             open.writer
                 .append_at_offsets(records, held.max(len), &batches)
         } else {
-            if open.writer.arena_spare() < len {
-                let rest =
-                    (segment_bytes + segment_bytes / 8).saturating_sub(open.writer.body_len());
-                open.writer
-                    .give_arena(pool.take(rest.max(len).max(64 * 1024)));
-            }
+            open.make_room(len, segment_bytes, pool);
             open.writer.append_copy_at_offsets(&batches)
         };
         let base_offset = appended.map_err(|e| match e {
