@@ -17,7 +17,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,7 +32,7 @@ use kafscale_codec::kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafscale_codec::kafka_protocol::protocol::{Decodable, Request, StrBytes};
-use kafscale_shard::{RawSocket, Stream};
+use kafscale_shard::{RawSocket, Stream, within};
 
 use crate::buffers::{FrameBuffers, LARGE_FRAME};
 use crate::config::{Mechanism, SaslConfig};
@@ -737,16 +736,6 @@ async fn write_all(shared: &Shared, mut data: &[u8]) -> io::Result<()> {
         Pin::new(&mut *s).poll_flush(cx)
     })
     .await
-}
-
-/// `fut`'s output, or `None` when `limit` passes first.
-pub(crate) async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    let fut = std::pin::pin!(fut);
-    let sleep = std::pin::pin!(glommio::timer::sleep(limit));
-    match futures::future::select(fut, sleep).await {
-        futures::future::Either::Left((out, _)) => Some(out),
-        futures::future::Either::Right(_) => None,
-    }
 }
 
 #[cfg(test)]

@@ -237,8 +237,11 @@ impl RecordBatch {
         be_i32(&self.bytes, 57).unwrap_or(0)
     }
     /// `base_offset + last_offset_delta`.
+    /// Saturating: a batch from another cluster near `i64::MAX` must not
+    /// overflow (callers refuse such offsets).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset() + i64::from(self.last_offset_delta())
+        self.base_offset()
+            .saturating_add(i64::from(self.last_offset_delta()))
     }
     /// Number of offsets the batch occupies (`last_offset_delta + 1`).
     pub fn offset_span(&self) -> i64 {

@@ -479,14 +479,15 @@ impl SegmentWriter {
                 crc32c::crc32c(&batch.as_bytes()[CRC_START..]),
                 position,
             )?;
-            if batch.base_offset() < next {
+            // Also refuses offsets so large the next one would not exist.
+            if batch.base_offset() < next || batch.last_offset() == i64::MAX {
                 return Err(SegmentError::OffsetsNotAscending {
                     position,
                     offset: batch.base_offset(),
                     prev_last: next - 1,
                 });
             }
-            next = batch.base_offset() + batch.offset_span();
+            next = batch.last_offset() + 1;
             position += batch.len();
         }
         if position != records.len() {
@@ -517,19 +518,20 @@ impl SegmentWriter {
         let base = (self.base_offset, self.body_len == 0);
         let mut position = 0;
         for batch in batches {
-            let result = if batch.base_offset() < self.next_offset {
-                Err(SegmentError::OffsetsNotAscending {
-                    position,
-                    offset: batch.base_offset(),
-                    prev_last: self.next_offset - 1,
-                })
-            } else {
-                if self.body_len == 0 {
-                    self.base_offset = batch.base_offset();
-                }
-                self.next_offset = batch.base_offset();
-                self.append_one_verifying(batch, position)
-            };
+            let result =
+                if batch.base_offset() < self.next_offset || batch.last_offset() == i64::MAX {
+                    Err(SegmentError::OffsetsNotAscending {
+                        position,
+                        offset: batch.base_offset(),
+                        prev_last: self.next_offset - 1,
+                    })
+                } else {
+                    if self.body_len == 0 {
+                        self.base_offset = batch.base_offset();
+                    }
+                    self.next_offset = batch.base_offset();
+                    self.append_one_verifying(batch, position)
+                };
             if let Err(e) = result {
                 self.rollback(checkpoint);
                 if base.1 {
@@ -944,6 +946,18 @@ mod tests {
             assert_eq!(sealed.info.message_count, 4);
             SegmentReader::open(sealed.segment.to_bytes()).unwrap();
         }
+    }
+
+    #[test]
+    fn offsets_at_the_end_of_i64_are_refused_not_overflowed() {
+        let (records, batches) = blob(&[batch_at(i64::MAX - 1, 2, 10)]);
+        let mut w = SegmentWriter::new(0);
+        assert!(
+            w.append_at_offsets(records.clone(), records.len(), &batches)
+                .is_err()
+        );
+        assert!(w.append_copy_at_offsets(&batches).is_err());
+        assert_eq!((w.base_offset(), w.next_offset()), (0, 0));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod runtime;
 mod signals;
 mod stop;
 mod stream;
+mod within;
 
 pub use alloc::{reclaim, tune_allocator};
 pub use hyper_io::{HyperIo, RawSocket, try_recv_buf};
@@ -31,6 +32,7 @@ pub use runtime::{RuntimeError, ShardId, block_on, spawn_shards};
 pub use signals::on_termination;
 pub use stop::{StopListener, StopSender, stop_channel};
 pub use stream::{ConnectError, Stream};
+pub use within::within;
 
 /// A connected loopback TCP pair (client, server), for the socket tests.
 #[cfg(test)]

@@ -23,6 +23,8 @@ use kafscale_codec::frame::FrameDecoder;
 use kafscale_codec::header::parse_request_header;
 use kafscale_codec::kafka_protocol::messages::ApiKey;
 
+use kafscale_shard::within;
+
 use super::api;
 use super::pool::MIN_POOLED;
 use super::shard::{ProduceInFlight, Shard};
@@ -63,15 +65,6 @@ async fn read_body(
     }
     let _ignored = lowat.set(1);
     Ok(())
-}
-
-/// `fut`'s output, or `None` when `limit` passes first.
-async fn within<F: std::future::Future>(limit: std::time::Duration, fut: F) -> Option<F::Output> {
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(limit).await;
-        None
-    })
-    .await
 }
 
 /// Waits (at most 2 s) until the peer has acknowledged everything written

@@ -62,6 +62,19 @@ impl ProducedRecords {
 }
 
 impl OpenSegment {
+    /// The segment appends go into, opened at `next` (the log's end) if
+    /// none is. (Over the field, so the log's other fields stay borrowable.)
+    fn get_or_open(open: &mut Option<Self>, next: i64) -> &mut Self {
+        open.get_or_insert_with(|| OpenSegment {
+            writer: SegmentWriter::with_buffer(next, BytesMut::new()),
+            opened: Instant::now(),
+            acks: Vec::new(),
+            producer_batches: Vec::new(),
+        })
+    }
+}
+
+impl OpenSegment {
     /// Before copying `len` bytes: an arena with room for the rest of the
     /// segment, so copies never regrow it.
     fn make_room(&mut self, len: usize, segment_bytes: usize, pool: &BufferPool) {
@@ -297,13 +310,7 @@ impl PartitionLog {
             }
             accepted_seq = Some((pid, epoch, first_seq, last_seq));
         }
-        let next = st.next_offset;
-        let open = st.open.get_or_insert_with(|| OpenSegment {
-            writer: SegmentWriter::with_buffer(next, BytesMut::new()),
-            opened: Instant::now(),
-            acks: Vec::new(),
-            producer_batches: Vec::new(),
-        });
+        let open = OpenSegment::get_or_open(&mut st.open, st.next_offset);
         let appended = if let Some(held) = in_place {
             open.writer.append_stamped(records, held, &batches)
         } else {
@@ -366,13 +373,7 @@ impl PartitionLog {
         }
         let mut state = self.state.borrow_mut();
         let st = &mut *state;
-        let next = st.next_offset;
-        let open = st.open.get_or_insert_with(|| OpenSegment {
-            writer: SegmentWriter::with_buffer(next, BytesMut::new()),
-            opened: Instant::now(),
-            acks: Vec::new(),
-            producer_batches: Vec::new(),
-        });
+        let open = OpenSegment::get_or_open(&mut st.open, st.next_offset);
         let len = records.len();
         let in_place = len >= REFERENCE_MIN && len.saturating_mul(2) >= held;
         let appended = if in_place {
