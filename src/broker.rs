@@ -20,8 +20,10 @@ mod flush;
 mod group;
 mod http;
 mod metrics;
+mod mirror;
 mod partition;
 mod pool;
+mod rest;
 mod shard;
 
 mod api;
@@ -36,6 +38,7 @@ use kafscale_s3::{Credentials, S3Client, S3Config, StoreConfig};
 
 pub use config::BrokerArgs;
 use metrics::Metrics;
+pub use shard::valid_topic_name;
 use shard::{Job, Shard};
 
 use crate::meta::embedded::FileKv;
@@ -393,9 +396,12 @@ async fn run_shard(
     if shard.cluster.is_clustered() {
         glommio::spawn_local(hand_over(shard.clone())).detach();
     }
+    glommio::spawn_local(mirror::supervise(shard.clone())).detach();
     if id == 0 {
+        glommio::spawn_local(mirror::report_status(shard.clone())).detach();
         let l = http::bind(args.metrics_listen)?;
-        glommio::spawn_local(http::serve(l, metrics)).detach();
+        let api = rest::Api::new(shard.meta.clone(), metrics.clone(), shard.cluster.clone());
+        glommio::spawn_local(http::serve(l, metrics, api)).detach();
     }
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {

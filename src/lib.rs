@@ -6,4 +6,5 @@
 
 pub mod broker;
 pub mod meta;
+pub mod mirror;
 pub mod segments;

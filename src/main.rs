@@ -22,6 +22,9 @@ struct Cli {
 enum Command {
     /// Run the Kafka-compatible broker (port 9092; metrics on 9093).
     Broker(Box<kafscale::broker::BrokerArgs>),
+    /// Mirror other Kafka clusters into the spine (sources and jobs), through
+    /// any broker's REST API.
+    Mirror(kafscale::mirror::cli::MirrorArgs),
     /// Work with .kfs segments.
     Segments {
         #[command(subcommand)]
@@ -85,6 +88,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             kafscale::broker::run(args.with_file(sub)?)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Mirror(args) => kafscale::mirror::cli::run(args),
         Command::Segments {
             command: SegmentsCommand::Inspect { target, json, s3 },
         } => {

@@ -19,6 +19,7 @@ pub mod embedded;
 pub mod etcd;
 pub mod keys;
 pub mod kv;
+pub mod mirror;
 pub mod store;
 mod types;
 
@@ -87,6 +88,12 @@ pub enum MetaError {
         epoch: i64,
         actual: i64,
     },
+    #[error("{what} already exists")]
+    Exists { what: String },
+    #[error("{what} does not exist")]
+    NotFound { what: String },
+    #[error("{what} is used by {by}")]
+    InUse { what: String, by: String },
     #[error("metadata requests are queued beyond capacity; retry")]
     Busy,
     #[error("the metadata thread has stopped")]

@@ -100,6 +100,8 @@ pub struct Metrics {
     pub buffers_allocated: AtomicU64,
     /// 1 once the broker is draining to stop (SIGTERM).
     pub draining: AtomicU64,
+    /// Mirror jobs' runners on this broker.
+    pub mirror: super::mirror::MirrorRegistry,
 }
 
 impl Metrics {
@@ -279,6 +281,7 @@ impl Metrics {
             "kafscale_produce_seconds",
             "A produce request (acks=1/-1) from its frame being read to its response being ready.",
         );
+        self.mirror.render(&mut out);
         out
     }
 }

@@ -350,43 +350,32 @@ impl PartitionLog {
 
     /// Appends batches at the offsets they carry (a mirror copying another
     /// cluster's log byte for byte), gaps allowed, never behind the log's
-    /// end. `records` are whole batches, e.g. a raw fetch's slice of the
-    /// source's response frame inside a buffer of `held` bytes: kept in
-    /// place when they are most of that buffer (see [`ProducedRecords`]),
-    /// else copied. Each CRC32C is checked; all or nothing. No producer
-    /// state is kept: the source's producer fields are copied as they are.
-    // The mirror's append (issue 13); until its pullers call it, the unit
-    // test below is its only caller.
-    #[allow(dead_code)]
+    /// end. The batches (e.g. slices of a fetch response from the source)
+    /// are copied into the segment's arena, each CRC32C checked while
+    /// copying, so the response frame is freed at once; all or nothing. No
+    /// producer state is kept: the source's producer fields are copied as
+    /// they are.
     pub fn append_at_offsets(
         &self,
-        records: Bytes,
-        held: usize,
+        batches: &[RecordBatch],
         segment_bytes: usize,
         pool: &BufferPool,
     ) -> Result<Appended, ErrorCode> {
-        let batches: Vec<RecordBatch> = Batches::new(records.clone())
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.refuse_corrupt(&e))?;
         if batches.is_empty() || batches.iter().any(|b| b.compression().is_err()) {
             return Err(ErrorCode::CORRUPT_MESSAGE);
         }
+        let len = batches.iter().map(|b| b.len()).sum();
         let mut state = self.state.borrow_mut();
         let st = &mut *state;
         let open = OpenSegment::get_or_open(&mut st.open, st.next_offset);
-        let len = records.len();
-        let in_place = len >= REFERENCE_MIN && len.saturating_mul(2) >= held;
-        let appended = if in_place {
-            open.writer
-                .append_at_offsets(records, held.max(len), &batches)
-        } else {
-            open.make_room(len, segment_bytes, pool);
-            open.writer.append_copy_at_offsets(&batches)
-        };
-        let base_offset = appended.map_err(|e| match e {
-            SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
-            e => self.refuse_corrupt(&e),
-        })?;
+        open.make_room(len, segment_bytes, pool);
+        let base_offset = open
+            .writer
+            .append_copy_at_offsets(batches)
+            .map_err(|e| match e {
+                SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+                e => self.refuse_corrupt(&e),
+            })?;
         let (tx, rx) = oneshot::channel();
         open.acks.push(tx);
         st.next_offset = open.writer.next_offset();
@@ -394,6 +383,12 @@ impl PartitionLog {
             base_offset,
             durable: rx,
         })
+    }
+
+    /// The offset the next append gets: after everything appended, durable
+    /// or not (the committed next offset again after a failed flush).
+    pub fn next_offset(&self) -> i64 {
+        self.state.borrow().next_offset
     }
 
     /// Whether the open segment should be flushed now, and when it will be due.
@@ -797,20 +792,26 @@ mod tests {
     fn mirrored_batches_keep_their_offsets_and_gaps() {
         let log = PartitionLog::new("m".into(), 0, PartitionState::NEW, Vec::new(), None);
         let pool = BufferPool::new(1 << 20);
+        let split = |b: Bytes| {
+            Batches::new(b)
+                .collect::<Result<Vec<_>, _>>()
+                .expect("well-formed batches")
+        };
         // The source's log starts at 1000 and skips 1005..1009.
         let records = batches_at(&[(1000, 5), (1010, 3)]);
         let Ok(Appended::Pending {
             base_offset,
             mut durable,
-        }) = log.append_at_offsets(records.clone(), records.len(), 8 << 20, &pool)
+        }) = log.append_at_offsets(&split(records.clone()), 8 << 20, &pool)
         else {
             panic!("not appended");
         };
         assert_eq!(base_offset, 1000);
+        assert_eq!(log.next_offset(), 1013);
         // Behind the log's end (1013): refused, nothing changes.
         let behind = batches_at(&[(1012, 2)]);
         assert!(matches!(
-            log.append_at_offsets(behind.clone(), behind.len(), 8 << 20, &pool),
+            log.append_at_offsets(&split(behind), 8 << 20, &pool),
             Err(ErrorCode::CORRUPT_MESSAGE)
         ));
         // A corrupt batch is refused too.
@@ -818,9 +819,10 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert!(
-            log.append_at_offsets(Bytes::from(bad), 100, 8 << 20, &pool)
+            log.append_at_offsets(&split(Bytes::from(bad)), 8 << 20, &pool)
                 .is_err()
         );
+        assert_eq!(log.next_offset(), 1013);
         let f = log.take_for_flush(5).expect("an open segment");
         assert_eq!(
             (
@@ -829,6 +831,11 @@ mod tests {
                 f.sealed.info.message_count
             ),
             (1000, 1012, 8)
+        );
+        assert_eq!(
+            f.sealed.segment.to_bytes()[HEADER_LEN..][..records.len()],
+            records[..],
+            "byte for byte"
         );
         assert!(
             durable.try_recv().unwrap().is_none(),
@@ -841,30 +848,13 @@ mod tests {
         log.committed(f, state);
         assert_eq!(log.high_watermark(), 1013);
         assert_eq!(durable.try_recv().unwrap(), Some(Ok(())));
-        // The next segment continues after the log's end, past another gap;
-        // large fetched records stay where they are (no copy).
-        let mut big = kafscale_codec::batch::BatchBuilder::new(1100, 1_000);
-        for _ in 0..100 {
-            big.push(None, Some(&[7u8; 1024]), &[]);
-        }
-        let later = big.finish();
-        assert!(later.len() >= REFERENCE_MIN);
-        assert!(
-            log.append_at_offsets(later.clone(), later.len(), 8 << 20, &pool)
-                .is_ok()
-        );
+        // The next segment continues after the log's end, past another gap.
+        let later = batches_at(&[(1100, 100)]);
+        assert!(log.append_at_offsets(&split(later), 8 << 20, &pool).is_ok());
         let f = log.take_for_flush(6).unwrap();
         assert_eq!(
             (f.sealed.info.base_offset, f.sealed.info.last_offset),
             (1100, 1199)
-        );
-        assert!(
-            f.sealed
-                .segment
-                .pieces()
-                .iter()
-                .any(|p| p.as_ptr() == later.as_ptr()),
-            "kept in place"
         );
     }
 

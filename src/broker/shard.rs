@@ -88,6 +88,17 @@ pub struct Reservation {
     units: u64,
 }
 
+impl Reservation {
+    /// Gives back all but `units` (at least one stays reserved).
+    pub fn shrink(&mut self, units: u64) {
+        let keep = units.clamp(1, self.units.max(1));
+        if keep < self.units {
+            self.budget.signal(self.units - keep);
+            self.units = keep;
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.signal(self.units);

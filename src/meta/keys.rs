@@ -10,6 +10,10 @@
 //! owners/{topic}/{partition:010}                    Owner, leased (clusters)
 //! coordinators/{group}                              Owner, leased (clusters)
 //! producers/next-id                                 InitProducerId counter
+//! mirror/sources/{name}                             mirror SourceSpec
+//! mirror/jobs/{name}                                mirror JobSpec
+//! mirror/status/{job}/{broker_id:010}               JobReport of one broker
+//! mirror/gaps/{job}/{topic}/{partition:010}/{from:020}   Gap
 //! ```
 //!
 //! Zero-padded numbers make a prefix listing come back in numeric order.
@@ -110,6 +114,38 @@ pub mod object_meta {
     pub const MIN_TIMESTAMP: &str = "min-timestamp";
     /// Largest batch maxTimestamp.
     pub const MAX_TIMESTAMP: &str = "max-timestamp";
+}
+
+pub fn mirror_sources(ns: &str) -> String {
+    format!("/kafscale/{ns}/mirror/sources/")
+}
+
+pub fn mirror_source(ns: &str, name: &str) -> String {
+    format!("/kafscale/{ns}/mirror/sources/{name}")
+}
+
+pub fn mirror_jobs(ns: &str) -> String {
+    format!("/kafscale/{ns}/mirror/jobs/")
+}
+
+pub fn mirror_job(ns: &str, name: &str) -> String {
+    format!("/kafscale/{ns}/mirror/jobs/{name}")
+}
+
+pub fn mirror_statuses(ns: &str, job: &str) -> String {
+    format!("/kafscale/{ns}/mirror/status/{job}/")
+}
+
+pub fn mirror_status(ns: &str, job: &str, broker: i32) -> String {
+    format!("/kafscale/{ns}/mirror/status/{job}/{broker:010}")
+}
+
+pub fn mirror_gaps(ns: &str, job: &str) -> String {
+    format!("/kafscale/{ns}/mirror/gaps/{job}/")
+}
+
+pub fn mirror_gap(ns: &str, job: &str, topic: &str, partition: i32, from: i64) -> String {
+    format!("/kafscale/{ns}/mirror/gaps/{job}/{topic}/{partition:010}/{from:020}")
 }
 
 pub fn producer_ids(ns: &str) -> String {

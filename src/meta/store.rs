@@ -47,12 +47,12 @@ fn chunks(mut ops: Vec<Op>) -> Vec<Vec<Op>> {
     out
 }
 
-fn to_json<T: Serialize>(v: &T) -> String {
+pub(crate) fn to_json<T: Serialize>(v: &T) -> String {
     // Our value types are plain structs of numbers and strings: always encodable.
     serde_json::to_string(v).unwrap_or_default()
 }
 
-fn from_json<T: DeserializeOwned>(key: &str, v: &str) -> Result<T, MetaError> {
+pub(crate) fn from_json<T: DeserializeOwned>(key: &str, v: &str) -> Result<T, MetaError> {
     serde_json::from_str(v).map_err(|e| MetaError::Decode {
         key: key.to_owned(),
         reason: e.to_string(),
@@ -79,6 +79,10 @@ impl MetaStore {
 
     pub fn namespace(&self) -> &str {
         &self.ns
+    }
+
+    pub(crate) fn kv_mut(&mut self) -> &mut dyn Kv {
+        self.kv.as_mut()
     }
 
     /// Creates a topic and its partitions' initial state, atomically; fails if
@@ -284,8 +288,16 @@ impl MetaStore {
                 });
             }
             let state_key = keys::partition_state(&self.ns, &c.topic, c.partition);
+            // An empty log starts where its first segment does (a mirror
+            // of a source whose log starts beyond 0).
+            let empty = c.expected.next_offset == c.expected.log_start_offset;
             let next = PartitionState {
                 next_offset: c.segment.last_offset + 1,
+                log_start_offset: if empty {
+                    c.segment.base_offset
+                } else {
+                    c.expected.log_start_offset
+                },
                 ..c.expected
             };
             txn.compares

@@ -186,6 +186,8 @@ pub async fn handle(
     // Each partition is either answered now (an error) or by its owner.
     enum Slot {
         Now(ErrorCode),
+        /// Refused with a message: a read-only mirror copy.
+        Refused(ErrorCode, Rc<str>),
         Owner(usize),
     }
     let mut slots = Vec::new();
@@ -199,6 +201,21 @@ pub async fn handle(
             Some(_) => None,
             None => shard.topic(&name).await.ok().flatten(),
         };
+        // A mirror's copy takes records only from its job (as Kafka refuses
+        // produce to internal topics: INVALID_TOPIC_EXCEPTION).
+        let read_only: Option<Rc<str>> = known.as_ref().and_then(|m| {
+            let job = m.config.get(crate::mirror::topic_config::JOB)?;
+            let source = m.config.get(crate::mirror::topic_config::SOURCE);
+            let source_topic = m.config.get(crate::mirror::topic_config::SOURCE_TOPIC);
+            Some(
+                format!(
+                    "topic {name} is a read-only copy of {} from source {} (mirror job {job}); remove the job to make it writable",
+                    source_topic.map_or("?", |s| s.as_str()),
+                    source.map_or("?", |s| s.as_str()),
+                )
+                .into(),
+            )
+        });
         for (index, records) in partitions {
             let exists = known
                 .as_ref()
@@ -206,6 +223,10 @@ pub async fn handle(
             let refused = refuse_all.or((!exists).then_some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
             let slot = match (refused, records) {
                 (Some(code), _) => Slot::Now(code),
+                (None, _) if read_only.is_some() => Slot::Refused(
+                    ErrorCode::INVALID_TOPIC_EXCEPTION,
+                    read_only.clone().unwrap_or_default(),
+                ),
                 (None, Some(records)) if !records.is_empty() => {
                     shard
                         .metrics
@@ -236,9 +257,9 @@ pub async fn handle(
     // Phase 2, concurrently with later requests: wait until durable.
     let results = futures::future::join_all(appended.into_iter().map(durable)).await;
     for (ti, index, slot) in slots {
-        let (code, base, start) = match slot {
-            Slot::Now(code) => (code, -1, -1),
-            Slot::Owner(i) => results[i],
+        let (code, base, start) = match &slot {
+            Slot::Now(code) | Slot::Refused(code, _) => (*code, -1, -1),
+            Slot::Owner(i) => results[*i],
         };
         if code != ErrorCode::NONE {
             shard.metrics.produce_errors.fetch_add(1, Relaxed);
@@ -250,6 +271,10 @@ pub async fn handle(
         pr.log_append_time_ms = -1;
         if header.api_version >= 5 {
             pr.log_start_offset = start;
+        }
+        if let Slot::Refused(_, why) = &slot {
+            // Carried from v8 on; older clients get the code alone.
+            pr.error_message = Some(StrBytes::from_string(why.to_string()));
         }
         resp.responses[ti].partition_responses.push(pr);
     }
