@@ -22,6 +22,7 @@ impl KafkaCode {
     pub const COORDINATOR_LOAD_IN_PROGRESS: Self = Self(14);
     pub const COORDINATOR_NOT_AVAILABLE: Self = Self(15);
     pub const NOT_COORDINATOR: Self = Self(16);
+    pub const INVALID_TOPIC_EXCEPTION: Self = Self(17);
     pub const NOT_ENOUGH_REPLICAS: Self = Self(19);
     pub const UNSUPPORTED_SASL_MECHANISM: Self = Self(33);
     pub const ILLEGAL_SASL_STATE: Self = Self(34);

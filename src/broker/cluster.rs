@@ -239,6 +239,14 @@ impl Cluster {
             .is_none_or(|b| b == self.me.id)
     }
 
+    /// Whether this broker is the one (of the live ones) a piece of
+    /// cluster-wide work named `key` hashes to, e.g. one job's group sync.
+    pub fn prefers_me_for(&self, key: &str) -> bool {
+        self.view()
+            .and_then(|v| preferred(&v, &format!("w/{key}")))
+            .is_none_or(|b| b == self.me.id)
+    }
+
     /// True while a claim can still be used to append: same lease generation
     /// and the lease surely not expired. Always true when not clustered.
     pub fn holds(&self, claim: Option<&Claim>) -> bool {

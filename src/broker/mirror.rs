@@ -52,6 +52,8 @@ const PARTITION_FETCH_MAX: i32 = 64 << 20;
 /// Most bytes one fetch asks for (also at most a quarter of the shard's budget).
 const FETCH_MAX: u64 = 32 << 20;
 const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// How often a job's consumer group offsets are copied.
+pub const GROUP_SYNC_EVERY: Duration = Duration::from_secs(5);
 
 /// The connection of a job's runners to its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -429,6 +431,7 @@ struct Runner {
     assigned: Option<Instant>,
     published: Option<Instant>,
     last_resume: i64,
+    groups_synced: Option<Instant>,
     rotate: usize,
     wake_tx: Rc<LocalSender<()>>,
     wake_rx: LocalReceiver<()>,
@@ -451,6 +454,7 @@ impl Runner {
             assigned: None,
             published: None,
             last_resume: 0,
+            groups_synced: None,
             rotate: 0,
             wake_tx,
             wake_rx,
@@ -509,10 +513,28 @@ impl Runner {
             if self.assigned.is_none_or(|t| t.elapsed() >= ASSIGN_EVERY) {
                 self.assign();
             }
+            if job.spec.groups.is_some()
+                && self
+                    .groups_synced
+                    .is_none_or(|t| t.elapsed() >= GROUP_SYNC_EVERY)
+                && self.shard.id == 0
+                && self
+                    .shard
+                    .cluster
+                    .prefers_me_for(&format!("mirror-groups/{}", self.name))
+            {
+                self.groups_synced = Some(Instant::now());
+                self.sync_groups(&job).await;
+            }
             self.round(&job).await;
             self.publish(false);
         }
         self.shard.metrics.mirror.remove(&self.name, self.shard.id);
+        // The job may be gone: this shard reads its copies' configuration
+        // again (no longer read-only once the job is removed).
+        for (target, _) in self.topics.values() {
+            self.shard.refresh_topic(target);
+        }
         tracing::info!(job = %self.name, shard = self.shard.id, "mirror job runner stopped");
     }
 
@@ -1084,6 +1106,93 @@ impl Runner {
                     format!("fetch from the source failed: {e}"),
                     wait,
                 );
+            }
+        }
+    }
+
+    /// Copies the committed offsets of the job's source consumer groups for
+    /// the topics it mirrors. Offsets are 1:1, so a consumer moved to the
+    /// copy continues where it was. An offset is written only when it moves
+    /// the group forward and the copy already holds it (so a consumer of
+    /// the copy is never sent beyond its end, and one that moved to the copy
+    /// and committed further is not set back).
+    async fn sync_groups(&mut self, job: &CompiledJob) {
+        let Some((_, client)) = self.client.clone() else {
+            return;
+        };
+        let groups = match client.list_groups().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(job = %self.name, error = %e, "cannot list the source's consumer groups");
+                return;
+            }
+        };
+        for g in groups.into_iter().filter(|g| job.syncs_group(&g.group_id)) {
+            let offsets = match client.offset_fetch(&g.group_id, &[]).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(job = %self.name, group = %g.group_id, error = %e, "cannot read the source group's offsets");
+                    continue;
+                }
+            };
+            let mirrored: Vec<(String, u32, i64, Option<String>, i32)> = offsets
+                .into_iter()
+                .filter(|o| o.offset >= 0 && o.partition >= 0)
+                .filter_map(|o| {
+                    let (target, _) = self.topics.get(&o.topic)?;
+                    Some((
+                        target.clone(),
+                        o.partition as u32,
+                        o.offset,
+                        o.metadata,
+                        o.leader_epoch,
+                    ))
+                })
+                .collect();
+            if mirrored.is_empty() {
+                continue;
+            }
+            let group = g.group_id.clone();
+            let synced = self
+                .shard
+                .meta
+                .call(move |m| {
+                    let stored = m.group_offsets(&group)?;
+                    let mut write = Vec::new();
+                    for (topic, partition, offset, metadata, leader_epoch) in mirrored {
+                        let copy_end = m.partition_state(&topic, partition)?.next_offset;
+                        let current = stored
+                            .iter()
+                            .find(|(t, p, _)| *t == topic && *p == partition)
+                            .map(|(_, _, o)| o.offset);
+                        let offset = offset.min(copy_end);
+                        if current.is_none_or(|c| offset > c) {
+                            write.push((
+                                topic,
+                                partition,
+                                crate::meta::CommittedOffset {
+                                    offset,
+                                    metadata,
+                                    leader_epoch,
+                                },
+                            ));
+                        }
+                    }
+                    let n = write.len();
+                    if n > 0 {
+                        m.commit_offsets(&group, &write)?;
+                    }
+                    Ok(n)
+                })
+                .await;
+            match synced {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(job = %self.name, group = %g.group_id, partitions = n, "copied consumer group offsets")
+                }
+                Err(e) => {
+                    tracing::warn!(job = %self.name, group = %g.group_id, error = %e, "cannot store the group's offsets")
+                }
             }
         }
     }

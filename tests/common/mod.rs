@@ -20,6 +20,7 @@ pub struct Broker {
     pub port: u16,
     pub metrics_port: u16,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -59,16 +60,26 @@ pub fn start() -> Broker {
 
 /// A broker with extra flags (kept across [`Broker::restart`]).
 pub fn start_with(extra: &[&str]) -> Broker {
+    start_with_env(extra, &[])
+}
+
+/// A broker with extra flags and environment variables.
+pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Broker {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let metrics_port = free_port();
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    let child = spawn_broker(dir.path(), port, metrics_port, &extra);
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let child = spawn_broker(dir.path(), port, metrics_port, &extra, &env);
     Broker {
         child,
         port,
         metrics_port,
         extra,
+        env,
         _dir: dir,
     }
 }
@@ -79,11 +90,23 @@ impl Broker {
     pub fn restart(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        self.child = spawn_broker(self._dir.path(), self.port, self.metrics_port, &self.extra);
+        self.child = spawn_broker(
+            self._dir.path(),
+            self.port,
+            self.metrics_port,
+            &self.extra,
+            &self.env,
+        );
     }
 }
 
-fn spawn_broker(dir: &std::path::Path, port: u16, metrics_port: u16, extra: &[String]) -> Child {
+fn spawn_broker(
+    dir: &std::path::Path,
+    port: u16,
+    metrics_port: u16,
+    extra: &[String],
+    env: &[(String, String)],
+) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_kafscale"))
         .args([
             "broker",
@@ -103,6 +126,7 @@ fn spawn_broker(dir: &std::path::Path, port: u16, metrics_port: u16, extra: &[St
             "2",
         ])
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -163,4 +187,28 @@ pub fn read_frame(s: &mut TcpStream) -> Option<Bytes> {
 pub fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
     matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+/// A plain HTTP/1.1 request to the broker's HTTP port: the whole response
+/// (status line, headers, body) as text.
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+pub fn http_get(port: u16, path: &str) -> String {
+    http(port, "GET", path, "")
+}
+
+pub fn http_post(port: u16, path: &str, body: &str) -> String {
+    http(port, "POST", path, body)
 }

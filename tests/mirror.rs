@@ -1,0 +1,551 @@
+//! The mirror against the Apache Kafka fixture of scripts/test: topics
+//! copied into the spine byte for byte at their source offsets, over
+//! SASL_SSL with SCRAM, set up with the `kafscale mirror` CLI (which uses
+//! the broker's REST API) as an operator would.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::kafka::{ApacheKafka, confluent_produce, run};
+use common::{Broker, start_with};
+use kafscale_client::{
+    Acks, Client, ClientConfig, ClientError, FetchOptions, FetchSpec, KafkaCode, Mechanism,
+    NewTopic, OffsetSpec,
+};
+use kafscale_codec::batch::{BatchBuilder, Compression};
+use serde_json::Value;
+
+fn unique(name: &str) -> String {
+    format!("{name}{:08x}", rand::random::<u32>())
+}
+
+/// Runs `kafscale mirror ...` against the broker's REST API.
+fn cli(b: &Broker, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .arg("mirror")
+        .args(args)
+        .args(["--http", &format!("http://127.0.0.1:{}", b.metrics_port)])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn cli_ok(b: &Broker, args: &[&str]) -> String {
+    let (ok, out, err) = cli(b, args);
+    assert!(ok, "kafscale mirror {args:?} failed: {err}{out}");
+    out
+}
+
+fn status(b: &Broker, job: &str) -> Value {
+    let out = cli_ok(b, &["jobs", "status", job, "--json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Waits until the job copies `partitions` partitions, all caught up with
+/// the source's high watermark as it is now (at least `min_records` in all).
+fn wait_caught_up(b: &Broker, job: &str, partitions: usize, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        // Just after a restart the HTTP port may not listen yet.
+        let (ok, out, err) = cli(b, &["jobs", "status", job, "--json"]);
+        if !ok {
+            assert!(Instant::now() < deadline, "no status of {job}: {err}");
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        }
+        let s: Value = serde_json::from_str(&out).unwrap();
+        let parts = s["partitions"].as_array().cloned().unwrap_or_default();
+        let done = parts.len() == partitions
+            && parts.iter().all(|p| {
+                p["source_high_watermark"].as_i64() >= Some(0)
+                    && p["lag_records"].as_i64() == Some(0)
+                    && p["state"] == "running"
+            });
+        if done {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} did not catch up in {timeout:?}: {}",
+            serde_json::to_string_pretty(&s).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Every batch of a partition up to its high watermark: (base offset, bytes).
+async fn log_of(c: &Client, topic: &str, partition: i32) -> Vec<(i64, Bytes)> {
+    let start = c
+        .list_offset(topic, partition, OffsetSpec::Earliest)
+        .await
+        .unwrap()
+        .offset;
+    let hw = c
+        .list_offset(topic, partition, OffsetSpec::Latest)
+        .await
+        .unwrap()
+        .offset;
+    let mut offset = start;
+    let mut out = Vec::new();
+    while offset < hw {
+        let f = c
+            .fetch_partition(
+                &FetchSpec::new(topic, partition, offset),
+                &FetchOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            f.next_offset > offset,
+            "{topic}-{partition}: no progress at {offset}"
+        );
+        for b in f.batches {
+            if b.last_offset() >= offset {
+                out.push((b.base_offset(), b.into_bytes()));
+            }
+        }
+        offset = f.next_offset;
+    }
+    out
+}
+
+/// Asserts the copy of each (topic, partitions) holds exactly the source's
+/// batches, byte for byte, at the same offsets; returns the batch count.
+async fn assert_identical(source: &Client, copy: &Client, topics: &[(String, i32)]) -> usize {
+    let mut batches = 0;
+    for (topic, partitions) in topics {
+        for p in 0..*partitions {
+            let a = log_of(source, topic, p).await;
+            let b = log_of(copy, topic, p).await;
+            assert_eq!(
+                a.iter().map(|x| x.0).collect::<Vec<_>>(),
+                b.iter().map(|x| x.0).collect::<Vec<_>>(),
+                "{topic}-{p}: batch offsets differ"
+            );
+            for ((off, x), (_, y)) in a.iter().zip(&b) {
+                assert!(x == y, "{topic}-{p}: batch at {off} differs");
+            }
+            let hw = |c: &Client| {
+                let (t, c) = (topic.clone(), c.clone());
+                async move {
+                    c.list_offset(&t, p, OffsetSpec::Latest)
+                        .await
+                        .unwrap()
+                        .offset
+                }
+            };
+            assert_eq!(
+                hw(source).await,
+                hw(copy).await,
+                "{topic}-{p}: high watermarks"
+            );
+            batches += a.len();
+        }
+    }
+    batches
+}
+
+fn batch(n: usize, compression: Compression, tag: &str) -> Bytes {
+    let mut b = BatchBuilder::new(0, 1_700_000_000_000).compression(compression);
+    for i in 0..n {
+        let key = format!("{tag}-{i}");
+        let value = (i % 5 != 4).then(|| format!("{tag} value {i} ").repeat(1 + i % 9));
+        b.push(
+            (i % 3 != 2).then_some(key.as_bytes()),
+            value.as_deref().map(str::as_bytes),
+            &[("trace", Some(b"t")), ("none", None)],
+        );
+    }
+    b.finish()
+}
+
+fn source_args(k: &ApacheKafka, name: &str) -> Vec<String> {
+    [
+        "sources",
+        "add",
+        name,
+        "--bootstrap",
+        &k.sasl_ssl,
+        "--security-protocol",
+        "SASL_SSL",
+        "--sasl-mechanism",
+        "SCRAM-SHA-512",
+        "--sasl-username",
+        &k.user,
+        "--sasl-password-env",
+        "KAFSCALE_TEST_KAFKA_PASSWORD",
+        "--ssl-ca",
+        &k.ca_file,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn our(b: &Broker) -> ClientConfig {
+    ClientConfig::new(format!("127.0.0.1:{}", b.port))
+}
+
+/// The main scenario: three kinds of source topics (every codec from
+/// librdkafka with keys, headers and null values; 200 partitions of our own
+/// batches; an excluded one), copied over SASL_SSL/SCRAM-SHA-512; the copy
+/// is byte-identical, read-only, survives kill -9 of the broker while the
+/// source takes load, pauses and resumes, and picks up a new topic.
+#[test]
+fn mirror_copies_topics_byte_for_byte_and_resumes_from_its_own_log() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    let p = unique("mir");
+    let codecs = ["gzip", "snappy", "lz4", "zstd"];
+    // Source topics.
+    for codec in codecs {
+        let topic = format!("{p}.{codec}");
+        let c = k.scram(Mechanism::ScramSha256, false);
+        run(move || async move {
+            let c = Client::connect(c).await.unwrap();
+            c.ensure_topic(&NewTopic::new(&topic, 1)).await.unwrap();
+        });
+        confluent_produce(&k.plaintext, &format!("{p}.{codec}"), codec, 400);
+    }
+    let (wide, excluded) = (format!("{p}.wide"), format!("{p}.excluded"));
+    {
+        let (c, wide, excluded) = (
+            k.scram(Mechanism::ScramSha256, false),
+            wide.clone(),
+            excluded.clone(),
+        );
+        run(move || async move {
+            let c = Client::connect(c).await.unwrap();
+            c.ensure_topic(&NewTopic::new(&wide, 200)).await.unwrap();
+            c.ensure_topic(&NewTopic::new(&excluded, 1)).await.unwrap();
+            for part in 0..200 {
+                for round in 0..(1 + part % 3) {
+                    let codec = [Compression::None, Compression::Zstd][round as usize % 2];
+                    c.produce_raw(&wide, part, batch(5, codec, "w"), Acks::All)
+                        .await
+                        .unwrap();
+                }
+            }
+            c.produce_raw(&excluded, 0, batch(3, Compression::None, "x"), Acks::All)
+                .await
+                .unwrap();
+        });
+    }
+
+    let mut b = start_with(&["--segment-bytes", "64KiB"]);
+    let args = source_args(&k, "prod");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(cli_ok(&b, &args).contains("added source prod"));
+    let include = format!(r"{p}\..*");
+    let exclude = format!(r"{p}\.excluded");
+    let out = cli_ok(
+        &b,
+        &[
+            "jobs",
+            "add",
+            "dr",
+            "--source",
+            "prod",
+            "--topics",
+            &include,
+            "--exclude",
+            &exclude,
+        ],
+    );
+    assert!(out.contains("added job dr"), "{out}");
+    let listed = cli_ok(&b, &["jobs", "list"]);
+    assert!(listed.contains("dr") && listed.contains("prod"), "{listed}");
+
+    let partitions = 4 + 200;
+    wait_caught_up(&b, "dr", partitions, Duration::from_secs(120));
+    let mut topics: Vec<(String, i32)> = codecs.iter().map(|c| (format!("{p}.{c}"), 1)).collect();
+    topics.push((wide.clone(), 200));
+    let (src, copy) = (k.scram(Mechanism::ScramSha512, true), our(&b));
+    let t = topics.clone();
+    let batches = run(move || async move {
+        let (src, copy) = (
+            Client::connect(src).await.unwrap(),
+            Client::connect(copy).await.unwrap(),
+        );
+        assert_identical(&src, &copy, &t).await
+    });
+    assert!(batches > 400, "only {batches} batches compared");
+
+    // Excluded: never created. Read-only: a produce names the job.
+    let (copy, ex, target) = (our(&b), excluded.clone(), format!("{p}.zstd"));
+    run(move || async move {
+        let c = Client::connect(copy).await.unwrap();
+        let m = c.metadata(&[]).await.unwrap();
+        assert!(m.topic(&ex).is_none(), "excluded topic was mirrored");
+        let e = c
+            .produce_raw(&target, 0, batch(1, Compression::None, "p"), Acks::All)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(KafkaCode::INVALID_TOPIC_EXCEPTION), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("read-only") && text.contains("mirror job dr"),
+            "{text}"
+        );
+    });
+
+    // kill -9 while the source takes load, then restart: the copy resumes
+    // from its own log, nothing missing, nothing twice.
+    let bootstrap = k.plaintext.clone();
+    let zstd = format!("{p}.zstd");
+    let load = std::thread::spawn(move || confluent_produce(&bootstrap, &zstd, "zstd", 3000));
+    std::thread::sleep(Duration::from_millis(700));
+    b.restart();
+    load.join().unwrap();
+    wait_caught_up(&b, "dr", partitions, Duration::from_secs(120));
+
+    // Paused: the source moves on, the copy does not; resumed: caught up.
+    assert!(cli_ok(&b, &["jobs", "pause", "dr"]).contains("paused"));
+    std::thread::sleep(Duration::from_secs(3));
+    confluent_produce(&k.plaintext, &format!("{p}.lz4"), "lz4", 50);
+    std::thread::sleep(Duration::from_secs(2));
+    let s = status(&b, "dr");
+    assert_eq!(s["state"], "paused", "{s}");
+    let lz4 = s["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["source_topic"] == format!("{p}.lz4"))
+        .unwrap()
+        .clone();
+    assert_eq!(lz4["state"], "paused", "{lz4}");
+    cli_ok(&b, &["jobs", "resume", "dr"]);
+
+    // A new source topic is found and copied.
+    let late = format!("{p}.late");
+    {
+        let (c, late) = (k.scram(Mechanism::ScramSha256, false), late.clone());
+        run(move || async move {
+            let c = Client::connect(c).await.unwrap();
+            c.ensure_topic(&NewTopic::new(&late, 2)).await.unwrap();
+            for part in 0..2 {
+                c.produce_raw(&late, part, batch(7, Compression::Lz4, "late"), Acks::All)
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    wait_caught_up(&b, "dr", partitions + 2, Duration::from_secs(60));
+    topics.push((late, 2));
+    let (src, copy) = (k.scram(Mechanism::ScramSha512, true), our(&b));
+    run(move || async move {
+        let (src, copy) = (
+            Client::connect(src).await.unwrap(),
+            Client::connect(copy).await.unwrap(),
+        );
+        assert_identical(&src, &copy, &topics).await
+    });
+
+    // Metrics name the job and its partitions.
+    let metrics = common::http_get(b.metrics_port, "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "kafscale_mirror_lag_records{{job=\"dr\",topic=\"{p}.wide\",partition=\"199\"}} 0"
+        )),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("mirror"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(metrics.contains("kafscale_mirror_source_connected{job=\"dr\"} 1"));
+
+    // Removing the job leaves the copies, writable now.
+    let out = cli_ok(&b, &["jobs", "remove", "dr"]);
+    assert!(out.contains("writable"), "{out}");
+    let (copy, target) = (our(&b), format!("{p}.gzip"));
+    run(move || async move {
+        let c = Client::connect(copy).await.unwrap();
+        let r = c
+            .produce_raw(
+                &target,
+                0,
+                batch(1, Compression::None, "promoted"),
+                Acks::All,
+            )
+            .await;
+        // Shards may hold the topic's old configuration for a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut r = r;
+        while r.is_err() && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(300)).await;
+            r = c
+                .produce_raw(
+                    &target,
+                    0,
+                    batch(1, Compression::None, "promoted"),
+                    Acks::All,
+                )
+                .await;
+        }
+        r.unwrap();
+    });
+    assert!(cli_ok(&b, &["sources", "remove", "prod"]).contains("removed"));
+}
+
+/// Bad sources never stop a job that works: an unreachable source and a
+/// wrong password each give one clear status line, while a good job on
+/// the same broker copies on.
+#[test]
+fn bad_sources_give_one_clear_status_line_and_stop_nothing_else() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    let p = unique("bad");
+    let topic = format!("{p}.t");
+    {
+        let (c, t) = (k.scram(Mechanism::ScramSha256, false), topic.clone());
+        run(move || async move {
+            let c = Client::connect(c).await.unwrap();
+            c.ensure_topic(&NewTopic::new(&t, 1)).await.unwrap();
+            c.produce_raw(&t, 0, batch(10, Compression::Snappy, "b"), Acks::All)
+                .await
+                .unwrap();
+        });
+    }
+    let b = common::start_with_env(&[], &[("KAFSCALE_TEST_WRONG_PASSWORD", "not-it")]);
+    let good = source_args(&k, "good");
+    let dead_port = common::free_port().to_string();
+    let mut wrong = source_args(&k, "wrong");
+    let i = wrong
+        .iter()
+        .position(|a| a == "--sasl-password-env")
+        .unwrap();
+    wrong[i + 1] = "KAFSCALE_TEST_WRONG_PASSWORD".into();
+    cli_ok(&b, &good.iter().map(String::as_str).collect::<Vec<_>>());
+    cli_ok(
+        &b,
+        &[
+            "sources",
+            "add",
+            "dead",
+            "--bootstrap",
+            &format!("127.0.0.1:{dead_port}"),
+        ],
+    );
+    cli_ok(&b, &wrong.iter().map(String::as_str).collect::<Vec<_>>());
+    let pattern = regex_escape(&topic);
+    for (job, source) in [("ok", "good"), ("j-dead", "dead"), ("j-wrong", "wrong")] {
+        cli_ok(
+            &b,
+            &[
+                "jobs",
+                "add",
+                job,
+                "--source",
+                source,
+                "--topics",
+                &pattern,
+                "--mapping",
+                "prefix",
+                "--prefix",
+                &format!("{job}."),
+            ],
+        );
+    }
+    wait_caught_up(&b, "ok", 1, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let expect: BTreeMap<&str, &str> =
+        [("j-dead", "cannot connect"), ("j-wrong", "authentication")].into();
+    for (job, needle) in expect {
+        loop {
+            let s = status(&b, job);
+            let errors = s["errors"].to_string();
+            if s["state"] == "error" && errors.to_lowercase().contains(needle) {
+                assert!(!errors.contains("not-it"), "the password leaked: {errors}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{job}: no clear error: {s}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let table = cli_ok(&b, &["jobs", "status", job]);
+        assert!(table.to_lowercase().contains(needle), "{table}");
+    }
+    // Bad requests are refused with a sentence.
+    let (ok, _, err) = cli(
+        &b,
+        &["jobs", "add", "x", "--source", "nope", "--topics", "a"],
+    );
+    assert!(
+        !ok && err.contains("mirror source \"nope\" does not exist"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(
+        &b,
+        &[
+            "jobs",
+            "add",
+            "y",
+            "--source",
+            "good",
+            "--topics",
+            "(unclosed",
+        ],
+    );
+    assert!(!ok && err.contains("not a regular expression"), "{err}");
+    let (ok, _, err) = cli(&b, &["sources", "remove", "good"]);
+    assert!(!ok && err.contains("used by job ok"), "{err}");
+    let stored = common::http_post(
+        b.metrics_port,
+        "/v1/mirror/sources",
+        r#"{"name":"p","bootstrap":["h:1"],"security_protocol":"SASL_SSL","sasl_mechanism":"PLAIN","sasl_username":"u","sasl_password":"hunter2"}"#,
+    );
+    assert!(
+        stored.starts_with("HTTP/1.1 400") && stored.contains("never stored"),
+        "{stored}"
+    );
+    let api = common::http_get(b.metrics_port, "/v1/openapi.json");
+    let doc: Value = serde_json::from_str(api.split("\r\n\r\n").nth(1).unwrap_or(&api)).unwrap();
+    assert!(doc["paths"]["/v1/mirror/jobs/{name}/status"]["get"].is_object());
+    // Offsets the source reports stay identical for the good job's copy.
+    let (src, copy, t) = (
+        k.scram(Mechanism::ScramSha256, false),
+        our(&b),
+        topic.clone(),
+    );
+    run(move || async move {
+        let src = Client::connect(src).await.unwrap();
+        let copy = Client::connect(copy).await.unwrap();
+        let a = log_of(&src, &t, 0).await;
+        let b = log_of(&copy, &format!("ok.{t}"), 0).await;
+        assert_eq!(a, b);
+        let e: ClientError = copy
+            .produce_raw(
+                &format!("ok.{t}"),
+                0,
+                batch(1, Compression::None, "z"),
+                Acks::All,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(KafkaCode::INVALID_TOPIC_EXCEPTION));
+    });
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
+}
