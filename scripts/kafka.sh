@@ -143,6 +143,9 @@ while True:
     echo "share.coordinator.state.topic.replication.factor=1"
     echo "share.coordinator.state.topic.min.isr=1"
     echo "group.initial.rebalance.delay.ms=0"
+    # The log cleaner looks for work every half second (default 15 s), so
+    # tests of compacted topics see compaction soon.
+    echo "log.cleaner.backoff.ms=500"
     echo "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN"
     # Kafka's default, written out: the largest SASL frame a client may send
     # before it is authenticated.

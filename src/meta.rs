@@ -26,8 +26,8 @@ mod types;
 pub use client::MetaClient;
 pub use store::MetaStore;
 pub use types::{
-    BrokerInfo, CommittedOffset, GroupMeta, Owner, PartitionState, SegmentCommit, SegmentRecord,
-    TopicMeta,
+    AbortedTxn, BrokerInfo, CommittedOffset, GroupMeta, Owner, PartitionState, SegmentCommit,
+    SegmentRecord, TopicMeta,
 };
 
 /// Errors of the metadata layer. Display is one sentence for a person.

@@ -33,6 +33,8 @@ fn seg(base: i64, last: i64) -> SegmentRecord {
         created_ms: 1,
         min_timestamp: 10,
         max_timestamp: 20,
+        aborted: Vec::new(),
+        open_txns: Vec::new(),
     }
 }
 

@@ -549,3 +549,208 @@ fn regex_escape(s: &str) -> String {
         })
         .collect()
 }
+
+/// Records of partition 0 as a confluent-kafka consumer sees them with an
+/// isolation level, from the log start to the end: (offset, key, value).
+fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &str,
+) -> Vec<(i64, Option<String>, Option<String>)> {
+    const SCRIPT: &str = r#"
+import json, sys, time
+from confluent_kafka import Consumer, TopicPartition
+bootstrap, topic, isolation = sys.argv[1], sys.argv[2], sys.argv[3]
+c = Consumer({"bootstrap.servers": bootstrap, "group.id": "verify-" + isolation,
+              "enable.auto.commit": False, "isolation.level": isolation,
+              "auto.offset.reset": "earliest", "enable.partition.eof": True})
+c.assign([TopicPartition(topic, 0, -2)])
+out, deadline = [], time.time() + 60
+while time.time() < deadline:
+    m = c.poll(1.0)
+    if m is None:
+        continue
+    if m.error():
+        if m.error().code() == -191:  # _PARTITION_EOF
+            break
+        sys.exit("consumer error: %s" % m.error())
+    k, v = m.key(), m.value()
+    out.append([m.offset(), k.hex() if k is not None else None, v.hex() if v is not None else None])
+else:
+    sys.exit("no end of partition within 60 s")
+c.close()
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, bootstrap, topic, isolation])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "confluent-kafka consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("consumer output")
+}
+
+/// Commits and aborts transactions with confluent-kafka's transactional
+/// producer: six transactions of five records, every third aborted.
+fn transactional_produce(bootstrap: &str, topic: &str) {
+    const SCRIPT: &str = r#"
+import sys
+from confluent_kafka import Producer
+bootstrap, topic = sys.argv[1], sys.argv[2]
+p = Producer({"bootstrap.servers": bootstrap, "transactional.id": "txn-" + topic, "linger.ms": 5})
+p.init_transactions()
+for t in range(6):
+    p.begin_transaction()
+    for i in range(5):
+        p.produce(topic, key=("k%d" % i).encode(), value=("t%d-%d" % (t, i)).encode(), partition=0)
+    p.flush()
+    if t % 3 == 1:
+        p.abort_transaction()
+    else:
+        p.commit_transaction()
+# Outside any transaction too (an idempotent producer's batches in between).
+q = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+q.produce(topic, value=b"plain", partition=0)
+q.flush()
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, bootstrap, topic])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "transactional producer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Offsets of partition 0 that hold a record (its batches' ranges).
+async fn offsets_of(c: &Client, topic: &str) -> Vec<(i64, i64)> {
+    log_of(c, topic, 0)
+        .await
+        .into_iter()
+        .map(|(base, bytes)| {
+            let b = kafscale_codec::batch::RecordBatch::parse(bytes).unwrap();
+            (base, b.last_offset())
+        })
+        .collect()
+}
+
+/// Source transactions (committed and aborted, with their control batches)
+/// and a compacted topic with offset gaps: copied as they are, and
+/// read_committed and read_uncommitted consumers get the same records from
+/// the source and from the copy.
+#[test]
+fn transactions_and_compaction_gaps_read_the_same_on_the_copy() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    let p = unique("txn");
+    let (txn, compact) = (format!("{p}.txn"), format!("{p}.compact"));
+    {
+        let (c, txn, compact) = (
+            ClientConfig::new(&k.plaintext),
+            txn.clone(),
+            compact.clone(),
+        );
+        run(move || async move {
+            let c = Client::connect(c).await.unwrap();
+            c.ensure_topic(&NewTopic::new(&txn, 1)).await.unwrap();
+            let mut t = NewTopic::new(&compact, 1);
+            for (key, value) in [
+                ("cleanup.policy", "compact"),
+                ("segment.ms", "100"),
+                ("min.cleanable.dirty.ratio", "0.01"),
+                ("delete.retention.ms", "0"),
+            ] {
+                t.configs.insert(key.into(), value.into());
+            }
+            c.ensure_topic(&t).await.unwrap();
+            // Ten rounds over four keys, in separate batches and segments
+            // (Kafka rolls by record time: 200 ms apart, segment.ms 100).
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            for round in 0..10 {
+                let mut b = BatchBuilder::new(0, now + round * 200);
+                for key in 0..4 {
+                    let v = format!("round {round}");
+                    b.push(
+                        Some(format!("key{key}").as_bytes()),
+                        Some(v.as_bytes()),
+                        &[],
+                    );
+                }
+                c.produce_raw(&compact, 0, b.finish(), Acks::All)
+                    .await
+                    .unwrap();
+                glommio::timer::sleep(Duration::from_millis(150)).await;
+            }
+            // Wait until the cleaner has left gaps, and settled.
+            let deadline = Instant::now() + Duration::from_secs(90);
+            let mut last = Vec::new();
+            loop {
+                let now = offsets_of(&c, &compact).await;
+                let records: i64 = now.iter().map(|(a, b)| b - a + 1).sum();
+                if records < 40 && now == last {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the source never compacted: {now:?}"
+                );
+                last = now;
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    transactional_produce(&k.plaintext, &txn);
+
+    let b = start_with(&[]);
+    cli_ok(&b, &["sources", "add", "src", "--bootstrap", &k.plaintext]);
+    cli_ok(
+        &b,
+        &[
+            "jobs",
+            "add",
+            "tx",
+            "--source",
+            "src",
+            "--topics",
+            &format!(r"{p}\..*"),
+        ],
+    );
+    wait_caught_up(&b, "tx", 2, Duration::from_secs(60));
+    let (src, copy) = (ClientConfig::new(&k.plaintext), our(&b));
+    let topics = vec![(txn.clone(), 1), (compact.clone(), 1)];
+    let c2 = compact.clone();
+    run(move || async move {
+        let (src, copy) = (
+            Client::connect(src).await.unwrap(),
+            Client::connect(copy).await.unwrap(),
+        );
+        assert_identical(&src, &copy, &topics).await;
+        let gaps = offsets_of(&copy, &c2).await;
+        assert!(
+            gaps.windows(2).any(|w| w[1].0 > w[0].1 + 1) || gaps.first().is_some_and(|g| g.0 > 0),
+            "the copy has the source's gaps: {gaps:?}"
+        );
+    });
+    let ours = format!("127.0.0.1:{}", b.port);
+    for topic in [&txn, &compact] {
+        for isolation in ["read_committed", "read_uncommitted"] {
+            let a = consume_all(&k.plaintext, topic, isolation);
+            let c = consume_all(&ours, topic, isolation);
+            assert!(!a.is_empty(), "{topic} {isolation}: nothing consumed");
+            assert_eq!(a, c, "{topic} {isolation}: source and copy differ");
+        }
+    }
+    let committed = consume_all(&ours, &txn, "read_committed");
+    let all = consume_all(&ours, &txn, "read_uncommitted");
+    assert_eq!(committed.len(), 4 * 5 + 1, "aborted records hidden");
+    assert_eq!(all.len(), 6 * 5 + 1, "aborted records visible uncommitted");
+}

@@ -18,6 +18,9 @@ pub struct FetchPartition {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// Aborted transactions in the answer's range, (producer id, first
+    /// offset), for read_committed fetches.
+    pub aborted: Vec<(i64, i64)>,
     /// Whole record batches, sent as they are.
     pub records: Vec<Bytes>,
 }
@@ -71,7 +74,14 @@ pub fn encode_fetch_response(
             if version >= 5 {
                 head.put_i64(p.log_start_offset);
             }
-            put_array_len(&mut head, flexible, 0); // aborted_transactions
+            put_array_len(&mut head, flexible, p.aborted.len());
+            for &(producer_id, first_offset) in &p.aborted {
+                head.put_i64(producer_id);
+                head.put_i64(first_offset);
+                if flexible {
+                    head.put_u8(0); // aborted transaction tagged fields
+                }
+            }
             if version >= 11 {
                 head.put_i32(-1); // preferred_read_replica
             }
@@ -145,6 +155,7 @@ mod tests {
                     high_watermark: 8,
                     last_stable_offset: 8,
                     log_start_offset: 0,
+                    aborted: vec![(1000, 2), (1001, 5)],
                     records: vec![batch.clone(), batch.clone()],
                     ..Default::default()
                 },
@@ -154,6 +165,7 @@ mod tests {
                     high_watermark: -1,
                     last_stable_offset: -1,
                     log_start_offset: -1,
+                    aborted: vec![],
                     records: vec![],
                 },
             ],
@@ -175,6 +187,13 @@ mod tests {
             assert_eq!(t.partitions.len(), 2);
             let p = &t.partitions[0];
             assert_eq!((p.partition_index, p.high_watermark), (3, 8));
+            let aborted: Vec<(i64, i64)> = p
+                .aborted_transactions
+                .iter()
+                .flatten()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect();
+            assert_eq!(aborted, [(1000, 2), (1001, 5)], "v{version}");
             assert_eq!(
                 p.records.as_ref().map(|r| r.len()),
                 Some(batch.len() * 2),

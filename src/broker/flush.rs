@@ -100,7 +100,7 @@ async fn commit(shard: &Shard, uploaded: Vec<(Rc<PartitionLog>, Flushing)>, star
             topic: log.topic.clone(),
             partition: log.partition,
             expected: f.expected,
-            segment: f.sealed.info.into(),
+            segment: f.record(),
         })
         .collect();
     let commit_started = Instant::now();

@@ -26,7 +26,7 @@ use super::cluster::Claim;
 use super::errors::ErrorCode;
 use super::pool::BufferPool;
 use super::shard::{CachedSegment, Shard};
-use crate::meta::{PartitionState, SegmentRecord, keys};
+use crate::meta::{AbortedTxn, PartitionState, SegmentRecord, keys};
 
 /// Records of one produce partition at least this large are kept in the
 /// segment where they arrived instead of being copied into its arena
@@ -70,6 +70,7 @@ impl OpenSegment {
             opened: Instant::now(),
             acks: Vec::new(),
             producer_batches: Vec::new(),
+            aborted: Vec::new(),
         })
     }
 }
@@ -107,6 +108,72 @@ struct LogState {
     open: Option<OpenSegment>,
     next_offset: i64,
     producers: HashMap<i64, Producer>,
+    txns: Txns,
+}
+
+/// Transactions in the log (a mirror copies its source's as they are):
+/// what read_committed fetches need, kept from the segment records.
+#[derive(Debug, Default)]
+struct Txns {
+    /// Open after everything appended, durable or not: producer id -> the
+    /// offset of its transaction's first batch.
+    open: HashMap<i64, i64>,
+    /// Open as of the committed end.
+    committed_open: HashMap<i64, i64>,
+    /// Every committed aborted transaction, in abort marker order.
+    aborted: Vec<AbortedTxn>,
+}
+
+impl Txns {
+    fn from_segments(segments: &[SegmentRecord]) -> Self {
+        let committed_open: HashMap<i64, i64> = segments
+            .last()
+            .map(|s| s.open_txns.iter().copied().collect())
+            .unwrap_or_default();
+        Self {
+            open: committed_open.clone(),
+            committed_open,
+            aborted: segments
+                .iter()
+                .flat_map(|s| s.aborted.iter().copied())
+                .collect(),
+        }
+    }
+
+    /// Follows appended batches: a transactional batch opens its producer's
+    /// transaction, a control batch closes it; returns the aborted ones.
+    fn follow(&mut self, batches: &[RecordBatch]) -> Vec<AbortedTxn> {
+        let mut aborted = Vec::new();
+        for b in batches {
+            let pid = b.producer_id();
+            if b.is_control() {
+                let Some(first_offset) = self.open.remove(&pid) else {
+                    continue; // its data came before the copy began
+                };
+                if control_type(b) == Some(CONTROL_ABORT) {
+                    aborted.push(AbortedTxn {
+                        producer_id: pid,
+                        first_offset,
+                        last_offset: b.base_offset(),
+                    });
+                }
+            } else if b.is_transactional() {
+                self.open.entry(pid).or_insert(b.base_offset());
+            }
+        }
+        aborted
+    }
+}
+
+/// Kafka's control record types (the key of a control batch's record).
+const CONTROL_ABORT: i16 = 0;
+
+/// The type of a control batch's marker: its record's key is
+/// (version: i16, type: i16).
+fn control_type(b: &RecordBatch) -> Option<i16> {
+    let records = b.records().ok()?;
+    let key = records.first()?.key.as_ref()?;
+    Some(i16::from_be_bytes([*key.get(2)?, *key.get(3)?]))
 }
 
 struct OpenSegment {
@@ -114,6 +181,8 @@ struct OpenSegment {
     opened: Instant,
     acks: Vec<oneshot::Sender<Result<(), ErrorCode>>>,
     producer_batches: Vec<(i64, ProducerBatch)>,
+    /// Transactions aborted by markers in this segment.
+    aborted: Vec<AbortedTxn>,
 }
 
 /// Idempotent producer state (per producer id) of one partition.
@@ -140,6 +209,19 @@ pub struct Flushing {
     pub expected: PartitionState,
     acks: Vec<oneshot::Sender<Result<(), ErrorCode>>>,
     producer_batches: Vec<(i64, ProducerBatch)>,
+    aborted: Vec<AbortedTxn>,
+    open_txns: Vec<(i64, i64)>,
+}
+
+impl Flushing {
+    /// The segment's record in the metadata store.
+    pub fn record(&self) -> SegmentRecord {
+        SegmentRecord {
+            aborted: self.aborted.clone(),
+            open_txns: self.open_txns.clone(),
+            ..SegmentRecord::from(self.sealed.info)
+        }
+    }
 }
 
 /// Outcome of an append for one partition of a produce request.
@@ -154,7 +236,11 @@ pub enum Appended {
 #[derive(Debug, Default)]
 pub struct ReadResult {
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// read_committed: transactions aborted within the range read,
+    /// (producer id, first offset).
+    pub aborted: Vec<(i64, i64)>,
     pub chunks: Vec<Bytes>,
     pub bytes: usize,
 }
@@ -167,6 +253,7 @@ impl PartitionLog {
         segments: Vec<SegmentRecord>,
         claim: Option<Claim>,
     ) -> Self {
+        let txns = Txns::from_segments(&segments);
         Self {
             topic,
             partition,
@@ -178,6 +265,7 @@ impl PartitionLog {
                 open: None,
                 next_offset: committed.next_offset,
                 producers: HashMap::new(),
+                txns,
             }),
             watchers: RefCell::default(),
         }
@@ -376,6 +464,7 @@ impl PartitionLog {
                 SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
                 e => self.refuse_corrupt(&e),
             })?;
+        open.aborted.extend(st.txns.follow(batches));
         let (tx, rx) = oneshot::channel();
         open.acks.push(tx);
         st.next_offset = open.writer.next_offset();
@@ -417,23 +506,34 @@ impl PartitionLog {
         let open = st.open.take()?;
         let expected = st.committed;
         match open.writer.seal(now_ms) {
-            Ok(sealed) => Some(Flushing {
-                sealed,
-                expected,
-                acks: open.acks,
-                producer_batches: open.producer_batches,
-            }),
+            Ok(sealed) => {
+                // Everything appended is in this segment: what is open now
+                // is what is open at its end.
+                let mut open_txns: Vec<(i64, i64)> =
+                    st.txns.open.iter().map(|(p, f)| (*p, *f)).collect();
+                open_txns.sort_unstable();
+                Some(Flushing {
+                    sealed,
+                    expected,
+                    acks: open.acks,
+                    producer_batches: open.producer_batches,
+                    aborted: open.aborted,
+                    open_txns,
+                })
+            }
             Err(_) => None,
         }
     }
 
     /// The flushed segment is durable and committed.
     pub fn committed(&self, f: Flushing, state: PartitionState) -> SegmentRecord {
-        let record = SegmentRecord::from(f.sealed.info);
+        let record = f.record();
         {
             let mut st = self.state.borrow_mut();
             st.committed = state;
-            st.segments.push(record);
+            st.txns.aborted.extend(f.aborted.iter().copied());
+            st.txns.committed_open = f.open_txns.iter().copied().collect();
+            st.segments.push(record.clone());
             for (pid, batch) in f.producer_batches {
                 let p = st.producers.entry(pid).or_default();
                 p.recent.push_back(batch);
@@ -477,6 +577,7 @@ impl PartitionLog {
             }
         }
         st.next_offset = st.committed.next_offset;
+        st.txns.open = st.txns.committed_open.clone();
         // Sequences appended but not durable are forgotten.
         for p in st.producers.values_mut() {
             p.last_seq = p.recent.back().map(|b| b.last_seq);
@@ -497,7 +598,7 @@ impl PartitionLog {
         let st = self.state.borrow();
         let i = st.segments.partition_point(|s| s.base_offset <= offset);
         i.checked_sub(1)
-            .map(|i| st.segments[i])
+            .map(|i| st.segments[i].clone())
             .filter(|s| s.last_offset >= offset)
     }
 
@@ -512,23 +613,26 @@ impl PartitionLog {
         shard: &Shard,
         mut offset: i64,
         max_bytes: usize,
+        read_committed: bool,
     ) -> Result<ReadResult, ErrorCode> {
         let (hw, start) = {
             let st = self.state.borrow();
             (st.committed.next_offset, st.committed.log_start_offset)
         };
+        let lso = self.last_stable_offset();
         let mut out = ReadResult {
             high_watermark: hw,
+            last_stable_offset: lso,
             log_start_offset: start,
             ..ReadResult::default()
         };
-        if offset == hw {
-            return Ok(out);
-        }
         if offset > hw || offset < start {
             return Err(ErrorCode::OFFSET_OUT_OF_RANGE);
         }
-        while offset < hw && (out.bytes < max_bytes || out.chunks.is_empty()) {
+        // read_committed sees nothing of a transaction still open.
+        let end = if read_committed { lso } else { hw };
+        let first = offset;
+        'segments: while offset < end && (out.bytes < max_bytes || out.chunks.is_empty()) {
             let Some(seg) = self.segment_for(offset) else {
                 // Offsets below the first segment's base (a log that starts late).
                 let next = self
@@ -552,12 +656,39 @@ impl PartitionLog {
                 break;
             }
             for b in batches {
+                if b.base_offset() >= end {
+                    break 'segments;
+                }
                 offset = b.last_offset() + 1;
                 out.bytes += b.len();
                 out.chunks.push(b.into_bytes());
             }
         }
+        if read_committed && !out.chunks.is_empty() {
+            let last = offset - 1;
+            out.aborted = self
+                .state
+                .borrow()
+                .txns
+                .aborted
+                .iter()
+                .filter(|a| a.first_offset <= last && a.last_offset >= first)
+                .map(|a| (a.producer_id, a.first_offset))
+                .collect();
+        }
         Ok(out)
+    }
+
+    /// The first offset of the oldest transaction still open at the
+    /// committed end, else the high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        let st = self.state.borrow();
+        let hw = st.committed.next_offset;
+        st.txns
+            .committed_open
+            .values()
+            .min()
+            .map_or(hw, |&first| first.min(hw))
     }
 
     async fn read_segment(
@@ -679,13 +810,13 @@ impl PartitionLog {
                 .iter()
                 .filter(|s| Some(s.max_timestamp) == max)
                 .take(1)
-                .copied()
+                .cloned()
                 .collect()
         } else {
             segments
                 .iter()
                 .filter(|s| s.max_timestamp >= timestamp)
-                .copied()
+                .cloned()
                 .collect()
         };
         for seg in candidates {
@@ -856,6 +987,92 @@ mod tests {
             (f.sealed.info.base_offset, f.sealed.info.last_offset),
             (1100, 1199)
         );
+    }
+
+    #[test]
+    fn copied_transactions_give_read_committed_its_view() {
+        use kafscale_codec::batch::BatchBuilder;
+        let txn = |base: i64, pid: i64, n: usize| {
+            let mut b = BatchBuilder::new(base, 1_000)
+                .idempotent(pid, 0, 0)
+                .transactional();
+            for _ in 0..n {
+                b.push(None, Some(b"t"), &[]);
+            }
+            b.finish()
+        };
+        let marker = |base: i64, pid: i64, commit: bool| {
+            BatchBuilder::new(base, 1_000)
+                .idempotent(pid, 0, 0)
+                .marker(commit)
+                .finish()
+        };
+        // pid 7 aborts [0, 2) at 2; pid 8 commits [3, 5) at 5; pid 9 opens at 6.
+        let blobs = [
+            txn(0, 7, 2),
+            marker(2, 7, false),
+            txn(3, 8, 2),
+            marker(5, 8, true),
+            txn(6, 9, 1),
+        ];
+        let batches: Vec<RecordBatch> = blobs
+            .iter()
+            .map(|b| RecordBatch::parse(b.clone()).unwrap())
+            .collect();
+        let log = PartitionLog::new("m".into(), 0, PartitionState::NEW, Vec::new(), None);
+        let pool = BufferPool::new(1 << 20);
+        assert!(log.append_at_offsets(&batches[..4], 8 << 20, &pool).is_ok());
+        assert!(log.append_at_offsets(&batches[4..], 8 << 20, &pool).is_ok());
+        assert_eq!(log.last_stable_offset(), 0, "nothing committed yet");
+        let f = log.take_for_flush(1).unwrap();
+        let record = f.record();
+        assert_eq!(
+            record.aborted,
+            [AbortedTxn {
+                producer_id: 7,
+                first_offset: 0,
+                last_offset: 2
+            }]
+        );
+        assert_eq!(record.open_txns, [(9, 6)]);
+        log.committed(
+            f,
+            PartitionState {
+                next_offset: 7,
+                ..PartitionState::NEW
+            },
+        );
+        assert_eq!(log.high_watermark(), 7);
+        assert_eq!(log.last_stable_offset(), 6, "pid 9 is still open");
+        // After a restart the state comes from the segment records alone.
+        let again = PartitionLog::new(
+            "m".into(),
+            0,
+            PartitionState {
+                next_offset: 7,
+                ..PartitionState::NEW
+            },
+            vec![record],
+            None,
+        );
+        assert_eq!(again.last_stable_offset(), 6);
+        let st = again.state.borrow();
+        assert_eq!(st.txns.aborted.len(), 1);
+        assert_eq!(st.txns.open.get(&9), Some(&6));
+        drop(st);
+        // pid 9 commits: the LSO reaches the end once that is durable.
+        let commit = RecordBatch::parse(marker(7, 9, true)).unwrap();
+        assert!(again.append_at_offsets(&[commit], 8 << 20, &pool).is_ok());
+        let f = again.take_for_flush(2).unwrap();
+        assert!(f.record().open_txns.is_empty());
+        again.committed(
+            f,
+            PartitionState {
+                next_offset: 8,
+                ..PartitionState::NEW
+            },
+        );
+        assert_eq!(again.last_stable_offset(), 8);
     }
 
     #[test]

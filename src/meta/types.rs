@@ -35,7 +35,7 @@ impl PartitionState {
 }
 
 /// One committed segment of a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentRecord {
     pub base_offset: i64,
     pub last_offset: i64,
@@ -44,6 +44,24 @@ pub struct SegmentRecord {
     pub created_ms: i64,
     pub min_timestamp: i64,
     pub max_timestamp: i64,
+    /// Transactions whose abort marker is in this segment (mirrored
+    /// partitions copy their source's transactions as they are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aborted: Vec<AbortedTxn>,
+    /// Transactions still open at this segment's end: (producer id, first
+    /// offset). With `aborted` of every segment, what a read_committed
+    /// fetch needs, without reading any segment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_txns: Vec<(i64, i64)>,
+}
+
+/// A transaction its producer aborted: data from `first_offset`, the abort
+/// marker (a control batch) at `last_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
 }
 
 impl From<kafscale_codec::kfs::SegmentInfo> for SegmentRecord {
@@ -56,6 +74,8 @@ impl From<kafscale_codec::kfs::SegmentInfo> for SegmentRecord {
             created_ms: i.created_ms,
             min_timestamp: i.min_timestamp,
             max_timestamp: i.max_timestamp,
+            aborted: Vec::new(),
+            open_txns: Vec::new(),
         }
     }
 }

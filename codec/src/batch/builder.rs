@@ -17,6 +17,8 @@ pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
+    /// Transactional (0x10) and control (0x20) attribute bits.
+    flags: i16,
     count: i32,
     records: Vec<u8>,
     scratch: Vec<u8>,
@@ -32,6 +34,7 @@ impl BatchBuilder {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            flags: 0,
             count: 0,
             records: Vec::new(),
             scratch: Vec::new(),
@@ -48,6 +51,24 @@ impl BatchBuilder {
         self.producer_id = producer_id;
         self.producer_epoch = producer_epoch;
         self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Marks the batch as part of its producer's transaction (set the
+    /// producer with [`BatchBuilder::idempotent`]).
+    pub fn transactional(mut self) -> Self {
+        self.flags |= 0x10;
+        self
+    }
+
+    /// A transaction marker of the producer set with
+    /// [`BatchBuilder::idempotent`]: a control batch whose one record says
+    /// commit or abort (no other record may be pushed).
+    pub fn marker(mut self, commit: bool) -> Self {
+        self.flags |= 0x30;
+        let key = [0, 0, 0, u8::from(commit)]; // version 0, type
+        let value = [0, 0, 0, 0, 0, 0]; // version 0, coordinator epoch 0
+        self.push(Some(&key), Some(&value), &[]);
         self
     }
 
@@ -109,7 +130,7 @@ impl BatchBuilder {
         out.extend_from_slice(&(-1i32).to_be_bytes()); // partitionLeaderEpoch
         out.push(2); // magic
         out.extend_from_slice(&[0; 4]); // crc, filled below
-        out.extend_from_slice(&self.compression.attribute_bits().to_be_bytes());
+        out.extend_from_slice(&(self.compression.attribute_bits() | self.flags).to_be_bytes());
         out.extend_from_slice(&(self.count - 1).max(0).to_be_bytes());
         out.extend_from_slice(&self.base_timestamp.to_be_bytes());
         out.extend_from_slice(&self.max_timestamp.to_be_bytes());

@@ -38,13 +38,14 @@ async fn read_partition(
     partition: u32,
     offset: i64,
     max_bytes: usize,
+    read_committed: bool,
     watch: bool,
 ) -> Read {
     let log = match shard.log(&topic, partition).await {
         Ok(l) => l,
         Err(code) => return (Err(code), None),
     };
-    let result = log.read(&shard, offset, max_bytes).await;
+    let result = log.read(&shard, offset, max_bytes, read_committed).await;
     let watcher = match &result {
         Ok(r) if watch && r.bytes == 0 => Some(log.watch()),
         _ => None,
@@ -61,6 +62,7 @@ pub async fn handle(
     let req: FetchRequest = decode(body, version)?;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
+    let read_committed = req.isolation_level == 1;
     // Clamped before anything is read from the object store: a client's
     // i32::MAX would otherwise read whole partitions into one answer.
     let limit = shard.args.fetch_max_bytes.0 as usize;
@@ -128,7 +130,7 @@ pub async fn handle(
                 let route = name.clone();
                 match s
                     .on_owner(&route, partition, move |o| {
-                        read_partition(o, name, partition, offset, max, wait)
+                        read_partition(o, name, partition, offset, max, read_committed, wait)
                     })
                     .await
                 {
@@ -167,6 +169,7 @@ pub async fn handle(
             high_watermark: -1,
             last_stable_offset: -1,
             log_start_offset: -1,
+            aborted: Vec::new(),
             records: Vec::new(),
         };
         match read {
@@ -174,8 +177,9 @@ pub async fn handle(
             Some(Err(code)) => out.error_code = code.code(),
             Some(Ok(r)) => {
                 out.high_watermark = r.high_watermark;
-                out.last_stable_offset = r.high_watermark;
+                out.last_stable_offset = r.last_stable_offset;
                 out.log_start_offset = r.log_start_offset;
+                out.aborted = r.aborted;
                 for chunk in r.chunks {
                     if sent_any && chunk.len() > budget {
                         break;

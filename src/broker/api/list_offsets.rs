@@ -20,8 +20,13 @@ async fn lookup(
     topic: String,
     partition: u32,
     timestamp: i64,
+    read_committed: bool,
 ) -> Result<(i64, i64), ErrorCode> {
     let log = shard.log(&topic, partition).await?;
+    if timestamp == -1 && read_committed {
+        // Kafka's latest for read_committed: the last stable offset.
+        return Ok((-1, log.last_stable_offset()));
+    }
     log.offset_for(&shard, timestamp).await
 }
 
@@ -31,6 +36,7 @@ pub async fn handle(
     body: Bytes,
 ) -> Result<Reply, String> {
     let req: ListOffsetsRequest = decode(body, header.api_version)?;
+    let read_committed = req.isolation_level == 1;
     let mut resp = ListOffsetsResponse::default();
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -47,7 +53,7 @@ pub async fn handle(
                 }
                 let route = topic.clone();
                 s.on_owner(&route, partition as u32, move |o| {
-                    lookup(o, topic, partition as u32, ts)
+                    lookup(o, topic, partition as u32, ts, read_committed)
                 })
                 .await?
             }
