@@ -23,12 +23,27 @@ fn unique(name: &str) -> String {
     format!("{name}{:08x}", rand::random::<u32>())
 }
 
+/// A broker whose REST API the CLI can use.
+trait Http {
+    fn http_port(&self) -> u16;
+    fn kafka_port(&self) -> u16;
+}
+
+impl Http for Broker {
+    fn http_port(&self) -> u16 {
+        self.metrics_port
+    }
+    fn kafka_port(&self) -> u16 {
+        self.port
+    }
+}
+
 /// Runs `kafscale mirror ...` against the broker's REST API.
-fn cli(b: &Broker, args: &[&str]) -> (bool, String, String) {
+fn cli(b: &impl Http, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kafscale"))
         .arg("mirror")
         .args(args)
-        .args(["--http", &format!("http://127.0.0.1:{}", b.metrics_port)])
+        .args(["--http", &format!("http://127.0.0.1:{}", b.http_port())])
         .output()
         .unwrap();
     (
@@ -38,20 +53,20 @@ fn cli(b: &Broker, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn cli_ok(b: &Broker, args: &[&str]) -> String {
+fn cli_ok(b: &impl Http, args: &[&str]) -> String {
     let (ok, out, err) = cli(b, args);
     assert!(ok, "kafscale mirror {args:?} failed: {err}{out}");
     out
 }
 
-fn status(b: &Broker, job: &str) -> Value {
+fn status(b: &impl Http, job: &str) -> Value {
     let out = cli_ok(b, &["jobs", "status", job, "--json"]);
     serde_json::from_str(&out).unwrap()
 }
 
 /// Waits until the job copies `partitions` partitions, all caught up with
 /// the source's high watermark as it is now (at least `min_records` in all).
-fn wait_caught_up(b: &Broker, job: &str, partitions: usize, timeout: Duration) -> Value {
+fn wait_caught_up(b: &impl Http, job: &str, partitions: usize, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         // Just after a restart the HTTP port may not listen yet.
@@ -190,8 +205,8 @@ fn source_args(k: &ApacheKafka, name: &str) -> Vec<String> {
     .collect()
 }
 
-fn our(b: &Broker) -> ClientConfig {
-    ClientConfig::new(format!("127.0.0.1:{}", b.port))
+fn our(b: &impl Http) -> ClientConfig {
+    ClientConfig::new(format!("127.0.0.1:{}", b.kafka_port()))
 }
 
 /// The main scenario: three kinds of source topics (every codec from
@@ -753,4 +768,367 @@ fn transactions_and_compaction_gaps_read_the_same_on_the_copy() {
     let all = consume_all(&ours, &txn, "read_uncommitted");
     assert_eq!(committed.len(), 4 * 5 + 1, "aborted records hidden");
     assert_eq!(all.len(), 6 * 5 + 1, "aborted records visible uncommitted");
+}
+
+/// A broker of a cluster on etcd and an S3 server (scripts/test's, or one
+/// of the test's own).
+struct Node {
+    child: std::process::Child,
+    port: u16,
+    metrics_port: u16,
+}
+
+impl Http for Node {
+    fn http_port(&self) -> u16 {
+        self.metrics_port
+    }
+    fn kafka_port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Resident memory now, in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    }
+}
+
+struct Cluster {
+    s3: String,
+    etcd: String,
+    ns: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `None` (skipped) without scripts/test's etcd and S3 server.
+    fn new(s3: Option<String>) -> Option<Self> {
+        let (Ok(shared_s3), Ok(etcd)) = (
+            std::env::var("KAFSCALE_TEST_S3_ENDPOINT"),
+            std::env::var("KAFSCALE_TEST_ETCD_ENDPOINTS"),
+        ) else {
+            assert!(
+                std::env::var_os("KAFSCALE_TEST_REQUIRE_SERVERS").is_none(),
+                "the S3 server and etcd are not set but KAFSCALE_TEST_REQUIRE_SERVERS is"
+            );
+            return None;
+        };
+        Some(Self {
+            s3: s3.unwrap_or(shared_s3),
+            etcd,
+            ns: unique("mirror-"),
+            dir: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    fn node(&self, id: i32, extra: &[&str]) -> Node {
+        let port = common::free_port();
+        let metrics_port = common::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+            .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("b{id}")))
+            .args(["--flush-interval-ms", "50", "--shards", "2"])
+            .args(["--s3-endpoint", &self.s3, "--s3-bucket", &self.ns])
+            .args(["--s3-create-bucket", "--s3-namespace", &self.ns])
+            .args([
+                "--etcd-endpoints",
+                &self.etcd,
+                "--broker-id",
+                &id.to_string(),
+            ])
+            .args(["--lease-ttl-secs", "3"])
+            .args(extra)
+            .env(
+                "AWS_ACCESS_KEY_ID",
+                std::env::var("KAFSCALE_TEST_S3_ACCESS_KEY").unwrap_or_default(),
+            )
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                std::env::var("KAFSCALE_TEST_S3_SECRET_KEY").unwrap_or_default(),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_err() {
+            assert!(Instant::now() < deadline, "broker {id} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Node {
+            child,
+            port,
+            metrics_port,
+        }
+    }
+}
+
+/// Produces batches of ten records round-robin to every partition of
+/// `topic` at the source for `seconds`; returns the batches sent.
+fn source_load(
+    bootstrap: String,
+    topic: String,
+    partitions: i32,
+    seconds: u64,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        run(move || async move {
+            let c = Client::connect(ClientConfig::new(&bootstrap))
+                .await
+                .unwrap();
+            let until = Instant::now() + Duration::from_secs(seconds);
+            let mut sent = 0;
+            while Instant::now() < until {
+                for part in 0..partitions {
+                    let codec = [Compression::Zstd, Compression::None][sent % 2];
+                    c.produce_raw(&topic, part, batch(10, codec, "load"), Acks::All)
+                        .await
+                        .unwrap();
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    })
+}
+
+fn create_source_topic(k: &ApacheKafka, topic: &str, partitions: i32) {
+    let (c, t) = (ClientConfig::new(&k.plaintext), topic.to_owned());
+    run(move || async move {
+        let c = Client::connect(c).await.unwrap();
+        c.ensure_topic(&NewTopic::new(&t, partitions))
+            .await
+            .unwrap();
+        for part in 0..partitions {
+            c.produce_raw(&t, part, batch(20, Compression::Gzip, "init"), Acks::All)
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// Two brokers share a job (each copies the partitions it owns); one is
+/// killed while the source takes load: the other takes its partitions over
+/// and the copy has every batch exactly once.
+#[test]
+fn two_brokers_share_a_job_and_a_killed_one_loses_nothing() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    let Some(cluster) = Cluster::new(None) else {
+        return;
+    };
+    let topic = unique("two.");
+    create_source_topic(&k, &topic, 8);
+    let a = cluster.node(0, &[]);
+    let mut b = cluster.node(1, &[]);
+    cli_ok(&a, &["sources", "add", "src", "--bootstrap", &k.plaintext]);
+    cli_ok(
+        &a,
+        &[
+            "jobs",
+            "add",
+            "shared",
+            "--source",
+            "src",
+            "--topics",
+            &regex_escape(&topic),
+        ],
+    );
+    // Status through the other broker: both brokers report their part.
+    let s = wait_caught_up(&b, "shared", 8, Duration::from_secs(60));
+    let reporting = s["brokers_reporting"].as_array().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut reporting = reporting;
+    while reporting < 2 {
+        assert!(Instant::now() < deadline, "not both brokers report: {s}");
+        std::thread::sleep(Duration::from_millis(500));
+        reporting = status(&b, "shared")["brokers_reporting"]
+            .as_array()
+            .unwrap()
+            .len();
+    }
+    let load = source_load(k.plaintext.clone(), topic.clone(), 8, 6);
+    std::thread::sleep(Duration::from_secs(2));
+    b.kill();
+    let sent = load.join().unwrap();
+    // The killed broker's part of the status is shown until its lease
+    // (3 s) expires; then its partitions are the other broker's.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(sent > 16, "only {sent} batches of load");
+    wait_caught_up(&a, "shared", 8, Duration::from_secs(90));
+    let (src, copy) = (ClientConfig::new(&k.plaintext), our(&a));
+    run(move || async move {
+        let (src, copy) = (
+            Client::connect(src).await.unwrap(),
+            Client::connect(copy).await.unwrap(),
+        );
+        assert_identical(&src, &copy, &[(topic, 8)]).await
+    });
+}
+
+/// An S3 server of the test's own, stopped and started on the same port
+/// and directory.
+struct OwnS3 {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnS3 {
+    fn start() -> Self {
+        let mut s = Self {
+            child: None,
+            port: common::free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        s.resume();
+        s
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn resume(&mut self) {
+        let child = Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--access-key",
+                &std::env::var("KAFSCALE_TEST_S3_ACCESS_KEY").unwrap_or_default(),
+                "--secret-key",
+                &std::env::var("KAFSCALE_TEST_S3_SECRET_KEY").unwrap_or_default(),
+            ])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("s3s-fs (installed by scripts/setup)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnS3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// S3 down for 60 s while the source takes load: the job says so, the
+/// broker's memory stays within its budget + 64 MiB (the source's retention
+/// is the buffer), and once S3 is back the copy catches up with nothing
+/// lost or doubled.
+#[test]
+fn s3_down_for_a_minute_bounds_memory_and_loses_nothing() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    if std::env::var_os("KAFSCALE_TEST_S3_ENDPOINT").is_none() {
+        return; // no scripts/test servers (s3s-fs); Cluster::new reports it
+    }
+    let mut s3 = OwnS3::start();
+    let Some(cluster) = Cluster::new(Some(s3.endpoint())) else {
+        return;
+    };
+    let topic = unique("s3down.");
+    create_source_topic(&k, &topic, 4);
+    let budget = 64u64 << 20;
+    let node = cluster.node(0, &["--memory-budget", "64MiB"]);
+    cli_ok(
+        &node,
+        &["sources", "add", "src", "--bootstrap", &k.plaintext],
+    );
+    cli_ok(
+        &node,
+        &[
+            "jobs",
+            "add",
+            "s3",
+            "--source",
+            "src",
+            "--topics",
+            &regex_escape(&topic),
+        ],
+    );
+    wait_caught_up(&node, "s3", 4, Duration::from_secs(60));
+    let before = node.rss();
+
+    s3.stop();
+    let load = source_load(k.plaintext.clone(), topic.clone(), 4, 20);
+    let down_until = Instant::now() + Duration::from_secs(60);
+    let mut peak = 0;
+    let mut reported = false;
+    while Instant::now() < down_until {
+        peak = peak.max(node.rss());
+        if !reported {
+            let s = status(&node, "s3");
+            reported = s["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["state"] == "target-unavailable");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let sent = load.join().unwrap();
+    assert!(reported, "the job never reported the spine unavailable");
+    assert!(
+        peak <= budget + (64 << 20),
+        "RSS peaked at {} MiB with S3 down (budget {} MiB; {} MiB before)",
+        peak >> 20,
+        budget >> 20,
+        before >> 20
+    );
+    s3.resume();
+    wait_caught_up(&node, "s3", 4, Duration::from_secs(120));
+    let (src, copy) = (ClientConfig::new(&k.plaintext), our(&node));
+    let batches = run(move || async move {
+        let (src, copy) = (
+            Client::connect(src).await.unwrap(),
+            Client::connect(copy).await.unwrap(),
+        );
+        assert_identical(&src, &copy, &[(topic, 4)]).await
+    });
+    assert!(
+        batches >= sent,
+        "{batches} batches copied, {sent} sent under load"
+    );
+    eprintln!(
+        "S3 down 60 s: {sent} batches produced meanwhile, RSS {} MiB before, peak {} MiB",
+        before >> 20,
+        peak >> 20
+    );
 }

@@ -326,9 +326,16 @@ impl Api {
         };
         let me = self.cluster.id();
         let now = now_ms();
+        // Only live brokers' parts: a dead broker's partitions are moving
+        // to the others, whose reports will show them.
+        let live: Vec<i32> = self.cluster.brokers().iter().map(|b| b.id).collect();
         let mut fresh: Vec<JobReport> = reports
             .into_iter()
-            .filter(|r| r.broker_id != me && now - r.reported_ms <= REPORT_FRESH_MS)
+            .filter(|r| {
+                r.broker_id != me
+                    && live.contains(&r.broker_id)
+                    && now - r.reported_ms <= REPORT_FRESH_MS
+            })
             .collect();
         if let Some(local) = self.metrics.mirror.report(name, me) {
             fresh.push(local);
