@@ -356,6 +356,29 @@ fn mirror_copies_topics_byte_for_byte_and_resumes_from_its_own_log() {
     }
     wait_caught_up(&b, "dr", partitions + 2, Duration::from_secs(60));
     topics.push((late, 2));
+    // The source topic grows: its copy gets the new partitions too.
+    {
+        let (c, grown) = (k.scram(Mechanism::ScramSha256, false), format!("{p}.gzip"));
+        run(move || async move {
+            let c = Client::connect(c).await.unwrap();
+            c.create_partitions(&grown, 3, Duration::from_secs(30))
+                .await
+                .unwrap();
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            for part in 1..3 {
+                c.produce_raw(
+                    &grown,
+                    part,
+                    batch(4, Compression::Snappy, "grown"),
+                    Acks::All,
+                )
+                .await
+                .unwrap();
+            }
+        });
+    }
+    wait_caught_up(&b, "dr", partitions + 4, Duration::from_secs(60));
+    topics[0].1 = 3;
     let (src, copy) = (k.scram(Mechanism::ScramSha512, true), our(&b));
     run(move || async move {
         let (src, copy) = (
@@ -1131,4 +1154,90 @@ fn s3_down_for_a_minute_bounds_memory_and_loses_nothing() {
         before >> 20,
         peak >> 20
     );
+}
+
+/// Consumes up to `count` records of `topic` in consumer group `group`
+/// with confluent-kafka, commits and leaves; returns their offsets.
+fn group_consume(bootstrap: &str, topic: &str, group: &str, count: usize) -> Vec<i64> {
+    const SCRIPT: &str = r#"
+import json, sys, time
+from confluent_kafka import Consumer
+bootstrap, topic, group, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+              "auto.offset.reset": "earliest", "enable.partition.eof": True})
+c.subscribe([topic])
+out, deadline = [], time.time() + 60
+while len(out) < count and time.time() < deadline:
+    m = c.poll(1.0)
+    if m is None:
+        continue
+    if m.error():
+        if m.error().code() == -191:  # _PARTITION_EOF
+            break
+        sys.exit("consumer error: %s" % m.error())
+    out.append(m.offset())
+    c.commit(message=m, asynchronous=False)
+c.close()
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, bootstrap, topic, group, &count.to_string()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "confluent-kafka consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("consumer output")
+}
+
+/// `--groups`: a consumer group's committed offsets follow it to the copy,
+/// so a confluent-kafka consumer stopped on the source continues on the
+/// copy without a gap or a repeat.
+#[test]
+fn group_offsets_let_a_consumer_continue_on_the_copy() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    let topic = unique("grp.");
+    create_source_topic(&k, &topic, 1);
+    confluent_produce(&k.plaintext, &topic, "lz4", 80);
+    let group = unique("billing-");
+    let first = group_consume(&k.plaintext, &topic, &group, 30);
+    assert_eq!(first, (0..30).collect::<Vec<i64>>());
+    let b = start_with(&[]);
+    cli_ok(&b, &["sources", "add", "src", "--bootstrap", &k.plaintext]);
+    cli_ok(
+        &b,
+        &[
+            "jobs",
+            "add",
+            "g",
+            "--source",
+            "src",
+            "--topics",
+            &regex_escape(&topic),
+            "--groups",
+            "billing-.*",
+        ],
+    );
+    wait_caught_up(&b, "g", 1, Duration::from_secs(60));
+    let (copy, g, t) = (our(&b), group.clone(), topic.clone());
+    run(move || async move {
+        let c = Client::connect(copy).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let o = c.offset_fetch(&g, &[(&t, vec![0])]).await.unwrap();
+            if o.first().is_some_and(|o| o.offset == 30) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "group offsets not copied: {o:?}");
+            glommio::timer::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let ours = format!("127.0.0.1:{}", b.port);
+    let rest = group_consume(&ours, &topic, &group, 1000);
+    let hw = 20 + 80; // create_source_topic's batch, then confluent's records
+    assert_eq!(rest, (30..hw).collect::<Vec<i64>>(), "no gap, no repeat");
 }

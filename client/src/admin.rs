@@ -1,4 +1,4 @@
-//! Topic and group administration: CreateTopics, DescribeConfigs,
+//! Topic and group administration: CreateTopics, CreatePartitions, DescribeConfigs,
 //! ListGroups, DescribeGroups, and committed offsets (OffsetFetch,
 //! OffsetCommit) through each group's coordinator.
 
@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use kafscale_codec::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafscale_codec::kafka_protocol::messages::create_topics_request::{
     CreatableTopic, CreatableTopicConfig,
 };
@@ -17,8 +18,9 @@ use kafscale_codec::kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use kafscale_codec::kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    FindCoordinatorRequest, GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
+    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest, OffsetCommitRequest,
+    OffsetFetchRequest,
 };
 use kafscale_codec::kafka_protocol::protocol::StrBytes;
 
@@ -140,6 +142,45 @@ impl Client {
                 }
             })
             .collect()
+    }
+
+    /// Grows a topic to `total` partitions (Kafka never shrinks one).
+    pub async fn create_partitions(
+        &self,
+        topic: &str,
+        total: i32,
+        timeout: Duration,
+    ) -> Result<()> {
+        let conn = self.controller_or_any().await?;
+        let mut t = CreatePartitionsTopic::default();
+        t.name = topic_name(topic);
+        t.count = total;
+        t.assignments = None;
+        let mut req = CreatePartitionsRequest::default();
+        req.topics = vec![t];
+        req.timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        let r = conn.call(&req).await?;
+        let result = r
+            .results
+            .iter()
+            .find(|x| x.name.0.as_str() == topic)
+            .ok_or_else(|| {
+                conn.protocol(
+                    ApiKey::CreatePartitions,
+                    -1,
+                    format!("no answer for topic {topic}"),
+                )
+            })?;
+        if result.error_code != 0 {
+            return Err(conn.kafka(
+                ApiKey::CreatePartitions,
+                Some(topic.to_owned()),
+                result.error_code,
+                result.error_message.as_ref(),
+            ));
+        }
+        self.invalidate(topic);
+        Ok(())
     }
 
     /// Creates a topic unless it exists; waits until metadata shows it.
