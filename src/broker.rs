@@ -212,6 +212,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         host,
         port,
         started_ms: crate::meta::store::now_ms(),
+        http_port: args.metrics_listen.port(),
     };
     // Lease renewals and the cluster view go through their own etcd client
     // and thread: behind a backlog of segment commits a renewal could miss
@@ -398,7 +399,6 @@ async fn run_shard(
     }
     glommio::spawn_local(mirror::supervise(shard.clone())).detach();
     if id == 0 {
-        glommio::spawn_local(mirror::report_status(shard.clone())).detach();
         let l = http::bind(args.metrics_listen)?;
         let api = rest::Api::new(shard.meta.clone(), metrics.clone(), shard.cluster.clone());
         glommio::spawn_local(http::serve(l, metrics, api)).detach();

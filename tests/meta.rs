@@ -50,6 +50,7 @@ fn commit(
         partition,
         expected,
         segment: seg(base, last),
+        log_start: None,
     }
 }
 
@@ -320,6 +321,7 @@ fn broker(id: i32) -> BrokerInfo {
         host: "127.0.0.1".into(),
         port: 9000 + id,
         started_ms: 1,
+        http_port: 0,
     }
 }
 

@@ -1241,3 +1241,191 @@ fn group_offsets_let_a_consumer_continue_on_the_copy() {
     let hw = 20 + 80; // create_source_topic's batch, then confluent's records
     assert_eq!(rest, (30..hw).collect::<Vec<i64>>(), "no gap, no repeat");
 }
+
+/// Deletes the records of `topic`-0 below `offset` at the source, with
+/// Apache Kafka's own tool (DeleteRecords): what retention does, at once.
+fn delete_records(k: &ApacheKafka, topic: &str, offset: i64) {
+    let Ok(cp) = std::env::var("KAFSCALE_KAFKA_CLASSPATH") else {
+        panic!("KAFSCALE_KAFKA_CLASSPATH (the Apache Kafka jars) is not set");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("delete.json");
+    std::fs::write(
+        &spec,
+        format!(r#"{{"version":1,"partitions":[{{"topic":"{topic}","partition":0,"offset":{offset}}}]}}"#),
+    )
+    .unwrap();
+    let out = Command::new("java")
+        .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", &cp])
+        .arg("org.apache.kafka.tools.DeleteRecordsCommand")
+        .args(["--bootstrap-server", &k.plaintext, "--offset-json-file"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kafka-delete-records failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn partition_status(b: &impl Http, job: &str, topic: &str) -> Value {
+    status(b, job)["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["source_topic"] == topic)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Source retention overtakes a paused mirror: the gap is recorded (status,
+/// metric) and the copy continues at the source's log start; with
+/// `--on-gap stop` the partition stops until resumed. A copy that begins
+/// after the source's log start starts there, without a gap.
+#[test]
+fn retention_gaps_are_recorded_and_the_copy_goes_on() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    let (go, stop, late) = (unique("gap.go."), unique("gap.stop."), unique("gap.late."));
+    for t in [&go, &stop, &late] {
+        create_source_topic(&k, t, 1); // offsets 0..20
+    }
+    // A source whose log starts at 15 before any mirror exists.
+    delete_records(&k, &late, 15);
+    let b = start_with(&[]);
+    cli_ok(&b, &["sources", "add", "src", "--bootstrap", &k.plaintext]);
+    cli_ok(
+        &b,
+        &[
+            "jobs",
+            "add",
+            "go",
+            "--source",
+            "src",
+            "--topics",
+            &format!("{}|{}", regex_escape(&go), regex_escape(&late)),
+        ],
+    );
+    cli_ok(
+        &b,
+        &[
+            "jobs",
+            "add",
+            "stop",
+            "--source",
+            "src",
+            "--topics",
+            &regex_escape(&stop),
+            "--on-gap",
+            "stop",
+        ],
+    );
+    wait_caught_up(&b, "go", 2, Duration::from_secs(60));
+    wait_caught_up(&b, "stop", 1, Duration::from_secs(60));
+    let l = partition_status(&b, "go", &late);
+    assert_eq!(l["mirrored_next_offset"], 20, "{l}");
+    let (copy, t) = (our(&b), late.clone());
+    run(move || async move {
+        let c = Client::connect(copy).await.unwrap();
+        let start = c
+            .list_offset(&t, 0, OffsetSpec::Earliest)
+            .await
+            .unwrap()
+            .offset;
+        assert_eq!(start, 15, "the copy starts where its source does");
+    });
+    assert!(status(&b, "go")["gaps"].as_array().unwrap().is_empty());
+
+    // Paused, the source gets 40 more records and deletes up to 50.
+    cli_ok(&b, &["jobs", "pause", "go"]);
+    cli_ok(&b, &["jobs", "pause", "stop"]);
+    std::thread::sleep(Duration::from_secs(3));
+    for t in [&go, &stop] {
+        let (c, topic) = (ClientConfig::new(&k.plaintext), t.clone());
+        run(move || async move {
+            let c = Client::connect(c).await.unwrap();
+            for _ in 0..4 {
+                c.produce_raw(&topic, 0, batch(10, Compression::Lz4, "more"), Acks::All)
+                    .await
+                    .unwrap();
+            }
+        });
+        delete_records(&k, t, 50);
+    }
+    cli_ok(&b, &["jobs", "resume", "go"]);
+    cli_ok(&b, &["jobs", "resume", "stop"]);
+    let s = wait_caught_up(&b, "go", 2, Duration::from_secs(60));
+    let gaps = s["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{s}");
+    assert_eq!(
+        (gaps[0]["from"].as_i64(), gaps[0]["to"].as_i64()),
+        (Some(20), Some(50))
+    );
+    assert_eq!(gaps[0]["source_topic"], go.as_str());
+    let table = cli_ok(&b, &["jobs", "status", "go"]);
+    assert!(
+        table.contains("offsets [20, 50) deleted at the source"),
+        "{table}"
+    );
+    let metrics = common::http_get(b.metrics_port, "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "kafscale_mirror_gap_records_total{{job=\"go\",topic=\"{go}\",partition=\"0\"}} 30"
+        )),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("gap"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The copy: 0..20, then 50..60, nothing else.
+    let (src, copy, t) = (ClientConfig::new(&k.plaintext), our(&b), go.clone());
+    run(move || async move {
+        let copy = Client::connect(copy).await.unwrap();
+        let ranges = offsets_of(&copy, &t).await;
+        assert_eq!(ranges.first().map(|r| r.0), Some(0));
+        assert!(ranges.iter().all(|r| r.1 < 20 || r.0 >= 50), "{ranges:?}");
+        assert_eq!(ranges.last().map(|r| r.1), Some(59));
+        let src = Client::connect(src).await.unwrap();
+        let tail: Vec<_> = log_of(&src, &t, 0).await;
+        let ours: Vec<_> = log_of(&copy, &t, 0).await;
+        assert_eq!(
+            &ours[ours.len() - tail.len()..],
+            &tail[..],
+            "the rest is byte-identical"
+        );
+    });
+    // --on-gap stop: recorded, the partition stays stopped until resumed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = partition_status(&b, "stop", &stop);
+        if p["state"] == "gap" {
+            assert_eq!(p["mirrored_next_offset"], 20, "{p}");
+            assert!(
+                p["last_error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("until the job is resumed"),
+                "{p}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not stopped at the gap: {p}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        partition_status(&b, "stop", &stop)["mirrored_next_offset"],
+        20
+    );
+    cli_ok(&b, &["jobs", "resume", "stop"]);
+    wait_caught_up(&b, "stop", 1, Duration::from_secs(60));
+    assert_eq!(
+        partition_status(&b, "stop", &stop)["mirrored_next_offset"],
+        60
+    );
+}

@@ -519,6 +519,7 @@ mod tests {
                     host: "h".into(),
                     port: 1,
                     started_ms: 0,
+                    http_port: 0,
                 })
                 .collect(),
             ..View::default()

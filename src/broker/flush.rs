@@ -101,6 +101,7 @@ async fn commit(shard: &Shard, uploaded: Vec<(Rc<PartitionLog>, Flushing)>, star
             partition: log.partition,
             expected: f.expected,
             segment: f.record(),
+            log_start: f.log_start,
         })
         .collect();
     let commit_started = Instant::now();
@@ -113,8 +114,18 @@ async fn commit(shard: &Shard, uploaded: Vec<(Rc<PartitionLog>, Flushing)>, star
                 .metrics
                 .record_flush(uploaded.len(), bytes, started.elapsed());
             for ((log, f), state) in uploaded.into_iter().zip(states) {
-                shard.cache_segment(&log.topic, log.partition, &f.sealed);
-                log.committed(f, state);
+                if log.is_mirrored() {
+                    shard.cache_index(&log.topic, log.partition, &f.sealed);
+                    let pieces = f.sealed.segment.clone();
+                    log.committed(f, state);
+                    // The arena is free again once the upload let go of it.
+                    for piece in pieces.into_pieces() {
+                        shard.pool.give(piece);
+                    }
+                } else {
+                    shard.cache_segment(&log.topic, log.partition, &f.sealed);
+                    log.committed(f, state);
+                }
             }
         }
         Err(e) => {

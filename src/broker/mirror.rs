@@ -43,8 +43,6 @@ pub const DISCOVERY: Duration = Duration::from_secs(10);
 const ASSIGN_EVERY: Duration = Duration::from_secs(1);
 /// How often a runner publishes its partitions' state for status and metrics.
 const PUBLISH_EVERY: Duration = Duration::from_millis(500);
-/// How often shard 0 stores this broker's reports in the metadata store.
-const REPORT_EVERY: Duration = Duration::from_secs(3);
 /// A partition's share of one fetch, to start with; doubled (up to the
 /// largest) when a batch does not fit.
 const PARTITION_FETCH_BYTES: i32 = 4 << 20;
@@ -112,10 +110,6 @@ impl MirrorRegistry {
                 jobs.remove(job);
             }
         }
-    }
-
-    pub fn jobs(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
     }
 
     /// This broker's report of a job, from every shard's part.
@@ -305,22 +299,6 @@ pub async fn supervise(shard: Rc<Shard>) {
             }
         }
         glommio::timer::sleep(JOB_POLL).await;
-    }
-}
-
-/// Shard 0: stores this broker's part of every job's status, so any
-/// broker's REST API can show the whole job.
-pub async fn report_status(shard: Rc<Shard>) {
-    loop {
-        glommio::timer::sleep(REPORT_EVERY).await;
-        for job in shard.metrics.mirror.jobs() {
-            let Some(report) = shard.metrics.mirror.report(&job, shard.cluster.id()) else {
-                continue;
-            };
-            if let Err(e) = shard.meta.call(move |m| m.put_mirror_report(&report)).await {
-                tracing::debug!(job, error = %e, "cannot store the mirror status report");
-            }
-        }
     }
 }
 
@@ -946,10 +924,12 @@ impl Runner {
             .max()
             .unwrap_or(-1);
         let segment_bytes = self.shard.args.segment_bytes.0 as usize;
-        match a
-            .log
-            .append_at_offsets(&batches, segment_bytes, &self.shard.pool)
-        {
+        match a.log.append_at_offsets(
+            &batches,
+            Some(f.log_start_offset),
+            segment_bytes,
+            &self.shard.pool,
+        ) {
             Ok(Appended::Pending { durable, .. }) => {
                 let d = &p.durability;
                 d.in_flight.set(d.in_flight.get() + bytes);
@@ -1043,10 +1023,13 @@ impl Runner {
                         p.retry_at = None;
                     }
                     OnGap::Stop => {
+                        // Resuming the job accepts the gap: the copy then
+                        // continues at the source's log start.
                         p.report.last_error = Some(format!(
-                            "{what}; stopped (on_gap: stop) until the job is resumed"
+                            "{what}; stopped (on_gap: stop) until the job is resumed, then continuing at {log_start}"
                         ));
                         p.stopped = true;
+                        p.start_at = Some(log_start);
                     }
                 }
             }

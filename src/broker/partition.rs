@@ -98,6 +98,8 @@ pub struct PartitionLog {
     /// When it was loaded, so a fresh owner is not asked to hand over at once.
     pub loaded: Instant,
     state: RefCell<LogState>,
+    /// Written by a mirror (append_at_offsets): see [`PartitionLog::is_mirrored`].
+    mirrored: std::cell::Cell<bool>,
     /// Fetches waiting for the high watermark to move.
     watchers: RefCell<Vec<oneshot::Sender<()>>>,
 }
@@ -109,6 +111,9 @@ struct LogState {
     next_offset: i64,
     producers: HashMap<i64, Producer>,
     txns: Txns,
+    /// A mirror's source log start, for a log still empty (see
+    /// [`SegmentCommit::log_start`](crate::meta::SegmentCommit)).
+    start_hint: Option<i64>,
 }
 
 /// Transactions in the log (a mirror copies its source's as they are):
@@ -211,6 +216,8 @@ pub struct Flushing {
     producer_batches: Vec<(i64, ProducerBatch)>,
     aborted: Vec<AbortedTxn>,
     open_txns: Vec<(i64, i64)>,
+    /// Where the log starts, when this is its first segment (a mirror).
+    pub log_start: Option<i64>,
 }
 
 impl Flushing {
@@ -266,7 +273,9 @@ impl PartitionLog {
                 next_offset: committed.next_offset,
                 producers: HashMap::new(),
                 txns,
+                start_hint: None,
             }),
+            mirrored: std::cell::Cell::new(false),
             watchers: RefCell::default(),
         }
     }
@@ -443,9 +452,12 @@ impl PartitionLog {
     /// copying, so the response frame is freed at once; all or nothing. No
     /// producer state is kept: the source's producer fields are copied as
     /// they are.
+    /// `source_log_start`: the source's log start, kept as this log's
+    /// start while the log is empty (it may be inside the first batch).
     pub fn append_at_offsets(
         &self,
         batches: &[RecordBatch],
+        source_log_start: Option<i64>,
         segment_bytes: usize,
         pool: &BufferPool,
     ) -> Result<Appended, ErrorCode> {
@@ -453,6 +465,7 @@ impl PartitionLog {
             return Err(ErrorCode::CORRUPT_MESSAGE);
         }
         let len = batches.iter().map(|b| b.len()).sum();
+        self.mirrored.set(true);
         let mut state = self.state.borrow_mut();
         let st = &mut *state;
         let open = OpenSegment::get_or_open(&mut st.open, st.next_offset);
@@ -465,6 +478,9 @@ impl PartitionLog {
                 e => self.refuse_corrupt(&e),
             })?;
         open.aborted.extend(st.txns.follow(batches));
+        if st.segments.is_empty() && st.committed.next_offset == st.committed.log_start_offset {
+            st.start_hint = st.start_hint.or(source_log_start);
+        }
         let (tx, rx) = oneshot::channel();
         open.acks.push(tx);
         st.next_offset = open.writer.next_offset();
@@ -472,6 +488,15 @@ impl PartitionLog {
             base_offset,
             durable: rx,
         })
+    }
+
+    /// Whether a mirror writes this log. Its sealed segments skip the
+    /// fetch cache: a copy is a backup first, read (replayed) from S3, so
+    /// its arenas go back to the shard's pool as soon as they are durable
+    /// instead of filling the cache that live consumers of produced topics
+    /// read from.
+    pub fn is_mirrored(&self) -> bool {
+        self.mirrored.get()
     }
 
     /// The offset the next append gets: after everything appended, durable
@@ -519,6 +544,7 @@ impl PartitionLog {
                     producer_batches: open.producer_batches,
                     aborted: open.aborted,
                     open_txns,
+                    log_start: st.start_hint,
                 })
             }
             Err(_) => None,
@@ -531,6 +557,7 @@ impl PartitionLog {
         {
             let mut st = self.state.borrow_mut();
             st.committed = state;
+            st.start_hint = None;
             st.txns.aborted.extend(f.aborted.iter().copied());
             st.txns.committed_open = f.open_txns.iter().copied().collect();
             st.segments.push(record.clone());
@@ -889,6 +916,19 @@ impl Shard {
         &self.args.s3_namespace
     }
 
+    /// Keeps only a freshly committed segment's index (its first read
+    /// then needs no GET of the `.index`).
+    pub fn cache_index(&self, topic: &str, partition: u32, sealed: &SealedSegment) {
+        if let Ok(index) = Index::parse(&sealed.index) {
+            self.cache.borrow_mut().insert_index(
+                topic,
+                partition,
+                sealed.info.base_offset,
+                Rc::new(index),
+            );
+        }
+    }
+
     /// Puts a freshly committed segment in the fetch cache.
     pub fn cache_segment(&self, topic: &str, partition: u32, sealed: &SealedSegment) {
         if let Ok(index) = Index::parse(&sealed.index) {
@@ -933,7 +973,7 @@ mod tests {
         let Ok(Appended::Pending {
             base_offset,
             mut durable,
-        }) = log.append_at_offsets(&split(records.clone()), 8 << 20, &pool)
+        }) = log.append_at_offsets(&split(records.clone()), None, 8 << 20, &pool)
         else {
             panic!("not appended");
         };
@@ -942,7 +982,7 @@ mod tests {
         // Behind the log's end (1013): refused, nothing changes.
         let behind = batches_at(&[(1012, 2)]);
         assert!(matches!(
-            log.append_at_offsets(&split(behind), 8 << 20, &pool),
+            log.append_at_offsets(&split(behind), None, 8 << 20, &pool),
             Err(ErrorCode::CORRUPT_MESSAGE)
         ));
         // A corrupt batch is refused too.
@@ -950,7 +990,7 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert!(
-            log.append_at_offsets(&split(Bytes::from(bad)), 8 << 20, &pool)
+            log.append_at_offsets(&split(Bytes::from(bad)), None, 8 << 20, &pool)
                 .is_err()
         );
         assert_eq!(log.next_offset(), 1013);
@@ -981,7 +1021,10 @@ mod tests {
         assert_eq!(durable.try_recv().unwrap(), Some(Ok(())));
         // The next segment continues after the log's end, past another gap.
         let later = batches_at(&[(1100, 100)]);
-        assert!(log.append_at_offsets(&split(later), 8 << 20, &pool).is_ok());
+        assert!(
+            log.append_at_offsets(&split(later), None, 8 << 20, &pool)
+                .is_ok()
+        );
         let f = log.take_for_flush(6).unwrap();
         assert_eq!(
             (f.sealed.info.base_offset, f.sealed.info.last_offset),
@@ -1021,8 +1064,14 @@ mod tests {
             .collect();
         let log = PartitionLog::new("m".into(), 0, PartitionState::NEW, Vec::new(), None);
         let pool = BufferPool::new(1 << 20);
-        assert!(log.append_at_offsets(&batches[..4], 8 << 20, &pool).is_ok());
-        assert!(log.append_at_offsets(&batches[4..], 8 << 20, &pool).is_ok());
+        assert!(
+            log.append_at_offsets(&batches[..4], None, 8 << 20, &pool)
+                .is_ok()
+        );
+        assert!(
+            log.append_at_offsets(&batches[4..], None, 8 << 20, &pool)
+                .is_ok()
+        );
         assert_eq!(log.last_stable_offset(), 0, "nothing committed yet");
         let f = log.take_for_flush(1).unwrap();
         let record = f.record();
@@ -1062,7 +1111,11 @@ mod tests {
         drop(st);
         // pid 9 commits: the LSO reaches the end once that is durable.
         let commit = RecordBatch::parse(marker(7, 9, true)).unwrap();
-        assert!(again.append_at_offsets(&[commit], 8 << 20, &pool).is_ok());
+        assert!(
+            again
+                .append_at_offsets(&[commit], None, 8 << 20, &pool)
+                .is_ok()
+        );
         let f = again.take_for_flush(2).unwrap();
         assert!(f.record().open_txns.is_empty());
         again.committed(

@@ -1,7 +1,9 @@
 //! The REST API on the HTTP port (`/v1/...`, JSON): mirror sources and
 //! jobs. Described by the OpenAPI document it serves at `/v1/openapi.json`
 //! (`docs/openapi.json`). Every broker serves it; everything it changes is
-//! in the metadata store, where every broker's runners pick it up.
+//! in the metadata store, where every broker's runners pick it up. A job's
+//! status is asked of every live broker at once (`.../report`: that
+//! broker's part), so nothing is written to etcd every few seconds.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -13,6 +15,7 @@ use serde::Serialize;
 
 use super::cluster::Cluster;
 use super::metrics::Metrics;
+use crate::meta::BrokerInfo;
 use crate::meta::store::now_ms;
 use crate::meta::{MetaClient, MetaError};
 use crate::mirror::{JobReport, JobSpec, JobStatus, PartitionReport, PartitionState, SourceSpec};
@@ -20,9 +23,8 @@ use crate::mirror::{JobReport, JobSpec, JobStatus, PartitionReport, PartitionSta
 /// The OpenAPI 3 document of this API.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
-/// Reports older than this (a broker that died or stopped the job) are left
-/// out of a job's status.
-const REPORT_FRESH_MS: i64 = 15_000;
+/// How long a job's status waits for another broker's part.
+const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Largest request body taken.
 pub const MAX_BODY: usize = 1 << 20;
@@ -114,12 +116,26 @@ impl Api {
                 Ok(s) => json(StatusCode::OK, &s),
                 Err(a) => a,
             },
+            ["mirror", "jobs", name, "report"] if get => {
+                match self.metrics.mirror.report(name, self.cluster.id()) {
+                    Some(r) => json(StatusCode::OK, &r),
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        format!("this broker runs no part of mirror job {name:?}"),
+                    ),
+                }
+            }
             ["mirror", "jobs", name, "pause"] if post => self.set_paused(name, true).await,
             ["mirror", "jobs", name, "resume"] if post => self.set_paused(name, false).await,
             ["openapi.json"]
             | ["mirror", "sources" | "jobs"]
             | ["mirror", "sources" | "jobs", _]
-            | ["mirror", "jobs", _, "status" | "pause" | "resume"] => error(
+            | [
+                "mirror",
+                "jobs",
+                _,
+                "status" | "report" | "pause" | "resume",
+            ] => error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{method} is not served at {path} (see /v1/openapi.json)"),
             ),
@@ -309,13 +325,14 @@ impl Api {
         }
     }
 
-    /// The job's status, merged from every broker that reported recently
-    /// (this broker's part live).
+    /// The job's status, merged from this broker's part and the parts of
+    /// the other live brokers (asked at once; one that does not answer in
+    /// time is named in the status's errors).
     pub async fn status(&self, name: &str) -> Result<JobStatus, Answer> {
         let n = name.to_owned();
-        let (spec, reports, gaps) = self
+        let (spec, gaps) = self
             .meta
-            .call(move |m| Ok((m.mirror_job(&n)?, m.mirror_reports(&n)?, m.mirror_gaps(&n)?)))
+            .call(move |m| Ok((m.mirror_job(&n)?, m.mirror_gaps(&n)?)))
             .await
             .map_err(|e| meta_error(&e))?;
         let Some(spec) = spec else {
@@ -325,22 +342,31 @@ impl Api {
             ));
         };
         let me = self.cluster.id();
-        let now = now_ms();
-        // Only live brokers' parts: a dead broker's partitions are moving
-        // to the others, whose reports will show them.
-        let live: Vec<i32> = self.cluster.brokers().iter().map(|b| b.id).collect();
-        let mut fresh: Vec<JobReport> = reports
+        // Only live brokers: a dead broker's partitions are moving to the
+        // others, whose parts will show them.
+        let peers: Vec<_> = self
+            .cluster
+            .brokers()
             .into_iter()
-            .filter(|r| {
-                r.broker_id != me
-                    && live.contains(&r.broker_id)
-                    && now - r.reported_ms <= REPORT_FRESH_MS
-            })
+            .filter(|b| b.id != me)
             .collect();
-        if let Some(local) = self.metrics.mirror.report(name, me) {
-            fresh.push(local);
+        let asked = peers.iter().map(|b| peer_report(b, name));
+        let answers = futures::future::join_all(asked).await;
+        let mut reports: Vec<JobReport> = Vec::new();
+        let mut unanswered = Vec::new();
+        for (b, answer) in peers.iter().zip(answers) {
+            match answer {
+                Ok(Some(r)) => reports.push(r),
+                Ok(None) => {}
+                Err(e) => unanswered.push(format!("broker {} did not report: {e}", b.id)),
+            }
         }
-        Ok(merge(&spec, fresh, gaps))
+        if let Some(local) = self.metrics.mirror.report(name, me) {
+            reports.push(local);
+        }
+        let mut status = merge(&spec, reports, gaps);
+        status.errors.extend(unanswered);
+        Ok(status)
     }
 }
 
@@ -407,5 +433,111 @@ fn merge(spec: &JobSpec, reports: Vec<JobReport>, gaps: Vec<crate::mirror::Gap>)
         partitions,
         gaps,
         brokers_reporting: brokers,
+    }
+}
+
+/// Another broker's part of a job (`GET .../report` on its HTTP port):
+/// `None` when it runs none.
+async fn peer_report(b: &BrokerInfo, job: &str) -> Result<Option<JobReport>, String> {
+    if b.http_port == 0 {
+        return Err("its HTTP port is not known (an older version?)".into());
+    }
+    let host = b.host.clone();
+    let target = format!("{host}:{}", b.http_port);
+    let ask = async {
+        // Name resolution may block: on the executor's blocking pool.
+        let t = target.clone();
+        let addr = glommio::executor()
+            .spawn_blocking(move || {
+                use std::net::ToSocketAddrs;
+                t.to_socket_addrs().ok().and_then(|mut a| a.next())
+            })
+            .await
+            .ok_or_else(|| format!("cannot resolve {target}"))?;
+        let stream = glommio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("{target}: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(kafscale_shard::HyperIo::new(stream))
+                .await
+                .map_err(|e| format!("{target}: {e}"))?;
+        glommio::spawn_local(async move {
+            let _ignored = conn.await;
+        })
+        .detach();
+        let req = hyper::Request::builder()
+            .uri(format!("/v1/mirror/jobs/{job}/report"))
+            .header(hyper::header::HOST, &target)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{target}: {e}"))?;
+        let status = resp.status();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map_err(|e| format!("{target}: {e}"))?
+            .to_bytes();
+        match status {
+            StatusCode::OK => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| format!("{target}: not a report: {e}")),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(format!("{target}: HTTP {s}")),
+        }
+    };
+    kafscale_shard::within(PEER_TIMEOUT, ask)
+        .await
+        .unwrap_or_else(|| Err(format!("no answer within {PEER_TIMEOUT:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        assert_eq!(doc["openapi"], "3.0.3");
+        // The routes `Api::handle` serves, with their methods.
+        let routes = [
+            ("/v1/openapi.json", "get"),
+            ("/v1/mirror/sources", "get"),
+            ("/v1/mirror/sources", "post"),
+            ("/v1/mirror/sources/{name}", "get"),
+            ("/v1/mirror/sources/{name}", "delete"),
+            ("/v1/mirror/jobs", "get"),
+            ("/v1/mirror/jobs", "post"),
+            ("/v1/mirror/jobs/{name}", "get"),
+            ("/v1/mirror/jobs/{name}", "delete"),
+            ("/v1/mirror/jobs/{name}/status", "get"),
+            ("/v1/mirror/jobs/{name}/report", "get"),
+            ("/v1/mirror/jobs/{name}/pause", "post"),
+            ("/v1/mirror/jobs/{name}/resume", "post"),
+        ];
+        for (path, method) in routes {
+            assert!(
+                doc["paths"][path][method].is_object(),
+                "{method} {path} is not in docs/openapi.json"
+            );
+        }
+        let documented: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| {
+                p.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| *k != "parameters")
+                    .count()
+            })
+            .sum();
+        assert_eq!(
+            documented,
+            routes.len(),
+            "the document has routes not served"
+        );
     }
 }

@@ -12,7 +12,6 @@
 //! producers/next-id                                 InitProducerId counter
 //! mirror/sources/{name}                             mirror SourceSpec
 //! mirror/jobs/{name}                                mirror JobSpec
-//! mirror/status/{job}/{broker_id:010}               JobReport of one broker
 //! mirror/gaps/{job}/{topic}/{partition:010}/{from:020}   Gap
 //! ```
 //!
@@ -130,14 +129,6 @@ pub fn mirror_jobs(ns: &str) -> String {
 
 pub fn mirror_job(ns: &str, name: &str) -> String {
     format!("/kafscale/{ns}/mirror/jobs/{name}")
-}
-
-pub fn mirror_statuses(ns: &str, job: &str) -> String {
-    format!("/kafscale/{ns}/mirror/status/{job}/")
-}
-
-pub fn mirror_status(ns: &str, job: &str, broker: i32) -> String {
-    format!("/kafscale/{ns}/mirror/status/{job}/{broker:010}")
 }
 
 pub fn mirror_gaps(ns: &str, job: &str) -> String {

@@ -4,7 +4,7 @@
 use super::kv::{Compare, Op, Txn};
 use super::store::{MetaStore, from_json, to_json};
 use super::{MetaError, keys};
-use crate::mirror::{Gap, JobReport, JobSpec, SourceSpec};
+use crate::mirror::{Gap, JobSpec, SourceSpec};
 
 impl MetaStore {
     /// Adds a source; fails if one has the name.
@@ -138,7 +138,7 @@ impl MetaStore {
         }
     }
 
-    /// Removes a job, its status reports and recorded gaps. Returns it.
+    /// Removes a job and its recorded gaps. Returns it.
     pub fn delete_mirror_job(&mut self, name: &str) -> Result<JobSpec, MetaError> {
         let ns = self.namespace().to_owned();
         let key = keys::mirror_job(&ns, name);
@@ -152,37 +152,10 @@ impl MetaStore {
             compares: vec![Compare::Equals(key.clone(), raw)],
             ops: vec![
                 Op::Delete(key),
-                Op::DeletePrefix(keys::mirror_statuses(&ns, name)),
                 Op::DeletePrefix(keys::mirror_gaps(&ns, name)),
             ],
         })?;
         Ok(job)
-    }
-
-    /// Stores one broker's report of a job (unless the job is gone).
-    pub fn put_mirror_report(&mut self, report: &JobReport) -> Result<(), MetaError> {
-        let ns = self.namespace().to_owned();
-        let job_key = keys::mirror_job(&ns, &report.job);
-        let Some(raw) = self.kv_mut().get(&job_key)? else {
-            return Ok(());
-        };
-        self.kv_mut().txn(Txn {
-            compares: vec![Compare::Equals(job_key, raw)],
-            ops: vec![Op::Put(
-                keys::mirror_status(&ns, &report.job, report.broker_id),
-                to_json(report),
-            )],
-        })?;
-        Ok(())
-    }
-
-    pub fn mirror_reports(&mut self, job: &str) -> Result<Vec<JobReport>, MetaError> {
-        let prefix = keys::mirror_statuses(self.namespace(), job);
-        self.kv_mut()
-            .range(&prefix)?
-            .iter()
-            .map(|(k, v)| from_json(k, v))
-            .collect()
     }
 
     pub fn record_mirror_gap(&mut self, job: &str, gap: &Gap) -> Result<(), MetaError> {
@@ -293,12 +266,6 @@ mod tests {
         assert!(e.to_string().contains("used by job j"), "{e}");
         let paused = m.update_mirror_job("j", |j| j.paused = true).unwrap();
         assert!(paused.paused && m.mirror_job("j").unwrap().unwrap().paused);
-        let report = JobReport {
-            job: "j".into(),
-            broker_id: 3,
-            ..JobReport::default()
-        };
-        m.put_mirror_report(&report).unwrap();
         let gap = Gap {
             source_topic: "orders".into(),
             partition: 0,
@@ -308,14 +275,10 @@ mod tests {
             detected_ms: 5,
         };
         m.record_mirror_gap("j", &gap).unwrap();
-        assert_eq!(m.mirror_reports("j").unwrap(), vec![report.clone()]);
         assert_eq!(m.mirror_gaps("j").unwrap(), vec![gap]);
         m.delete_mirror_job("j").unwrap();
-        assert!(m.mirror_reports("j").unwrap().is_empty());
         assert!(m.mirror_gaps("j").unwrap().is_empty());
         // A report arriving after the job is gone is dropped.
-        m.put_mirror_report(&report).unwrap();
-        assert!(m.mirror_reports("j").unwrap().is_empty());
         m.delete_mirror_source("prod").unwrap();
         assert!(m.mirror_sources().unwrap().is_empty());
     }

@@ -294,7 +294,9 @@ impl MetaStore {
             let next = PartitionState {
                 next_offset: c.segment.last_offset + 1,
                 log_start_offset: if empty {
-                    c.segment.base_offset
+                    c.log_start.map_or(c.segment.base_offset, |s| {
+                        s.clamp(c.segment.base_offset, c.segment.last_offset)
+                    })
                 } else {
                     c.expected.log_start_offset
                 },

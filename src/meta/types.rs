@@ -88,6 +88,10 @@ pub struct SegmentCommit {
     pub partition: u32,
     pub expected: PartitionState,
     pub segment: SegmentRecord,
+    /// For the first segment of an empty log: where its log starts when
+    /// that is inside the segment's first batch (a mirror of a source whose
+    /// log start is mid-batch); else the segment's base offset.
+    pub log_start: Option<i64>,
 }
 
 /// A consumer group's committed offset of one partition.
@@ -116,6 +120,10 @@ pub struct BrokerInfo {
     pub host: String,
     pub port: i32,
     pub started_ms: i64,
+    /// Its HTTP port (metrics, REST API) on `host`; 0 when not known (a
+    /// broker of an older version).
+    #[serde(default)]
+    pub http_port: u16,
 }
 
 /// Who owns a partition (or coordinates a group), under which lease. The key
