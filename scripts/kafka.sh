@@ -146,6 +146,9 @@ while True:
     # The log cleaner looks for work every half second (default 15 s), so
     # tests of compacted topics see compaction soon.
     echo "log.cleaner.backoff.ms=500"
+    # Tests write records with fixed timestamps from 2023: time-based
+    # retention (7 days by default) would delete them within minutes.
+    echo "log.retention.ms=-1"
     echo "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN"
     # Kafka's default, written out: the largest SASL frame a client may send
     # before it is authenticated.

@@ -168,8 +168,14 @@ async fn assert_identical(source: &Client, copy: &Client, topics: &[(String, i32
     batches
 }
 
+/// Records stamped now: the source's time-based retention (7 days) would
+/// delete older ones as soon as their segment rolls.
 fn batch(n: usize, compression: Compression, tag: &str) -> Bytes {
-    let mut b = BatchBuilder::new(0, 1_700_000_000_000).compression(compression);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut b = BatchBuilder::new(0, now).compression(compression);
     for i in 0..n {
         let key = format!("{tag}-{i}");
         let value = (i % 5 != 4).then(|| format!("{tag} value {i} ").repeat(1 + i % 9));
@@ -1428,4 +1434,169 @@ fn retention_gaps_are_recorded_and_the_copy_goes_on() {
         partition_status(&b, "stop", &stop)["mirrored_next_offset"],
         60
     );
+}
+
+/// An Apache Kafka broker of this test's own (scripts/kafka.sh), so it can
+/// be killed and started again without touching the shared fixture.
+struct OwnKafka {
+    pid: u32,
+    /// The restarted JVM (the first one belongs to kafka.sh's shell).
+    child: Option<std::process::Child>,
+    plaintext: String,
+    dir: tempfile::TempDir,
+}
+
+impl OwnKafka {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
+        let out = Command::new("bash")
+            .args([
+                "-c",
+                r#"source "$1"; work="$2"; start_kafka >&2 || exit 1; echo "$KAFSCALE_TEST_KAFKA_PLAINTEXT $KAFKA_PID""#,
+                "kafka",
+                script,
+            ])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/kafka.sh could not start a broker"
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (plaintext, pid) = text.trim().split_once(' ').unwrap();
+        Self {
+            pid: pid.parse().unwrap(),
+            child: None,
+            plaintext: plaintext.to_owned(),
+            dir,
+        }
+    }
+
+    fn kill(&mut self) {
+        common::signal(self.pid, "KILL");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
+            assert!(Instant::now() < deadline, "Kafka did not die");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the broker again on its data and ports (as kafka.sh does).
+    fn restart(&mut self) {
+        let kafka = self.dir.path().join("kafka");
+        let child = Command::new("java")
+            .args([
+                "-Xms128m",
+                "-Xmx512m",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+            ])
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                kafka.join("log4j2.properties").display()
+            ))
+            .args([
+                "-cp",
+                &std::env::var("KAFSCALE_KAFKA_CLASSPATH").unwrap(),
+                "kafka.Kafka",
+            ])
+            .arg(kafka.join("server.properties"))
+            .stdout(std::fs::File::create(kafka.join("kafka-restarted.log")).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.pid = child.id();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let port: u16 = self.plaintext.rsplit(':').next().unwrap().parse().unwrap();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "Kafka did not start again");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for OwnKafka {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The source broker killed (kill -9) and started again: the job says the
+/// source is unreachable meanwhile, then resumes, and the copy is complete.
+#[test]
+fn a_restarted_source_broker_is_followed() {
+    if ApacheKafka::from_env().is_none() {
+        return; // scripts/test's fixture (and its jars) is not there
+    }
+    let mut kafka = OwnKafka::start();
+    let k = ApacheKafka {
+        plaintext: kafka.plaintext.clone(),
+        ..ApacheKafka::from_env().unwrap()
+    };
+    let topic = unique("restart.");
+    create_source_topic(&k, &topic, 4);
+    let b = start_with(&[]);
+    cli_ok(
+        &b,
+        &["sources", "add", "src", "--bootstrap", &kafka.plaintext],
+    );
+    cli_ok(
+        &b,
+        &[
+            "jobs",
+            "add",
+            "r",
+            "--source",
+            "src",
+            "--topics",
+            &regex_escape(&topic),
+        ],
+    );
+    wait_caught_up(&b, "r", 4, Duration::from_secs(60));
+    kafka.kill();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(&b, "r");
+        let down = s["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "source-unreachable");
+        if down {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job never said the source is down: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    kafka.restart();
+    let (c, t) = (ClientConfig::new(&kafka.plaintext), topic.clone());
+    run(move || async move {
+        let c = Client::connect(c).await.unwrap();
+        for part in 0..4 {
+            c.produce_raw(&t, part, batch(15, Compression::Zstd, "after"), Acks::All)
+                .await
+                .unwrap();
+        }
+    });
+    wait_caught_up(&b, "r", 4, Duration::from_secs(120));
+    let (src, copy) = (ClientConfig::new(&kafka.plaintext), our(&b));
+    run(move || async move {
+        let (src, copy) = (
+            Client::connect(src).await.unwrap(),
+            Client::connect(copy).await.unwrap(),
+        );
+        assert_identical(&src, &copy, &[(topic, 4)]).await
+    });
 }

@@ -371,9 +371,13 @@ impl Part {
 
     /// Lag figures from the source's last answer and the copy's end.
     fn refresh_lag(&mut self, now_ms: i64) {
+        // Past a recorded gap the copy continues at `start_at`.
+        let at = self.start_at.map_or(self.report.mirrored_next_offset, |s| {
+            s.max(self.report.mirrored_next_offset)
+        });
         let r = &mut self.report;
         r.lag_records = if r.source_high_watermark >= 0 {
-            (r.source_high_watermark - r.mirrored_next_offset).max(0)
+            (r.source_high_watermark - at).max(0)
         } else {
             0
         };
@@ -797,7 +801,8 @@ impl Runner {
             }
             let log_next = log.next_offset();
             let from = p.start_at.map_or(log_next, |s| s.max(log_next));
-            p.report.mirrored_next_offset = log_next;
+            // What the copy holds durably (appends in flight are not a backup yet).
+            p.report.mirrored_next_offset = log.high_watermark();
             specs.push(FetchSpec {
                 topic: key.0.clone(),
                 partition: key.1,
@@ -937,7 +942,7 @@ impl Runner {
                 p.report.bytes_copied += bytes as u64;
                 p.report.records_copied += records;
                 p.report.newest_copied_ms = p.report.newest_copied_ms.max(newest);
-                p.report.mirrored_next_offset = a.log.next_offset();
+                p.report.mirrored_next_offset = a.log.high_watermark();
                 p.report.state = PartitionState::Running;
                 p.report.last_error = None;
             }

@@ -57,7 +57,8 @@ pub struct PartitionReport {
     /// -1 until the source answered a fetch.
     pub source_high_watermark: i64,
     pub source_log_start: i64,
-    /// The copy's next offset (appended, durable or about to be).
+    /// The copy's durable end: its high watermark (records appended but
+    /// not yet in S3 and committed do not count).
     pub mirrored_next_offset: i64,
     pub lag_records: i64,
     /// How far behind in time: now minus the newest copied record's

@@ -132,9 +132,13 @@ fn spawn_broker(
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not start");
-        std::thread::sleep(Duration::from_millis(20));
+    // Both listeners: the HTTP one (metrics, the REST API) opens a moment
+    // after the Kafka port.
+    for p in [port, metrics_port] {
+        while TcpStream::connect(("127.0.0.1", p)).is_err() {
+            assert!(Instant::now() < deadline, "broker did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     child
 }
