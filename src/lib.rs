@@ -7,4 +7,6 @@
 pub mod broker;
 pub mod meta;
 pub mod mirror;
+pub mod rest_client;
+pub mod restore;
 pub mod segments;

@@ -20,6 +20,7 @@ pub mod etcd;
 pub mod keys;
 pub mod kv;
 pub mod mirror;
+pub mod restore;
 pub mod store;
 mod types;
 

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 
 use bytes::Bytes;
 
-use crate::batch::{Compression, RecordBatch};
+use crate::batch::{BATCH_HEADER_LEN, Compression, RecordBatch};
 use crate::wire::{varint, varlong};
 
 /// Decompressed records are refused past this size (a "zip bomb" guard).
@@ -172,6 +172,64 @@ impl RecordBatch {
     }
 }
 
+impl RecordBatch {
+    /// The batch with only its records whose offset is below `end`: what a
+    /// restore keeps of a batch its cut falls inside.
+    ///
+    /// `Ok(None)` when no record is kept and the batch itself (not a copy)
+    /// when every record is. Otherwise the kept records are re-encoded with
+    /// the batch's codec, byte for byte as they were before compression, under
+    /// the same header (base offset, base timestamp, attributes, producer
+    /// fields, leader epoch) with a new batch length, lastOffsetDelta,
+    /// maxTimestamp, record count and CRC. A LogAppendTime batch keeps its
+    /// maxTimestamp, which is every record's timestamp.
+    pub fn keep_before(&self, end: i64) -> Result<Option<Bytes>, RecordError> {
+        if self.last_offset() < end {
+            return Ok(Some(self.as_bytes().clone()));
+        }
+        let records = self.records()?;
+        let kept = records.iter().take_while(|r| r.offset < end).count();
+        let Some(last) = kept.checked_sub(1).map(|i| &records[i]) else {
+            return Ok(None);
+        };
+        let data = self.decompressed_records()?;
+        // records() checked every length, so this walk stays inside `data`.
+        let mut cut = 0usize;
+        for _ in 0..kept {
+            let (len, n) = varint(&data[cut..]).unwrap_or_default();
+            cut += n + len as usize;
+        }
+        let codec = self
+            .compression()
+            .map_err(|codec| RecordError::UnknownCodec {
+                base_offset: self.base_offset(),
+                codec,
+            })?;
+        let body = compress(codec, &data[..cut]);
+        let max_timestamp = if self.is_log_append_time() {
+            self.max_timestamp()
+        } else {
+            records[..kept]
+                .iter()
+                .map(|r| r.timestamp)
+                .max()
+                .unwrap_or_default()
+        };
+        let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
+        out.extend_from_slice(&self.as_bytes()[..BATCH_HEADER_LEN]);
+        out.extend_from_slice(&body);
+        let batch_length = (out.len() - 12) as i32;
+        out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        let last_delta = (last.offset - self.base_offset()) as i32;
+        out[23..27].copy_from_slice(&last_delta.to_be_bytes());
+        out[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+        out[57..61].copy_from_slice(&(kept as i32).to_be_bytes());
+        let crc = crc32c::crc32c(&out[21..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        Ok(Some(Bytes::from(out)))
+    }
+}
+
 fn read_nullable(rec: &Bytes, p: &mut usize) -> Option<Option<Bytes>> {
     let (len, n) = varint(rec.get(*p..)?)?;
     *p += n;
@@ -303,6 +361,71 @@ pub(crate) fn compress(codec: Compression, data: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::batch::BatchBuilder;
+
+    #[test]
+    fn a_batch_is_cut_record_exact_in_every_codec() {
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut b = BatchBuilder::new(40, 1_000)
+                .compression(codec)
+                .idempotent(9, 2, 17);
+            for i in 0..5i64 {
+                let v = format!("value-{i}");
+                b.push_at(
+                    1_000 + 10 * i,
+                    Some(b"k"),
+                    Some(v.as_bytes()),
+                    &[("h", None)],
+                );
+            }
+            let whole = RecordBatch::parse(b.finish()).unwrap();
+            let all = whole.records().unwrap();
+
+            let cut = RecordBatch::parse(whole.keep_before(43).unwrap().unwrap()).unwrap();
+            cut.validate().unwrap_or_else(|e| panic!("{codec}: {e}"));
+            assert_eq!(cut.compression(), Ok(codec));
+            assert_eq!(cut.record_count(), 3);
+            assert_eq!(cut.last_offset(), 42);
+            assert_eq!(cut.max_timestamp(), 1_020);
+            assert_eq!(
+                (cut.base_offset(), cut.base_timestamp(), cut.producer_id()),
+                (40, 1_000, 9)
+            );
+            assert_eq!((cut.producer_epoch(), cut.base_sequence()), (2, 17));
+            assert_eq!(cut.attributes(), whole.attributes());
+            assert_eq!(cut.records().unwrap(), all[..3].to_vec(), "{codec}");
+
+            assert_eq!(whole.keep_before(40).unwrap(), None);
+            let untouched = whole.keep_before(45).unwrap().unwrap();
+            assert_eq!(untouched.as_ptr(), whole.as_bytes().as_ptr(), "no copy");
+        }
+    }
+
+    #[test]
+    fn a_log_append_time_batch_keeps_its_timestamp_when_cut() {
+        let mut b = BatchBuilder::new(0, 500);
+        for _ in 0..3 {
+            b.push(None, Some(b"v"), &[]);
+        }
+        let mut raw = b.finish().to_vec();
+        raw[22] |= 0x08; // timestampType: LogAppendTime
+        raw[35..43].copy_from_slice(&9_000i64.to_be_bytes());
+        let crc = crc32c::crc32c(&raw[21..]);
+        raw[17..21].copy_from_slice(&crc.to_be_bytes());
+        let batch = RecordBatch::parse(Bytes::from(raw)).unwrap();
+        let cut = RecordBatch::parse(batch.keep_before(2).unwrap().unwrap()).unwrap();
+        cut.validate().unwrap();
+        assert!(cut.is_log_append_time());
+        assert_eq!(cut.max_timestamp(), 9_000);
+        let recs = cut.records().unwrap();
+        assert_eq!(recs.len(), 2);
+        assert!(recs.iter().all(|r| r.timestamp == 9_000));
+    }
 
     #[test]
     fn every_codec_round_trips_records() {

@@ -437,6 +437,7 @@ impl S3Client {
             size,
             etag: etag_of(&reply.headers),
             metadata: opts.metadata.clone(),
+            ..ObjectMeta::default()
         })
     }
 
@@ -517,6 +518,13 @@ impl S3Client {
             .map_err(|_| self.bad_response("ListObjectsV2", prefix, "listing is not UTF-8"))?;
         xml::list_page(text).map_err(|e| self.bad_response("ListObjectsV2", prefix, e))
     }
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn etag_of(headers: &HeaderMap) -> String {
@@ -620,6 +628,7 @@ impl ObjectStore for S3Client {
             size: size as u64,
             etag,
             metadata: opts.metadata.clone(),
+            ..ObjectMeta::default()
         })
     }
 
@@ -631,6 +640,8 @@ impl ObjectStore for S3Client {
             size: reply.body.len() as u64,
             etag: etag_of(&reply.headers),
             metadata: meta_from(&reply.headers),
+            lock_mode: header_str(&reply.headers, "x-amz-object-lock-mode"),
+            lock_retain_until: header_str(&reply.headers, "x-amz-object-lock-retain-until-date"),
         };
         Ok(Object {
             body: reply.body,
@@ -668,7 +679,40 @@ impl ObjectStore for S3Client {
             size,
             etag: etag_of(&reply.headers),
             metadata: meta_from(&reply.headers),
+            lock_mode: header_str(&reply.headers, "x-amz-object-lock-mode"),
+            lock_retain_until: header_str(&reply.headers, "x-amz-object-lock-retain-until-date"),
         })
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta, StoreError> {
+        // The source is `/bucket/key`, the key percent-encoded as in a path.
+        let source = format!(
+            "/{}/{}",
+            self.bucket(),
+            utf8_percent_encode(from, ENCODE_KEY)
+        );
+        let call = self
+            .write_headers(
+                Call::new("CopyObject", Method::PUT, Some(to)),
+                &PutOptions::default(),
+            )
+            .header(HeaderName::from_static("x-amz-copy-source"), source)
+            .header(HeaderName::from_static("x-amz-metadata-directive"), "COPY");
+        let reply = self.send(call).await?;
+        // CopyObject may answer 200 and still fail: the error is in the body.
+        let text = String::from_utf8_lossy(&reply.body);
+        if let Some(err) = xml::error_body(&text).filter(|e| !e.code.is_empty()) {
+            return Err(StoreError::Http {
+                operation: "CopyObject",
+                status: reply.status,
+                code: err.code,
+                message: err.message,
+                request_id: err.request_id,
+                bucket: self.bucket().to_owned(),
+                key: to.to_owned(),
+            });
+        }
+        self.head(to).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, StoreError> {

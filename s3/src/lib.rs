@@ -37,4 +37,4 @@ pub use local::LocalStore;
 pub use multipart::MultipartUpload;
 pub use sign::Signer;
 pub use store::{AnyStore, ListEntry, Object, ObjectMeta, ObjectStore, PutOptions, StoreConfig};
-pub use time::format_unix_ms;
+pub use time::{format_unix_ms, parse_rfc3339_ms};

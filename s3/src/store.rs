@@ -39,6 +39,11 @@ pub struct ObjectMeta {
     pub size: u64,
     pub etag: String,
     pub metadata: BTreeMap<String, String>,
+    /// Object lock of this version as HEAD/GET reported it
+    /// (`x-amz-object-lock-mode`, `...-retain-until-date`); `None` when the
+    /// object is not locked or the store has no locks.
+    pub lock_mode: Option<String>,
+    pub lock_retain_until: Option<String>,
 }
 
 /// An object read whole.
@@ -89,6 +94,10 @@ pub trait ObjectStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, StoreError>;
     /// Deletes the keys; missing keys are not an error.
     async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError>;
+    /// Copies object `from` to a new key `to` inside the store, without the
+    /// bytes passing through this process (S3 CopyObject, a hard link on a
+    /// local directory). User metadata goes with it; `to` must not exist.
+    async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta, StoreError>;
     /// A short description for messages: `s3://bucket at http://...` or a path.
     fn describe(&self) -> String;
 }
@@ -158,6 +167,12 @@ impl ObjectStore for AnyStore {
         match self {
             Self::Local(s) => s.delete_many(keys).await,
             Self::S3(s) => s.delete_many(keys).await,
+        }
+    }
+    async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta, StoreError> {
+        match self {
+            Self::Local(s) => s.copy(from, to).await,
+            Self::S3(s) => s.copy(from, to).await,
         }
     }
     fn describe(&self) -> String {

@@ -442,43 +442,11 @@ async fn peer_report(b: &BrokerInfo, job: &str) -> Result<Option<JobReport>, Str
     if b.http_port == 0 {
         return Err("its HTTP port is not known (an older version?)".into());
     }
-    let host = b.host.clone();
-    let target = format!("{host}:{}", b.http_port);
+    let target = format!("{}:{}", b.host, b.http_port);
+    let path = format!("/v1/mirror/jobs/{job}/report");
     let ask = async {
-        // Name resolution may block: on the executor's blocking pool.
-        let t = target.clone();
-        let addr = glommio::executor()
-            .spawn_blocking(move || {
-                use std::net::ToSocketAddrs;
-                t.to_socket_addrs().ok().and_then(|mut a| a.next())
-            })
-            .await
-            .ok_or_else(|| format!("cannot resolve {target}"))?;
-        let stream = glommio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("{target}: {e}"))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(kafscale_shard::HyperIo::new(stream))
-                .await
-                .map_err(|e| format!("{target}: {e}"))?;
-        glommio::spawn_local(async move {
-            let _ignored = conn.await;
-        })
-        .detach();
-        let req = hyper::Request::builder()
-            .uri(format!("/v1/mirror/jobs/{job}/report"))
-            .header(hyper::header::HOST, &target)
-            .body(http_body_util::Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("{target}: {e}"))?;
-        let status = resp.status();
-        let body = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .map_err(|e| format!("{target}: {e}"))?
-            .to_bytes();
+        let (status, body) =
+            crate::rest_client::round_trip(&target, Method::GET, &path, Bytes::new()).await?;
         match status {
             StatusCode::OK => serde_json::from_slice(&body)
                 .map(Some)

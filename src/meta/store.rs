@@ -35,7 +35,7 @@ pub const MAX_TXN_OPS: usize = 128;
 pub const MAX_COMMIT_PARTITIONS: usize = MAX_TXN_OPS / 2;
 
 /// `ops` in transactions of at most MAX_TXN_OPS.
-fn chunks(mut ops: Vec<Op>) -> Vec<Vec<Op>> {
+pub(crate) fn chunks(mut ops: Vec<Op>) -> Vec<Vec<Op>> {
     let mut out = Vec::new();
     while ops.len() > MAX_TXN_OPS {
         let rest = ops.split_off(MAX_TXN_OPS);
@@ -658,7 +658,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// A random 128-bit topic id (UUID v4 layout), hex.
-fn new_topic_id() -> String {
+pub(crate) fn new_topic_id() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;

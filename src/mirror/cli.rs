@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
+use hyper::Method;
 
 use super::{JobSpec, JobStatus, Mapping, OnGap, SourceSpec};
 
@@ -410,7 +409,6 @@ pub fn status_table(s: &JobStatus) -> String {
 /// A broker's REST API over plain HTTP/1.1.
 struct Http {
     host: String,
-    addr: std::net::SocketAddr,
 }
 
 impl Http {
@@ -419,13 +417,7 @@ impl Http {
             .strip_prefix("http://")
             .ok_or_else(|| anyhow!("--http {url}: expected http://HOST:PORT"))?;
         let host = rest.trim_end_matches('/').to_owned();
-        use std::net::ToSocketAddrs;
-        let addr = host
-            .to_socket_addrs()
-            .with_context(|| format!("--http {url}: cannot resolve {host}"))?
-            .next()
-            .ok_or_else(|| anyhow!("--http {url}: {host} has no address"))?;
-        Ok(Self { host, addr })
+        Ok(Self { host })
     }
 
     /// Sends a request; a non-2xx answer is an error with the API's message.
@@ -439,46 +431,13 @@ impl Http {
             Some(b) => Bytes::from(serde_json::to_vec(b)?),
             None => Bytes::new(),
         };
-        let (addr, host, path) = (self.addr, self.host.clone(), path.to_owned());
-        let m = method.clone();
-        let p = path.clone();
+        let (host, m, p) = (self.host.clone(), method.clone(), path.to_owned());
         let (status, bytes) = kafscale_shard::block_on(move || async move {
-            let stream = glommio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| anyhow!("cannot connect to the broker at http://{host}: {e}"))?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(kafscale_shard::HyperIo::new(stream))
-                    .await
-                    .map_err(|e| anyhow!("http://{host}: {e}"))?;
-            glommio::spawn_local(async move {
-                let _ignored = conn.await;
-            })
-            .detach();
-            let req = Request::builder()
-                .method(m)
-                .uri(&p)
-                .header(hyper::header::HOST, &host)
-                .header(hyper::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(body))?;
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| anyhow!("http://{host}{p}: {e}"))?;
-            let status = resp.status();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| anyhow!("http://{host}{p}: {e}"))?
-                .to_bytes();
-            Ok::<_, anyhow::Error>((status, bytes))
-        })??;
+            crate::rest_client::round_trip(&host, m, &p, body).await
+        })?
+        .map_err(|e| anyhow!("{e}"))?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
-            bail!("{message}");
+            bail!("{}", crate::rest_client::error_message(&bytes));
         }
         serde_json::from_slice(&bytes).with_context(|| {
             format!("{method} {path}: the broker's answer is not what this CLI expects")
