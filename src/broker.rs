@@ -21,7 +21,7 @@ mod group;
 mod http;
 mod metrics;
 mod mirror;
-mod partition;
+pub(crate) mod partition;
 mod pool;
 mod rest;
 mod shard;

@@ -25,6 +25,9 @@ enum Command {
     /// Mirror other Kafka clusters into the spine (sources and jobs), through
     /// any broker's REST API.
     Mirror(kafscale::mirror::cli::MirrorArgs),
+    /// Rebuild a topic as it was at a moment, from the bucket, with a
+    /// verifiable report; `restore verify` checks a report.
+    Restore(Box<kafscale::restore::cli::RestoreArgs>),
     /// Work with .kfs segments.
     Segments {
         #[command(subcommand)]
@@ -89,6 +92,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Mirror(args) => kafscale::mirror::cli::run(args),
+        Command::Restore(args) => kafscale::restore::cli::run(*args),
         Command::Segments {
             command: SegmentsCommand::Inspect { target, json, s3 },
         } => {

@@ -119,7 +119,7 @@ struct LogState {
 /// Transactions in the log (a mirror copies its source's as they are):
 /// what read_committed fetches need, kept from the segment records.
 #[derive(Debug, Default)]
-struct Txns {
+pub(crate) struct Txns {
     /// Open after everything appended, durable or not: producer id -> the
     /// offset of its transaction's first batch.
     open: HashMap<i64, i64>,
@@ -145,9 +145,27 @@ impl Txns {
         }
     }
 
+    /// Transactions open before `open` (producer id, first offset) and
+    /// nothing else: to follow a segment's batches from its predecessor's end.
+    pub(crate) fn following(open: &[(i64, i64)]) -> Self {
+        let open: HashMap<i64, i64> = open.iter().copied().collect();
+        Self {
+            committed_open: open.clone(),
+            open,
+            aborted: Vec::new(),
+        }
+    }
+
+    /// Open transactions, (producer id, first offset), by first offset.
+    pub(crate) fn open_now(&self) -> Vec<(i64, i64)> {
+        let mut v: Vec<(i64, i64)> = self.open.iter().map(|(p, f)| (*p, *f)).collect();
+        v.sort_by_key(|&(pid, first)| (first, pid));
+        v
+    }
+
     /// Follows appended batches: a transactional batch opens its producer's
     /// transaction, a control batch closes it; returns the aborted ones.
-    fn follow(&mut self, batches: &[RecordBatch]) -> Vec<AbortedTxn> {
+    pub(crate) fn follow(&mut self, batches: &[RecordBatch]) -> Vec<AbortedTxn> {
         let mut aborted = Vec::new();
         for b in batches {
             let pid = b.producer_id();
@@ -780,7 +798,7 @@ impl PartitionLog {
             .map_or(HEADER_LEN as u64, |e| e.position as u64);
         let body_end = seg.size.saturating_sub(FOOTER_LEN as u64);
         let span = (want.max(64 * 1024) as u64).saturating_add(64 * 1024);
-        let end = body_end.min(pos + span);
+        let end = body_end.min(pos.saturating_add(span));
         let data = shard
             .store
             .get_range(&kfs_key, pos..end)

@@ -125,6 +125,8 @@ impl Api {
                     ),
                 }
             }
+            ["restore", "topics", name] if get => self.topic_snapshot(name).await,
+            ["restore", "topics"] if post => self.create_restored(body).await,
             ["mirror", "jobs", name, "pause"] if post => self.set_paused(name, true).await,
             ["mirror", "jobs", name, "resume"] if post => self.set_paused(name, false).await,
             ["openapi.json"]
@@ -143,6 +145,51 @@ impl Api {
                 StatusCode::NOT_FOUND,
                 format!("no such resource: {path} (see /v1/openapi.json)"),
             ),
+        }
+    }
+
+    /// A topic's committed log, for `kafscale restore` against the embedded
+    /// store this broker holds.
+    async fn topic_snapshot(&self, name: &str) -> Answer {
+        let n = name.to_owned();
+        match self.meta.call(move |s| s.topic_snapshot(&n)).await {
+            Ok(Some(s)) => json(StatusCode::OK, &s),
+            Ok(None) => error(StatusCode::NOT_FOUND, format!("no topic {name}")),
+            Err(e) => meta_error(&e),
+        }
+    }
+
+    /// Creates a restored topic whose segments `kafscale restore` has put
+    /// in the bucket.
+    async fn create_restored(&self, body: Bytes) -> Answer {
+        let req: crate::restore::CreateRestored = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("not a restored topic: {e}"),
+                );
+            }
+        };
+        if !req.config.contains_key(crate::restore::topic_config::OF) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "a restored topic needs {} in its config",
+                    crate::restore::topic_config::OF
+                ),
+            );
+        }
+        match self
+            .meta
+            .call(move |s| s.create_restored_topic(&req.name, req.config, &req.partitions))
+            .await
+        {
+            Ok(t) => {
+                tracing::info!(topic = %t.name, partitions = t.partitions, "restored topic created");
+                json(StatusCode::CREATED, &t)
+            }
+            Err(e) => meta_error(&e),
         }
     }
 
@@ -483,6 +530,8 @@ mod tests {
             ("/v1/mirror/jobs/{name}/report", "get"),
             ("/v1/mirror/jobs/{name}/pause", "post"),
             ("/v1/mirror/jobs/{name}/resume", "post"),
+            ("/v1/restore/topics/{name}", "get"),
+            ("/v1/restore/topics", "post"),
         ];
         for (path, method) in routes {
             assert!(

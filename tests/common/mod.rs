@@ -35,6 +35,11 @@ impl Broker {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The broker's --data-dir.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
 }
 
 /// Sends a signal (`STOP`, `CONT`, ...) to a process.

@@ -204,6 +204,17 @@ pub async fn handle(
         // A mirror's copy takes records only from its job (as Kafka refuses
         // produce to internal topics: INVALID_TOPIC_EXCEPTION).
         let read_only: Option<Rc<str>> = known.as_ref().and_then(|m| {
+            if let Some(of) = m.config.get(crate::restore::topic_config::OF) {
+                return Some(
+                    format!(
+                        "topic {name} is a read-only restore of {of} ({})",
+                        m.config
+                            .get(crate::restore::topic_config::AT)
+                            .map_or("?", |s| s.as_str())
+                    )
+                    .into(),
+                );
+            }
             let job = m.config.get(crate::mirror::topic_config::JOB)?;
             let source = m.config.get(crate::mirror::topic_config::SOURCE);
             let source_topic = m.config.get(crate::mirror::topic_config::SOURCE_TOPIC);

@@ -1,0 +1,455 @@
+//! `kafscale restore`: restore a topic to a moment, and `restore verify` a
+//! report.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+use kafscale_s3::{Credentials, S3Config, StoreConfig, parse_rfc3339_ms};
+
+use super::report::{self, Report};
+use super::{Catalog, Cut, Options, Outcome, Restorer, sign};
+use crate::meta::embedded::FileKv;
+use crate::meta::etcd::EtcdKv;
+use crate::meta::{MetaClient, MetaError, MetaStore};
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RestoreArgs {
+    #[command(subcommand)]
+    pub command: Option<RestoreCommand>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RestoreCommand {
+    /// Check a report's signature and recompute its digests from the bucket;
+    /// exit 1 on any difference.
+    Verify(VerifyArgs),
+}
+
+/// Where the log is: the same flags (and `KAFSCALE_*` variables) as the broker's.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// The embedded default's directory (objects and metadata).
+    #[arg(long, env = "KAFSCALE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "KAFSCALE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "KAFSCALE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    #[arg(long, env = "KAFSCALE_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    #[arg(long, env = "KAFSCALE_S3_NAMESPACE", default_value = "default")]
+    pub s3_namespace: String,
+    /// etcd endpoints, comma-separated; without them the embedded metadata
+    /// in --data-dir (or, while its broker runs, that broker's REST API).
+    #[arg(long, env = "KAFSCALE_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// The REST API of the broker holding the embedded metadata.
+    #[arg(long, default_value = "http://127.0.0.1:9093")]
+    pub http: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The topic to restore.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Restore as of this moment (RFC 3339, e.g. 2026-05-13T14:23:00Z).
+    #[arg(long, conflicts_with = "to_offset")]
+    pub to: Option<String>,
+    /// Cut by offset instead: PARTITION:OFFSET,... (each partition ends
+    /// before its offset; partitions not named are restored whole).
+    #[arg(long)]
+    pub to_offset: Option<String>,
+    /// Name of the restored topic (default: {topic}.restored-{UTC time}).
+    #[arg(long = "as")]
+    pub as_name: Option<String>,
+    /// Print the plan (segments, bytes, cut per partition) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the JSON report here (canonical JSON) and an HTML page beside it.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Sign the report with this Ed25519 key (PKCS#8 PEM): REPORT.sig.
+    #[arg(long, requires = "report")]
+    pub sign_key: Option<PathBuf>,
+    /// Who runs the restore, for the report (default: $USER).
+    #[arg(long)]
+    pub operator: Option<String>,
+    /// Why, for the report (an incident number, "drill", ...).
+    #[arg(long, default_value = "manual")]
+    pub trigger: String,
+    /// Kafka bootstrap to read the restored topic back through (default: a
+    /// broker the metadata lists).
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The report (its signature is REPORT.sig).
+    pub report: PathBuf,
+    /// The signer's Ed25519 public key (PEM); without it the signature is
+    /// checked against the key it names (integrity, not authenticity).
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(RestoreCommand::Verify(v)) => verify(v),
+        None => restore(args.run),
+    }
+}
+
+impl StoreArgs {
+    fn store_config(&self) -> anyhow::Result<StoreConfig> {
+        match (&self.s3_endpoint, &self.s3_bucket) {
+            (Some(endpoint), Some(bucket)) => {
+                let creds = Credentials::from_env().context("S3 credentials")?;
+                let mut cfg = S3Config::new(endpoint, bucket.clone(), creds)?;
+                cfg.region = self.s3_region.clone();
+                Ok(StoreConfig::S3(Box::new(cfg)))
+            }
+            (None, None) => {
+                let dir = self.data_dir.join("objects");
+                if !dir.is_dir() {
+                    bail!(
+                        "{} holds no segments (is --data-dir the broker's?)",
+                        dir.display()
+                    );
+                }
+                Ok(StoreConfig::Local(dir))
+            }
+            _ => bail!("--s3-endpoint and --s3-bucket go together"),
+        }
+    }
+
+    /// The catalog: etcd; else the embedded store, or its broker's REST API
+    /// while a broker holds it.
+    fn catalog(&self) -> anyhow::Result<(Catalog, Option<crate::meta::client::MetaThread>)> {
+        let ns = self.s3_namespace.clone();
+        if !self.etcd_endpoints.is_empty() {
+            let eps = self.etcd_endpoints.clone();
+            let label = format!("etcd at {}", eps.join(","));
+            let (meta, thread) =
+                MetaClient::spawn(move || Ok(MetaStore::new(Box::new(EtcdKv::connect(&eps)?), ns)))
+                    .map_err(|e| anyhow!("cannot open the metadata store: {e}"))?;
+            return Ok((Catalog::Direct { meta, label }, Some(thread)));
+        }
+        let dir = self.data_dir.join("meta");
+        if !dir.is_dir() {
+            bail!(
+                "{} holds no metadata (is --data-dir the broker's? with etcd, pass --etcd-endpoints)",
+                dir.display()
+            );
+        }
+        let label = format!("embedded metadata in {}", dir.display());
+        match MetaClient::spawn(move || Ok(MetaStore::new(Box::new(FileKv::open(&dir)?), ns))) {
+            Ok((meta, thread)) => Ok((Catalog::Direct { meta, label }, Some(thread))),
+            Err(MetaError::Io { path, .. }) if path.ends_with("meta.lock") => {
+                let target = self
+                    .http
+                    .strip_prefix("http://")
+                    .ok_or_else(|| anyhow!("--http {}: expected http://HOST:PORT", self.http))?
+                    .trim_end_matches('/')
+                    .to_owned();
+                Ok((Catalog::Rest { target }, None))
+            }
+            Err(e) => Err(anyhow!("cannot open the metadata store: {e}")),
+        }
+    }
+}
+
+fn restore(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let topic = args
+        .topic
+        .clone()
+        .ok_or_else(|| anyhow!("--topic is required (the topic to restore)"))?;
+    let cut = match (&args.to, &args.to_offset) {
+        (Some(t), None) => Cut::Time(parse_rfc3339_ms(t).map_err(|e| anyhow!("--to: {e}"))?),
+        (None, Some(o)) => Cut::parse_offsets(o).map_err(|e| anyhow!("--to-offset: {e}"))?,
+        _ => bail!("say where to cut: --to TIME or --to-offset PARTITION:OFFSET,..."),
+    };
+    // Read the key before anything changes: a bad key must not leave a
+    // restore without its signature.
+    let signing = args
+        .sign_key
+        .as_deref()
+        .map(sign::load_signing_key)
+        .transpose()?;
+    let now = crate::meta::store::now_ms();
+    let target = args
+        .as_name
+        .clone()
+        .unwrap_or_else(|| super::default_target(&topic, now));
+    if !valid_topic_name(&target) {
+        bail!("--as {target:?} is not a Kafka topic name (at most 249 of a-z A-Z 0-9 . _ -)");
+    }
+    let opts = Options {
+        topic,
+        cut,
+        target,
+        dry_run: args.dry_run,
+        operator: args
+            .operator
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".into()),
+        trigger: args.trigger.clone(),
+        bootstrap: args.bootstrap.clone(),
+    };
+    let store_config = args.store.store_config()?;
+    let (catalog, _thread) = args.store.catalog()?;
+    let ns = args.store.s3_namespace.clone();
+    let outcome = kafscale_shard::block_on(move || async move {
+        let store = store_config.build()?;
+        let progress = |line: &str| eprintln!("restore: {line}");
+        let r = Restorer {
+            store: &store,
+            catalog: &catalog,
+            namespace: ns,
+            progress: &progress,
+        };
+        r.run(&opts).await
+    })??;
+    let report = match outcome {
+        Outcome::Planned(lines) => {
+            println!(
+                "{:>9} {:>8} {:>14} {:>12} {:>14}  cut segment",
+                "partition", "copied", "copied bytes", "cut offset", "high watermark"
+            );
+            for l in lines {
+                println!(
+                    "{:>9} {:>8} {:>14} {:>12} {:>14}  {}",
+                    l.partition,
+                    l.copied_segments,
+                    l.copied_bytes,
+                    l.cut_offset,
+                    l.high_watermark,
+                    l.cut_segment.as_deref().unwrap_or("-")
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Outcome::Restored(r) => r,
+    };
+    if let Some(path) = &args.report {
+        write_report(path, &report, signing.as_ref())?;
+    }
+    for c in &report.checks {
+        eprintln!(
+            "restore: check {}: {} ({})",
+            c.name,
+            if c.passed { "pass" } else { "FAIL" },
+            c.detail
+        );
+    }
+    println!(
+        "{} restored as {}: {} partitions, {} records, digest {}, {}{}",
+        report.source.topic,
+        report.target.topic,
+        report.partitions.len(),
+        report.restored_records.unwrap_or(0),
+        report.source_digest,
+        if report.passed {
+            "every check passed"
+        } else {
+            "CHECKS FAILED"
+        },
+        args.report
+            .as_ref()
+            .map_or(String::new(), |p| format!("; report {}", p.display()))
+    );
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// The HTML page's path beside a report: `x.json` -> `x.html`, else `x.html` appended.
+pub fn html_path(report: &Path) -> PathBuf {
+    if report.extension().is_some_and(|e| e == "json") {
+        report.with_extension("html")
+    } else {
+        let mut s = report.as_os_str().to_owned();
+        s.push(".html");
+        s.into()
+    }
+}
+
+fn write_report(
+    path: &Path,
+    report: &Report,
+    key: Option<&ed25519_dalek::SigningKey>,
+) -> anyhow::Result<()> {
+    let json = report.canonical_json();
+    std::fs::write(path, &json).with_context(|| format!("cannot write {}", path.display()))?;
+    let html = html_path(path);
+    std::fs::write(&html, report.to_html())
+        .with_context(|| format!("cannot write {}", html.display()))?;
+    if let Some(key) = key {
+        let sig = sign::sign(&json, key);
+        let sig_path = sign::signature_path(path);
+        std::fs::write(&sig_path, serde_json::to_vec_pretty(&sig)?)
+            .with_context(|| format!("cannot write {}", sig_path.display()))?;
+    }
+    Ok(())
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let path = &args.report;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut problems: Vec<String> = Vec::new();
+    let sig_path = sign::signature_path(path);
+    let trusted = args
+        .public_key
+        .as_deref()
+        .map(sign::load_public_key)
+        .transpose()?;
+    match std::fs::read(&sig_path) {
+        Ok(raw) => match serde_json::from_slice::<sign::Signature>(&raw) {
+            Ok(sig) => match sign::verify(&bytes, &sig, trusted.as_ref()) {
+                Ok(id) if trusted.is_some() => println!("signature: valid, by {id}"),
+                Ok(id) => println!(
+                    "signature: valid, by {id} (not checked against a trusted key: pass --public-key)"
+                ),
+                Err(e) => problems.push(format!("signature: {e}")),
+            },
+            Err(e) => problems.push(format!("{} is not a signature: {e}", sig_path.display())),
+        },
+        Err(_) if trusted.is_some() => problems.push(format!(
+            "no signature at {} to check against the public key",
+            sig_path.display()
+        )),
+        Err(_) => println!("signature: none (the report is not signed)"),
+    }
+    let report: Report = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a restore report", path.display()))?;
+    if report.format != report::FORMAT {
+        bail!(
+            "{} is a {:?} report; this verifies {:?}",
+            path.display(),
+            report.format,
+            report::FORMAT
+        );
+    }
+    let store_config = args.store.store_config()?;
+    let ns = args.store.s3_namespace.clone();
+    let found = kafscale_shard::block_on(move || async move {
+        let store = store_config.build()?;
+        recompute(&store, &ns, &report).await
+    })??;
+    problems.extend(found);
+    if problems.is_empty() {
+        println!(
+            "{}: every digest recomputed from the bucket matches",
+            path.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &problems {
+            println!("MISMATCH: {p}");
+        }
+        eprintln!(
+            "kafscale: {} does not verify ({} problems)",
+            path.display(),
+            problems.len()
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// Recomputes each partition's source and target digests from the objects
+/// the report names; returns what differs.
+async fn recompute(
+    store: &kafscale_s3::AnyStore,
+    ns: &str,
+    report: &Report,
+) -> anyhow::Result<Vec<String>> {
+    use kafscale_s3::ObjectStore;
+    let mut problems = Vec::new();
+    for o in &report.objects {
+        match store.head(&o.key).await {
+            Ok(m) if m.size != o.size || (!o.etag.is_empty() && m.etag != o.etag) => {
+                problems.push(format!(
+                    "object {} changed: size {} etag {:?}, the report says size {} etag {:?}",
+                    o.key, m.size, m.etag, o.size, o.etag
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("object {}: {e}", o.key)),
+        }
+    }
+    for p in &report.partitions {
+        let prefix = format!("{ns}/{}/{}/", report.source.topic, p.partition);
+        let sources: Vec<String> = report
+            .objects
+            .iter()
+            .filter(|o| {
+                o.key.starts_with(&prefix)
+                    && o.key.ends_with(".kfs")
+                    && (o.use_ == "copied" || o.use_ == "cut")
+            })
+            .map(|o| o.key.clone())
+            .collect();
+        let restored_start = if p.target_segments.is_empty() {
+            p.cut_offset
+        } else {
+            p.source_log_start.min(p.cut_offset)
+        };
+        let checks = [
+            (
+                "source",
+                sources,
+                p.source_log_start,
+                Some(&p.source_digest),
+            ),
+            (
+                "restored",
+                p.target_segments.clone(),
+                restored_start,
+                p.target_digest.as_ref(),
+            ),
+        ];
+        for (side, keys, start, want) in checks {
+            let Some(want) = want else { continue };
+            match super::digest_objects(store, &keys, start, p.cut_offset).await {
+                Ok((got, _)) if &got == want => {}
+                Ok((got, _)) => problems.push(format!(
+                    "partition {} {side} digest is {got}, the report says {want}",
+                    p.partition
+                )),
+                Err(e) => problems.push(format!("partition {} {side}: {e:#}", p.partition)),
+            }
+        }
+    }
+    println!(
+        "recomputed {} partitions of {} ({} objects) restored {} as {}",
+        report.partitions.len(),
+        report.source.topic,
+        report.objects.len(),
+        report.request.to.as_deref().unwrap_or(&report.request.rule),
+        report.target.topic
+    );
+    Ok(problems)
+}

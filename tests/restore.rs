@@ -1,0 +1,602 @@
+//! Point-in-time restore on the embedded default while its broker runs: a
+//! golden topic with known timestamps in every codec, restored with the
+//! `kafscale restore` CLI as an operator would, read back by real clients
+//! (confluent-kafka, kafka-python), its signed report verified, and
+//! tampering and bad input refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::kafka::{hex, run};
+use common::{Broker, start};
+use kafscale_client::{Acks, Client, ClientConfig, ClientError, KafkaCode, NewTopic};
+use kafscale_codec::batch::{BatchBuilder, Compression};
+use serde_json::{Value, json};
+
+const CODECS: [Compression; 5] = [
+    Compression::None,
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+const BATCHES: i64 = 6;
+const PER_BATCH: i64 = 10;
+/// Offset of the late record: the first of batch 4, stamped 3 s after the
+/// base time (long before the cut).
+const LATE: i64 = 40;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+struct Rec {
+    offset: i64,
+    timestamp: i64,
+    key: Option<String>,
+    value: Option<String>,
+    headers: Vec<(String, Option<String>)>,
+}
+
+/// Record `i` of partition `p`: keys, null keys, null values and headers
+/// (one with a null value) all occur. Record i is stamped base + i s, except
+/// the late one; in partition 0 batch 2 is LogAppendTime, stamped base + 26 s.
+fn golden(p: usize, base: i64) -> (Vec<Bytes>, Vec<Rec>) {
+    let mut batches = Vec::new();
+    let mut recs = Vec::new();
+    for k in 0..BATCHES {
+        let first = k * PER_BATCH;
+        let ts_of = |i: i64| {
+            if i == LATE {
+                base + 3_000
+            } else {
+                base + i * 1000
+            }
+        };
+        let log_append = p == 0 && k == 2;
+        let mut b = BatchBuilder::new(0, ts_of(first)).compression(CODECS[p]);
+        for i in first..first + PER_BATCH {
+            let key = (i % 5 != 4).then(|| format!("k{p}-{i}"));
+            let value = (i % 7 != 6).then(|| format!("v{p}-{i} ").repeat(1 + (i % 4) as usize));
+            let headers: Vec<(String, Option<String>)> = if i % 2 == 0 {
+                vec![("h".into(), Some(i.to_string())), ("n".into(), None)]
+            } else {
+                vec![]
+            };
+            let hs: Vec<(&str, Option<&[u8]>)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref().map(str::as_bytes)))
+                .collect();
+            b.push_at(
+                ts_of(i),
+                key.as_deref().map(str::as_bytes),
+                value.as_deref().map(str::as_bytes),
+                &hs,
+            );
+            recs.push(Rec {
+                offset: i,
+                timestamp: if log_append { base + 26_000 } else { ts_of(i) },
+                key,
+                value,
+                headers,
+            });
+        }
+        let mut raw = b.finish().to_vec();
+        if log_append {
+            raw[22] |= 0x08;
+            raw[35..43].copy_from_slice(&(base + 26_000).to_be_bytes());
+            let crc = crc32c::crc32c(&raw[21..]);
+            raw[17..21].copy_from_slice(&crc.to_be_bytes());
+        }
+        batches.push(Bytes::from(raw));
+    }
+    (batches, recs)
+}
+
+fn kafscale(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .args(args)
+        .output()
+        .expect("kafscale");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every record of every partition of `topic`, and offsets_for_times at
+/// `ts`, as confluent-kafka (`confluent`) or kafka-python (`kafka-python`)
+/// reads them.
+fn client_read(client: &str, bootstrap: &str, topic: &str, partitions: usize, ts: i64) -> Value {
+    const SCRIPT: &str = r#"
+import json, sys, time
+client, bootstrap, topic, n, ts = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+hexb = lambda b: b.hex() if b is not None else None
+out = {"records": [], "times": []}
+if client == "confluent":
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "restore-check",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "enable.partition.eof": True})
+    tps = [TopicPartition(topic, p, -2) for p in range(n)]
+    c.assign(tps)
+    eof, deadline = set(), time.time() + 60
+    while len(eof) < n and time.time() < deadline:
+        m = c.poll(1.0)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == -191:
+                eof.add(m.partition()); continue
+            sys.exit("consumer error: %s" % m.error())
+        out["records"].append([m.partition(), m.offset(), m.timestamp()[1], hexb(m.key()), hexb(m.value()),
+                               [[k, hexb(v)] for k, v in (m.headers() or [])]])
+    if len(eof) < n:
+        sys.exit("no end of every partition within 60 s")
+    for tp in c.offsets_for_times([TopicPartition(topic, p, ts) for p in range(n)], timeout=10):
+        out["times"].append(tp.offset)
+    c.close()
+else:
+    from kafka import KafkaConsumer, TopicPartition
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
+    tps = [TopicPartition(topic, p) for p in range(n)]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    end = c.end_offsets(tps)
+    deadline = time.time() + 60
+    while any(c.position(tp) < end[tp] for tp in tps) and time.time() < deadline:
+        for tp, msgs in c.poll(timeout_ms=1000).items():
+            for m in msgs:
+                out["records"].append([m.partition, m.offset, m.timestamp, hexb(m.key), hexb(m.value),
+                                       [[k, hexb(v)] for k, v in m.headers]])
+    found = c.offsets_for_times({tp: ts for tp in tps})
+    out["times"] = [found[tp].offset if found[tp] is not None else -1 for tp in tps]
+    c.close()
+out["records"].sort(key=lambda r: (r[0], r[1]))
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            SCRIPT,
+            client,
+            bootstrap,
+            topic,
+            &partitions.to_string(),
+            &ts.to_string(),
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{client} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("client output")
+}
+
+fn expected_json(all: &[Vec<Rec>], cuts: &[i64]) -> Value {
+    let h = |s: &Option<String>| s.as_ref().map(|s| hex(s.as_bytes()));
+    let mut out = Vec::new();
+    for (p, recs) in all.iter().enumerate() {
+        for r in recs.iter().filter(|r| r.offset < cuts[p]) {
+            let headers: Vec<Value> = r.headers.iter().map(|(k, v)| json!([k, h(v)])).collect();
+            out.push(json!([
+                p,
+                r.offset,
+                r.timestamp,
+                h(&r.key),
+                h(&r.value),
+                headers
+            ]));
+        }
+    }
+    Value::Array(out)
+}
+
+fn openssl_keys(dir: &Path) -> (PathBuf, PathBuf) {
+    let (key, public) = (dir.join("signing.pem"), dir.join("signing.pub.pem"));
+    let ok = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success()
+        && Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok, "openssl could not make an Ed25519 key");
+    (key, public)
+}
+
+fn find_segment(dir: &Path, needle: &str) -> PathBuf {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().contains(needle)
+                && path.extension().is_some_and(|x| x == "kfs")
+                && !path.to_string_lossy().contains("meta")
+            {
+                return path;
+            }
+        }
+    }
+    panic!("no segment matching {needle} under {}", dir.display());
+}
+
+fn produce_golden(b: &Broker, base: i64) -> Vec<Vec<Rec>> {
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let per_partition: Vec<(Vec<Bytes>, Vec<Rec>)> =
+        (0..CODECS.len()).map(|p| golden(p, base)).collect();
+    let batches: Vec<Vec<Bytes>> = per_partition.iter().map(|(b, _)| b.clone()).collect();
+    run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap();
+        for r in c
+            .create_topics(
+                &[NewTopic::new("golden", CODECS.len() as i32)],
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            r.unwrap();
+        }
+        // One batch at a time, a pause between them, so each partition's
+        // log is several segments.
+        for k in 0..BATCHES as usize {
+            for (p, bs) in batches.iter().enumerate() {
+                c.produce_raw("golden", p as i32, bs[k].clone(), Acks::All)
+                    .await
+                    .unwrap();
+            }
+            glommio::timer::sleep(Duration::from_millis(60)).await;
+        }
+    });
+    per_partition.into_iter().map(|(_, r)| r).collect()
+}
+
+#[test]
+fn a_golden_topic_is_restored_record_exact_and_its_signed_report_verifies() {
+    let b = start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = now_ms() / 1000 * 1000 - 3_600_000;
+    let t = base + 25_500;
+    let all = produce_golden(&b, base);
+    // Partition 0's cut is at its LogAppendTime batch (all stamped base +
+    // 26 s); the others' inside their (compressed) batch 2.
+    let cuts: Vec<i64> = (0..CODECS.len())
+        .map(|p| if p == 0 { 20 } else { 26 })
+        .collect();
+
+    let data_dir = b.data_dir().to_str().unwrap().to_owned();
+    let http = format!("http://127.0.0.1:{}", b.metrics_port);
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let to = kafscale_s3::format_unix_ms(t);
+    let store: Vec<&str> = vec!["--data-dir", &data_dir, "--http", &http];
+    let report = dir.path().join("report.json");
+    let (key, public) = openssl_keys(dir.path());
+
+    // The plan first: nothing changes.
+    let mut args = vec!["restore", "--topic", "golden", "--to", &to, "--dry-run"];
+    args.extend(&store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("cut offset"), "{out}");
+    for (p, cut) in cuts.iter().enumerate() {
+        let row = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&p.to_string()))
+            .unwrap_or_else(|| panic!("no plan row for partition {p}: {out}"));
+        assert_eq!(
+            row.split_whitespace().nth(3),
+            Some(cut.to_string().as_str()),
+            "{row}"
+        );
+    }
+
+    let (report_s, key_s) = (report.to_str().unwrap(), key.to_str().unwrap());
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "golden",
+        "--to",
+        &to,
+        "--as",
+        "golden.r",
+        "--bootstrap",
+        &bootstrap,
+        "--report",
+        report_s,
+        "--sign-key",
+        key_s,
+        "--operator",
+        "tester",
+        "--trigger",
+        "test",
+    ];
+    args.extend(&store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("every check passed"), "{out}");
+
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert_eq!(r["operator"], "tester");
+    assert_eq!(r["source_digest"], r["target_digest"]);
+    let expected_total: i64 = cuts.iter().sum();
+    assert_eq!(r["expected_records"], expected_total);
+    assert_eq!(r["restored_records"], expected_total);
+    for (p, cut) in cuts.iter().enumerate() {
+        let pe = &r["partitions"][p];
+        assert_eq!(pe["cut_offset"], *cut, "partition {p}: {pe:#}");
+        assert_eq!(pe["first_excluded"]["offset"], *cut);
+        let first_excluded_ts = if p == 0 {
+            base + 26_000
+        } else {
+            base + cut * 1000
+        };
+        assert_eq!(pe["first_excluded"]["timestamp"], first_excluded_ts);
+        assert_eq!(pe["last_kept"]["offset"], cut - 1);
+        assert_eq!(pe["split_batches"], if p == 0 { 0 } else { 1 }, "{pe:#}");
+        assert_eq!(pe["late_records"], 1, "{pe:#}");
+        assert_eq!(pe["late_offsets"], json!([LATE]));
+        assert_eq!(pe["source_digest"], pe["target_digest"]);
+    }
+    assert!(
+        r["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["use_"] == "cut")
+    );
+    assert!(
+        r["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["use_"] == "copied")
+    );
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(
+        html.contains("PASSED") && html.contains("golden.r"),
+        "{html}"
+    );
+
+    // Real clients read exactly the records before the cut, and Kafka's
+    // offsets_for_times for T + 1 ms on the original is where each
+    // restored partition ends; the restored topic has nothing later than T.
+    let expected = expected_json(&all, &cuts);
+    for client in ["confluent", "kafka-python"] {
+        let got = client_read(client, &bootstrap, "golden.r", CODECS.len(), t + 1);
+        assert_eq!(got["records"], expected, "{client} read of golden.r");
+        assert_eq!(got["times"], json!([-1, -1, -1, -1, -1]), "{client}");
+        let orig = client_read(client, &bootstrap, "golden", CODECS.len(), t + 1);
+        assert_eq!(
+            orig["times"],
+            json!(cuts),
+            "{client} offsets_for_times on golden"
+        );
+    }
+
+    // Nothing can be added to a restore.
+    let refused = run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap();
+        let mut batch = BatchBuilder::new(0, now_ms());
+        batch.push(None, Some(b"x"), &[]);
+        c.produce_raw("golden.r", 0, batch.finish(), Acks::All)
+            .await
+    });
+    match refused {
+        Err(ClientError::Kafka { code, .. }) => {
+            assert_eq!(code, KafkaCode::INVALID_TOPIC_EXCEPTION)
+        }
+        other => panic!("produce to a restore: {other:?}"),
+    }
+
+    // The signed report verifies against the bucket...
+    let public_s = public.to_str().unwrap();
+    let mut args = vec!["restore", "verify", report_s, "--public-key", public_s];
+    args.extend(&store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("signature: valid"), "{out}");
+    assert!(
+        out.contains("every digest recomputed from the bucket matches"),
+        "{out}"
+    );
+
+    // ...an edited one does not...
+    let edited = dir.path().join("edited.json");
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.contains("\"late_records\":1"));
+    std::fs::write(
+        &edited,
+        text.replacen("\"late_records\":1", "\"late_records\":0", 1),
+    )
+    .unwrap();
+    std::fs::copy(
+        dir.path().join("report.json.sig"),
+        dir.path().join("edited.json.sig"),
+    )
+    .unwrap();
+    let edited_s = edited.to_str().unwrap();
+    let mut args = vec!["restore", "verify", edited_s, "--public-key", public_s];
+    args.extend(&store);
+    let (code, out, _) = kafscale(&args);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("changed after signing"), "{out}");
+
+    // ...and a flipped byte in a source segment fails both verify and a new
+    // restore, naming the object.
+    let seg = find_segment(b.data_dir(), "golden/3/segment-00000000000000000000");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[100] ^= 0x20;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .unwrap();
+    let mut args = vec!["restore", "verify", report_s, "--public-key", public_s];
+    args.extend(&store);
+    let (code, out, _) = kafscale(&args);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("default/golden/3/segment-00000000000000000000.kfs is corrupt"),
+        "{out}"
+    );
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "golden",
+        "--to",
+        &to,
+        "--as",
+        "golden.r2",
+    ];
+    args.extend(&store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("segment default/golden/3/segment-00000000000000000000.kfs is corrupt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_restore_requests_get_one_clear_sentence() {
+    let b = start();
+    let base = now_ms() / 1000 * 1000 - 3_600_000;
+    produce_golden(&b, base);
+    let data_dir = b.data_dir().to_str().unwrap().to_owned();
+    let http = format!("http://127.0.0.1:{}", b.metrics_port);
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--topic".into(),
+                "nope".into(),
+                "--to".into(),
+                kafscale_s3::format_unix_ms(base),
+            ],
+            "topic nope does not exist",
+        ),
+        (
+            vec![
+                "--topic".into(),
+                "golden".into(),
+                "--to".into(),
+                "2999-01-01T00:00:00Z".into(),
+            ],
+            "is in the future",
+        ),
+        (
+            vec![
+                "--topic".into(),
+                "golden".into(),
+                "--to".into(),
+                kafscale_s3::format_unix_ms(base - 1),
+            ],
+            "nothing to restore: every record of golden is later than",
+        ),
+        (
+            vec![
+                "--topic".into(),
+                "golden".into(),
+                "--to".into(),
+                "yesterday".into(),
+            ],
+            "is not an RFC 3339 time",
+        ),
+        (
+            vec![
+                "--topic".into(),
+                "golden".into(),
+                "--to-offset".into(),
+                "9:1".into(),
+            ],
+            "names partition 9, but golden has 5 partitions",
+        ),
+        (
+            vec![
+                "--topic".into(),
+                "golden".into(),
+                "--to-offset".into(),
+                "1:500".into(),
+            ],
+            "is outside partition 1 of golden",
+        ),
+        (
+            vec![
+                "--topic".into(),
+                "golden".into(),
+                "--to".into(),
+                kafscale_s3::format_unix_ms(base + 5_000),
+                "--as".into(),
+                "golden".into(),
+            ],
+            "topic golden exists; name the restored topic with --as",
+        ),
+    ];
+    for (extra, want) in cases {
+        let mut args: Vec<&str> = vec!["restore", "--data-dir", &data_dir, "--http", &http];
+        args.extend(extra.iter().map(String::as_str));
+        let (code, out, err) = kafscale(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        // Progress lines may come first; the refusal is one line at the end.
+        let refusal: Vec<&str> = err.lines().filter(|l| l.starts_with("kafscale:")).collect();
+        assert_eq!(refusal.len(), 1, "one sentence: {err}");
+        assert!(
+            refusal[0].contains(want),
+            "{args:?}: want {want:?}, got {err}"
+        );
+    }
+    // A cut by offset restores exactly up to it.
+    let (code, out, err) = kafscale(&[
+        "restore",
+        "--data-dir",
+        &data_dir,
+        "--http",
+        &http,
+        "--topic",
+        "golden",
+        "--to-offset",
+        "1:33,2:0",
+        "--as",
+        "golden.o",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("every check passed"), "{out}");
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let got = client_read("confluent", &bootstrap, "golden.o", CODECS.len(), 0);
+    let per_partition = |p: i64| {
+        got["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r[0] == p)
+            .count() as i64
+    };
+    let whole = BATCHES * PER_BATCH;
+    assert_eq!(
+        (0..5).map(per_partition).collect::<Vec<_>>(),
+        vec![whole, 33, 0, whole, whole]
+    );
+}
