@@ -24,7 +24,7 @@ mod mirror;
 pub(crate) mod partition;
 mod pool;
 mod rest;
-mod shard;
+pub(crate) mod shard;
 
 mod api;
 

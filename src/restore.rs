@@ -488,8 +488,9 @@ impl Restorer<'_> {
             }
         };
         for s in whole {
-            let (src, src_index) = keys::segment_object(ns, topic, p, s.base_offset);
-            let (dst, dst_index) = keys::segment_object(ns, &opts.target, p, s.base_offset);
+            let src_keys = keys::segment_object(ns, topic, p, s.base_offset);
+            let dst_keys = keys::segment_object(ns, &opts.target, p, s.base_offset);
+            let (src, dst) = (src_keys.0.clone(), dst_keys.0.clone());
             copied_segments += 1;
             if opts.dry_run {
                 copied_bytes += s.size;
@@ -512,17 +513,12 @@ impl Restorer<'_> {
                     });
                 }
             }
-            objects.push(Self::object_evidence(&src, &seg.meta, true, "copied"));
             copied_bytes += seg.meta.size;
+            objects.extend(
+                self.copy_segment(&src_keys, &seg.meta, &dst_keys, false)
+                    .await?,
+            );
             drop(seg);
-            self.copy(&src, &dst).await?;
-            let index_meta = self.copy(&src_index, &dst_index).await?;
-            objects.push(Self::object_evidence(
-                &src_index,
-                &index_meta,
-                false,
-                "copied",
-            ));
             restored.push(s.clone());
             target_segments.push(dst);
         }
@@ -614,19 +610,13 @@ impl Restorer<'_> {
                 .unwrap_or_default();
             if !kept.is_empty() && kept.len() == batches.len() && split_batches == 0 {
                 // The cut is at this segment's end: copy it whole.
-                let (src_kfs, src_index) = keys::segment_object(ns, topic, p, s.base_offset);
-                let (dst, dst_index) = keys::segment_object(ns, &opts.target, p, s.base_offset);
-                objects.push(Self::object_evidence(&src_kfs, &seg.meta, true, "copied"));
-                if !opts.dry_run {
-                    self.copy(&src_kfs, &dst).await?;
-                    let index_meta = self.copy(&src_index, &dst_index).await?;
-                    objects.push(Self::object_evidence(
-                        &src_index,
-                        &index_meta,
-                        false,
-                        "copied",
-                    ));
-                }
+                let src_keys = keys::segment_object(ns, topic, p, s.base_offset);
+                let dst_keys = keys::segment_object(ns, &opts.target, p, s.base_offset);
+                let dst = dst_keys.0.clone();
+                objects.extend(
+                    self.copy_segment(&src_keys, &seg.meta, &dst_keys, opts.dry_run)
+                        .await?,
+                );
                 copied_bytes += seg.meta.size;
                 copied_segments += 1;
                 open_at_cut = s.open_txns.clone();
@@ -743,6 +733,25 @@ impl Restorer<'_> {
         })
     }
 
+    /// Copies a verified segment (`.kfs` and `.index` keys `src`; the
+    /// `.kfs` read had `meta`) to `dst` (nothing with `dry_run`); returns the
+    /// evidence of the source objects.
+    async fn copy_segment(
+        &self,
+        src: &(String, String),
+        meta: &ObjectMeta,
+        dst: &(String, String),
+        dry_run: bool,
+    ) -> anyhow::Result<Vec<ObjectEvidence>> {
+        let mut out = vec![Self::object_evidence(&src.0, meta, true, "copied")];
+        if !dry_run {
+            self.copy(&src.0, &dst.0).await?;
+            let index_meta = self.copy(&src.1, &dst.1).await?;
+            out.push(Self::object_evidence(&src.1, &index_meta, false, "copied"));
+        }
+        Ok(out)
+    }
+
     async fn copy(&self, from: &str, to: &str) -> anyhow::Result<ObjectMeta> {
         self.store
             .copy(from, to)
@@ -756,16 +765,7 @@ impl Restorer<'_> {
         index_key: &str,
         sealed: kafscale_codec::kfs::SealedSegment,
     ) -> anyhow::Result<()> {
-        use keys::object_meta as m;
-        let info = sealed.info;
-        let opts = PutOptions::default()
-            .with_meta(m::BASE_OFFSET, info.base_offset)
-            .with_meta(m::LAST_OFFSET, info.last_offset)
-            .with_meta(m::MESSAGE_COUNT, info.message_count)
-            .with_meta(m::CREATED_MS, info.created_ms)
-            .with_meta(m::MIN_TIMESTAMP, info.min_timestamp)
-            .with_meta(m::MAX_TIMESTAMP, info.max_timestamp)
-            .if_absent();
+        let opts = keys::object_meta::put_options(&sealed.info);
         self.store
             .put_chunks(key, sealed.segment.into_pieces(), &opts)
             .await

@@ -173,15 +173,7 @@ async fn upload(shard: &Shard, log: &PartitionLog, f: &Flushing) -> Result<(), E
         log.partition,
         info.base_offset,
     );
-    use keys::object_meta as m;
-    let opts = PutOptions::default()
-        .with_meta(m::BASE_OFFSET, info.base_offset)
-        .with_meta(m::LAST_OFFSET, info.last_offset)
-        .with_meta(m::MESSAGE_COUNT, info.message_count)
-        .with_meta(m::CREATED_MS, info.created_ms)
-        .with_meta(m::MIN_TIMESTAMP, info.min_timestamp)
-        .with_meta(m::MAX_TIMESTAMP, info.max_timestamp)
-        .if_absent();
+    let opts = keys::object_meta::put_options(info);
     // The .kfs goes first: an .index without its .kfs never exists. Both
     // are written only if absent, so a writer that lost the partition (its
     // upload still in flight) can never replace a segment its successor

@@ -113,6 +113,19 @@ pub mod object_meta {
     pub const MIN_TIMESTAMP: &str = "min-timestamp";
     /// Largest batch maxTimestamp.
     pub const MAX_TIMESTAMP: &str = "max-timestamp";
+
+    /// The write options of a sealed segment's `.kfs`: these names, and
+    /// only if absent (a fenced writer never replaces another's segment).
+    pub fn put_options(info: &kafscale_codec::kfs::SegmentInfo) -> kafscale_s3::PutOptions {
+        kafscale_s3::PutOptions::default()
+            .with_meta(BASE_OFFSET, info.base_offset)
+            .with_meta(LAST_OFFSET, info.last_offset)
+            .with_meta(MESSAGE_COUNT, info.message_count)
+            .with_meta(CREATED_MS, info.created_ms)
+            .with_meta(MIN_TIMESTAMP, info.min_timestamp)
+            .with_meta(MAX_TIMESTAMP, info.max_timestamp)
+            .if_absent()
+    }
 }
 
 pub fn mirror_sources(ns: &str) -> String {

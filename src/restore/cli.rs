@@ -191,7 +191,7 @@ fn restore(args: RunArgs) -> anyhow::Result<ExitCode> {
         .as_name
         .clone()
         .unwrap_or_else(|| super::default_target(&topic, now));
-    if !valid_topic_name(&target) {
+    if !crate::broker::shard::valid_topic_name(&target) {
         bail!("--as {target:?} is not a Kafka topic name (at most 249 of a-z A-Z 0-9 . _ -)");
     }
     let opts = Options {
@@ -274,16 +274,6 @@ fn restore(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-fn valid_topic_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// The HTML page's path beside a report: `x.json` -> `x.html`, else `x.html` appended.
