@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::kafka::{hex, run};
-use common::{Broker, start};
+use common::{Broker, start, start_with_env};
 use kafscale_client::{Acks, Client, ClientConfig, ClientError, KafkaCode, NewTopic};
 use kafscale_codec::batch::{BatchBuilder, Compression};
 use serde_json::{Value, json};
@@ -101,8 +101,13 @@ fn golden(p: usize, base: i64) -> (Vec<Bytes>, Vec<Rec>) {
 }
 
 fn kafscale(args: &[&str]) -> (i32, String, String) {
+    kafscale_env(args, &[])
+}
+
+fn kafscale_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kafscale"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("kafscale");
     (
@@ -599,4 +604,142 @@ fn bad_restore_requests_get_one_clear_sentence() {
         (0..5).map(per_partition).collect::<Vec<_>>(),
         vec![whole, 33, 0, whole, whole]
     );
+}
+
+/// etcd and the S3 server of scripts/test, or `None` when they are not set
+/// (a failure when KAFSCALE_TEST_REQUIRE_SERVERS is).
+fn servers() -> Option<(String, String, String, String)> {
+    let var = |n: &str| std::env::var(n).ok();
+    match (
+        var("KAFSCALE_TEST_ETCD_ENDPOINTS"),
+        var("KAFSCALE_TEST_S3_ENDPOINT"),
+        var("KAFSCALE_TEST_S3_ACCESS_KEY"),
+        var("KAFSCALE_TEST_S3_SECRET_KEY"),
+    ) {
+        (Some(e), Some(s), Some(a), Some(k)) => Some((e, s, a, k)),
+        _ => {
+            assert!(
+                std::env::var_os("KAFSCALE_TEST_REQUIRE_SERVERS").is_none(),
+                "etcd and the S3 server are not set but KAFSCALE_TEST_REQUIRE_SERVERS is"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn a_restore_on_etcd_and_s3_copies_segments_inside_the_bucket() {
+    let Some((etcd, s3, access, secret)) = servers() else {
+        return;
+    };
+    let suffix = format!("{}-{}", std::process::id(), now_ms() % 1_000_000);
+    let (bucket, ns) = (format!("restore-{suffix}"), format!("ns-{suffix}"));
+    let store: Vec<String> = [
+        "--s3-endpoint",
+        &s3,
+        "--s3-bucket",
+        &bucket,
+        "--s3-namespace",
+        &ns,
+        "--etcd-endpoints",
+        &etcd,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", access.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    let mut flags: Vec<&str> = store.iter().map(String::as_str).collect();
+    flags.push("--s3-create-bucket");
+    let b = start_with_env(&flags, &creds);
+    let base = now_ms() / 1000 * 1000 - 3_600_000;
+    let t = base + 25_500;
+    let all = produce_golden(&b, base);
+    let cuts: Vec<i64> = (0..CODECS.len())
+        .map(|p| if p == 0 { 20 } else { 26 })
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let report_s = report.to_str().unwrap();
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let to = kafscale_s3::format_unix_ms(t);
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "golden",
+        "--to",
+        &to,
+        "--as",
+        "golden.r",
+        "--bootstrap",
+        &bootstrap,
+        "--report",
+        report_s,
+    ];
+    args.extend(store.iter().map(String::as_str));
+    let (code, out, err) = kafscale_env(&args, &creds);
+    assert_eq!(code, 0, "{out}{err}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert!(
+        r["source"]["catalog"]
+            .as_str()
+            .unwrap()
+            .starts_with("etcd at "),
+        "{}",
+        r["source"]["catalog"]
+    );
+    assert!(r["source"]["store"].as_str().unwrap().contains(&bucket));
+    // Whole segments were copied by the S3 server (CopyObject); each
+    // source object's ETag is in the evidence.
+    let objects = r["objects"].as_array().unwrap();
+    assert!(objects.iter().any(|o| o["use_"] == "copied"));
+    assert!(
+        objects
+            .iter()
+            .all(|o| !o["etag"].as_str().unwrap().is_empty()),
+        "{objects:#?}"
+    );
+    for (p, cut) in cuts.iter().enumerate() {
+        assert_eq!(r["partitions"][p]["cut_offset"], *cut);
+    }
+    let got = client_read("confluent", &bootstrap, "golden.r", CODECS.len(), t + 1);
+    assert_eq!(got["records"], expected_json(&all, &cuts));
+
+    let mut args = vec!["restore", "verify", report_s];
+    args.extend(store.iter().map(String::as_str));
+    let (code, out, err) = kafscale_env(&args, &creds);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("every digest recomputed from the bucket matches"),
+        "{out}"
+    );
+
+    // Credentials S3 refuses: one sentence, nothing created.
+    let bad = [
+        ("AWS_ACCESS_KEY_ID", access.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", "wrong"),
+    ];
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "golden",
+        "--to",
+        &to,
+        "--as",
+        "golden.bad",
+    ];
+    args.extend(store.iter().map(String::as_str));
+    let (code, out, err) = kafscale_env(&args, &bad);
+    assert_eq!(code, 2, "{out}{err}");
+    let refusal: Vec<&str> = err.lines().filter(|l| l.starts_with("kafscale:")).collect();
+    assert_eq!(refusal.len(), 1, "{err}");
+    assert!(refusal[0].contains("SignatureDoesNotMatch"), "{err}");
+    let mut args = vec!["restore", "--topic", "golden.bad", "--to", &to, "--dry-run"];
+    args.extend(store.iter().map(String::as_str));
+    let (_, _, err) = kafscale_env(&args, &creds);
+    assert!(err.contains("topic golden.bad does not exist"), "{err}");
 }
