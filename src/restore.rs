@@ -193,6 +193,9 @@ pub struct Options {
     /// A Kafka bootstrap to read the restored topic back through; default:
     /// the brokers the catalog lists.
     pub bootstrap: Option<String>,
+    /// The metadata store is lost: take the committed log from the bucket
+    /// (every segment verified; each partition's last one unconfirmed).
+    pub from_bucket: bool,
 }
 
 /// One partition's plan, for `--dry-run` and the progress lines.
@@ -298,14 +301,19 @@ impl Restorer<'_> {
                 );
             }
         }
-        let snap = self.catalog.snapshot(&opts.topic).await?.ok_or_else(|| {
-            anyhow!(
-                "topic {} does not exist in {} (namespace {})",
-                opts.topic,
-                self.catalog.label(),
-                self.namespace
-            )
-        })?;
+        let (snap, unconfirmed) = if opts.from_bucket {
+            self.bucket_snapshot(&opts.topic).await?
+        } else {
+            let snap = self.catalog.snapshot(&opts.topic).await?.ok_or_else(|| {
+                anyhow!(
+                    "topic {} does not exist in {} (namespace {})",
+                    opts.topic,
+                    self.catalog.label(),
+                    self.namespace
+                )
+            })?;
+            (snap, BTreeMap::new())
+        };
         if let Cut::Offsets(m) = &opts.cut
             && let Some(p) = m.keys().find(|p| **p >= snap.topic.partitions)
         {
@@ -327,7 +335,8 @@ impl Restorer<'_> {
         clock.begin("restore segments");
         let mut done = Vec::with_capacity(snap.partitions.len());
         for p in &snap.partitions {
-            let d = self.partition(opts, p).await?;
+            let mut d = self.partition(opts, p).await?;
+            d.evidence.unconfirmed_last_segment = unconfirmed.get(&p.partition).cloned();
             (self.progress)(&format!(
                 "partition {}: {} segments copied ({} bytes){}, cut at offset {} of {}",
                 p.partition,
@@ -402,6 +411,125 @@ impl Restorer<'_> {
         Ok(Outcome::Restored(Box::new(
             self.report(opts, &snap, done, read_back, clock),
         )))
+    }
+
+    /// The committed log as the bucket alone shows it (the metadata store
+    /// is lost): every `{ns}/{topic}/{p}/segment-*.kfs` with its `.index`,
+    /// in offset order; a `.kfs` without its `.index` is an upload a crash
+    /// interrupted and not part of the log (`shared/kfs-format.md`). Returns
+    /// each partition's last segment, which may hold records never
+    /// acknowledged (unconfirmed).
+    async fn bucket_snapshot(
+        &self,
+        topic: &str,
+    ) -> anyhow::Result<(TopicSnapshot, BTreeMap<u32, String>)> {
+        let prefix = format!("{}/{topic}/", self.namespace);
+        let listed = self
+            .store
+            .list(&prefix)
+            .await
+            .with_context(|| format!("cannot list {prefix} in {}", self.store.describe()))?;
+        let names: std::collections::BTreeSet<&str> =
+            listed.iter().map(|e| e.key.as_str()).collect();
+        let mut by_partition: BTreeMap<u32, Vec<SegmentRecord>> = BTreeMap::new();
+        for e in &listed {
+            let Some(rest) = e.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some((p, name)) = rest.split_once('/') else {
+                continue;
+            };
+            let (Ok(p), Some(base)) = (
+                p.parse::<u32>(),
+                name.strip_prefix("segment-")
+                    .and_then(|n| n.strip_suffix(".kfs"))
+                    .and_then(|n| n.parse::<i64>().ok()),
+            ) else {
+                continue;
+            };
+            let (_, index) = keys::segment_object(&self.namespace, topic, p, base);
+            if !names.contains(index.as_str()) {
+                (self.progress)(&format!(
+                    "{} has no .index: an interrupted upload, not part of the log",
+                    e.key
+                ));
+                continue;
+            }
+            let seg = self.read_segment(&e.key).await?;
+            let mut info = kafscale_codec::kfs::SegmentInfo {
+                base_offset: seg.reader.base_offset(),
+                last_offset: seg.reader.last_offset(),
+                message_count: seg.reader.header().message_count,
+                size: seg.meta.size,
+                created_ms: seg.reader.header().created_ms,
+                min_timestamp: i64::MAX,
+                max_timestamp: i64::MIN,
+            };
+            for b in seg.reader.batches() {
+                info.min_timestamp = info.min_timestamp.min(b.base_timestamp());
+                info.max_timestamp = info.max_timestamp.max(b.max_timestamp());
+            }
+            by_partition
+                .entry(p)
+                .or_default()
+                .push(SegmentRecord::from(info));
+        }
+        let Some(&last_partition) = by_partition.keys().next_back() else {
+            bail!(
+                "the bucket holds no segments of topic {topic} under {prefix} in {}",
+                self.store.describe()
+            );
+        };
+        let mut partitions = Vec::new();
+        let mut unconfirmed = BTreeMap::new();
+        for p in 0..=last_partition {
+            let mut segments = by_partition.remove(&p).unwrap_or_default();
+            segments.sort_by_key(|s| s.base_offset);
+            if let Some(w) = segments
+                .windows(2)
+                .find(|w| w[1].base_offset <= w[0].last_offset)
+            {
+                bail!(
+                    "partition {p} of {topic}: segments at {} and {} overlap; the bucket alone cannot say which is committed",
+                    w[0].base_offset,
+                    w[1].base_offset
+                );
+            }
+            let state = match (segments.first(), segments.last()) {
+                (Some(first), Some(last)) => {
+                    unconfirmed.insert(
+                        p,
+                        keys::segment_object(&self.namespace, topic, p, last.base_offset).0,
+                    );
+                    PartitionState {
+                        next_offset: last.last_offset + 1,
+                        log_start_offset: first.base_offset,
+                        epoch: 0,
+                    }
+                }
+                _ => PartitionState::NEW,
+            };
+            partitions.push(PartitionSnapshot {
+                partition: p,
+                state,
+                segments,
+            });
+        }
+        let topic_meta = TopicMeta {
+            name: topic.to_owned(),
+            id: String::new(),
+            partitions: partitions.len() as u32,
+            created_ms: 0,
+            config: BTreeMap::new(),
+        };
+        Ok((
+            TopicSnapshot {
+                topic: topic_meta,
+                partitions,
+                brokers: Vec::new(),
+            },
+            unconfirmed,
+        ))
     }
 
     /// Objects under the target's prefix with no topic in the catalog: an
@@ -501,7 +629,13 @@ impl Restorer<'_> {
                 continue;
             }
             let seg = self.read_segment(&src).await?;
-            for b in seg.reader.batches() {
+            let batches: Vec<RecordBatch> = seg.reader.batches().collect();
+            let record = if opts.from_bucket {
+                followed(s, restored.last(), &batches)
+            } else {
+                s.clone()
+            };
+            for b in batches {
                 if b.is_control() {
                     continue;
                 }
@@ -519,7 +653,7 @@ impl Restorer<'_> {
                     .await?,
             );
             drop(seg);
-            restored.push(s.clone());
+            restored.push(record);
             target_segments.push(dst);
         }
 
@@ -604,9 +738,10 @@ impl Restorer<'_> {
                     }
                 }
             }
-            let prev_open = i
-                .checked_sub(1)
-                .map(|j| segs[j].open_txns.clone())
+            // Open where the whole segments end (segs[i - 1], as restored).
+            let prev_open: Vec<(i64, i64)> = restored
+                .last()
+                .map(|s| s.open_txns.clone())
                 .unwrap_or_default();
             if !kept.is_empty() && kept.len() == batches.len() && split_batches == 0 {
                 // The cut is at this segment's end: copy it whole.
@@ -619,8 +754,13 @@ impl Restorer<'_> {
                 );
                 copied_bytes += seg.meta.size;
                 copied_segments += 1;
-                open_at_cut = s.open_txns.clone();
-                restored.push(s.clone());
+                let record = if opts.from_bucket {
+                    followed(s, restored.last(), &batches)
+                } else {
+                    s.clone()
+                };
+                open_at_cut = record.open_txns.clone();
+                restored.push(record);
                 target_segments.push(dst);
             } else {
                 objects.push(Self::object_evidence(&src, &seg.meta, true, "cut"));
@@ -722,6 +862,7 @@ impl Restorer<'_> {
                 restored_records: None,
                 target_digest: None,
                 target_segments,
+                unconfirmed_last_segment: None,
             },
             objects,
             restored: PartitionSnapshot {
@@ -892,7 +1033,7 @@ impl Restorer<'_> {
         let late: u64 = partitions.iter().map(|p| p.late_records).sum();
         let open: usize = partitions.iter().map(|p| p.open_transactions.len()).sum();
         let nis2 = |s: &str| format!("NIS2 Implementing Regulation (EU) 2024/2690, Annex 4.2.{s}");
-        let checks = vec![
+        let mut checks = vec![
             Check {
                 name: "source segments verified".into(),
                 passed: true,
@@ -932,6 +1073,17 @@ impl Restorer<'_> {
                 supports: vec![nis2("2(b)")],
             },
         ];
+        if opts.from_bucket {
+            checks.push(Check {
+                name: "log rebuilt from the bucket alone".into(),
+                passed: true,
+                detail: format!(
+                    "no metadata store: the segment list is every .kfs with its .index under {}/{}/, each verified; each partition's last segment is unconfirmed (it may hold records that were never acknowledged)",
+                    self.namespace, opts.topic
+                ),
+                supports: vec![nis2("2(e)")],
+            });
+        }
         let passed = checks.iter().all(|c| c.passed);
         Report {
             format: report::FORMAT.into(),
@@ -943,7 +1095,11 @@ impl Restorer<'_> {
                 namespace: self.namespace.clone(),
                 topic: opts.topic.clone(),
                 topic_id: snap.topic.id.clone(),
-                catalog: self.catalog.label(),
+                catalog: if opts.from_bucket {
+                    format!("the bucket alone ({} had no say)", self.catalog.label())
+                } else {
+                    self.catalog.label()
+                },
             },
             request: RequestEvidence {
                 to: match opts.cut {
@@ -977,6 +1133,22 @@ impl Restorer<'_> {
             checks,
             passed,
         }
+    }
+}
+
+/// `s` with the transactions its batches abort and leave open, following
+/// on from `before` (the segment ahead of it): for a log rebuilt from the
+/// bucket, whose segment records are not stored anywhere.
+fn followed(
+    s: &SegmentRecord,
+    before: Option<&SegmentRecord>,
+    batches: &[RecordBatch],
+) -> SegmentRecord {
+    let mut txns = Txns::following(before.map_or(&[][..], |b| &b.open_txns));
+    SegmentRecord {
+        aborted: txns.follow(batches),
+        open_txns: txns.open_now(),
+        ..s.clone()
     }
 }
 

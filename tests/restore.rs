@@ -743,3 +743,116 @@ fn a_restore_on_etcd_and_s3_copies_segments_inside_the_bucket() {
     let (_, _, err) = kafscale_env(&args, &creds);
     assert!(err.contains("topic golden.bad does not exist"), "{err}");
 }
+
+#[test]
+fn with_the_metadata_store_lost_a_restore_rebuilds_the_log_from_the_bucket() {
+    let Some((etcd, s3, access, secret)) = servers() else {
+        return;
+    };
+    let suffix = format!("{}-{}", std::process::id(), now_ms() % 1_000_000);
+    let (bucket, ns) = (format!("lost-{suffix}"), format!("ns-{suffix}"));
+    let s3_flags = [
+        "--s3-endpoint",
+        &s3,
+        "--s3-bucket",
+        &bucket,
+        "--s3-namespace",
+        &ns,
+    ];
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", access.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    let base = now_ms() / 1000 * 1000 - 3_600_000;
+    let t = base + 25_500;
+    let all = {
+        let mut flags = s3_flags.to_vec();
+        flags.extend(["--s3-create-bucket", "--etcd-endpoints", &etcd]);
+        let a = start_with_env(&flags, &creds);
+        produce_golden(&a, base)
+    }; // broker A and, for this restore, its etcd are gone
+    // An upload a crash interrupted: a .kfs with no .index (and not even a
+    // segment). Not part of the log: skipped, not an error.
+    let mut cfg = kafscale_s3::S3Config::new(
+        &s3,
+        bucket.clone(),
+        kafscale_s3::Credentials::new(&access, &secret, None),
+    )
+    .unwrap();
+    cfg.region = "us-east-1".into();
+    let orphan = format!("{ns}/golden/0/segment-00000000000000000999.kfs");
+    let key = orphan.clone();
+    run(move || async move {
+        use kafscale_s3::ObjectStore;
+        kafscale_s3::S3Client::new(cfg)
+            .put(
+                &key,
+                Bytes::from_static(b"half an upload"),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+    });
+
+    // A new broker on the same bucket with a new, embedded metadata store.
+    let b = start_with_env(&s3_flags, &creds);
+    let (data_dir, http) = (
+        b.data_dir().to_str().unwrap().to_owned(),
+        format!("http://127.0.0.1:{}", b.metrics_port),
+    );
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let to = kafscale_s3::format_unix_ms(t);
+    let mut args = vec![
+        "restore",
+        "--from-bucket",
+        "--topic",
+        "golden",
+        "--to",
+        &to,
+        "--as",
+        "golden.r",
+        "--bootstrap",
+        &bootstrap,
+        "--report",
+        report.to_str().unwrap(),
+        "--data-dir",
+        &data_dir,
+        "--http",
+        &http,
+    ];
+    args.extend(s3_flags);
+    let (code, out, err) = kafscale_env(&args, &creds);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(&format!("{orphan} has no .index")), "{err}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert!(
+        r["source"]["catalog"]
+            .as_str()
+            .unwrap()
+            .starts_with("the bucket alone"),
+        "{}",
+        r["source"]["catalog"]
+    );
+    assert!(
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "log rebuilt from the bucket alone")
+    );
+    let cuts: Vec<i64> = (0..CODECS.len())
+        .map(|p| if p == 0 { 20 } else { 26 })
+        .collect();
+    for (p, cut) in cuts.iter().enumerate() {
+        let pe = &r["partitions"][p];
+        assert_eq!(pe["cut_offset"], *cut, "{pe:#}");
+        assert_eq!(pe["source_high_watermark"], BATCHES * PER_BATCH);
+        let last = pe["unconfirmed_last_segment"].as_str().unwrap();
+        assert!(last.starts_with(&format!("{ns}/golden/{p}/segment-")) && last.ends_with(".kfs"));
+    }
+    let got = client_read("confluent", &bootstrap, "golden.r", CODECS.len(), t + 1);
+    assert_eq!(got["records"], expected_json(&all, &cuts));
+}

@@ -87,6 +87,12 @@ pub struct RunArgs {
     /// broker the metadata lists).
     #[arg(long)]
     pub bootstrap: Option<String>,
+    /// The metadata store is lost: rebuild each partition's log from the
+    /// bucket (every segment verified; the last one of each partition is
+    /// reported unconfirmed). The restored topic is still created in the
+    /// metadata store the flags name (a new etcd, or a new --data-dir).
+    #[arg(long)]
+    pub from_bucket: bool,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -135,7 +141,11 @@ impl StoreArgs {
 
     /// The catalog: etcd; else the embedded store, or its broker's REST API
     /// while a broker holds it.
-    fn catalog(&self) -> anyhow::Result<(Catalog, Option<crate::meta::client::MetaThread>)> {
+    /// With `new_ok`, an embedded store that does not exist yet is made.
+    fn catalog(
+        &self,
+        new_ok: bool,
+    ) -> anyhow::Result<(Catalog, Option<crate::meta::client::MetaThread>)> {
         let ns = self.s3_namespace.clone();
         if !self.etcd_endpoints.is_empty() {
             let eps = self.etcd_endpoints.clone();
@@ -146,6 +156,10 @@ impl StoreArgs {
             return Ok((Catalog::Direct { meta, label }, Some(thread)));
         }
         let dir = self.data_dir.join("meta");
+        if new_ok {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
         if !dir.is_dir() {
             bail!(
                 "{} holds no metadata (is --data-dir the broker's? with etcd, pass --etcd-endpoints)",
@@ -206,9 +220,10 @@ fn restore(args: RunArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| "unknown".into()),
         trigger: args.trigger.clone(),
         bootstrap: args.bootstrap.clone(),
+        from_bucket: args.from_bucket,
     };
     let store_config = args.store.store_config()?;
-    let (catalog, _thread) = args.store.catalog()?;
+    let (catalog, _thread) = args.store.catalog(args.from_bucket)?;
     let ns = args.store.s3_namespace.clone();
     let outcome = kafscale_shard::block_on(move || async move {
         let store = store_config.build()?;

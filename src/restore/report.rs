@@ -156,6 +156,9 @@ pub struct PartitionEvidence {
     pub target_digest: Option<String>,
     /// The restored segments' object keys, in offset order.
     pub target_segments: Vec<String>,
+    /// With the log rebuilt from the bucket alone: the last segment, which
+    /// may hold records that were never acknowledged.
+    pub unconfirmed_last_segment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
