@@ -1600,3 +1600,119 @@ fn a_restarted_source_broker_is_followed() {
         assert_identical(&src, &copy, &[(topic, 4)]).await
     });
 }
+
+/// A source transaction open at the restore time: a mirrored copy restored
+/// to T keeps committed and aborted transactions as they were and leaves the
+/// open one out of read_committed (as if aborted, with no marker invented);
+/// the cut is where Apache Kafka's own offsets_for_times(T + 1) points.
+#[test]
+fn a_mirrored_copy_restores_with_the_transaction_open_at_t_left_out() {
+    let Some(k) = ApacheKafka::from_env() else {
+        return;
+    };
+    let topic = unique("rtxn");
+    const SCRIPT: &str = r#"
+import sys, time
+from confluent_kafka import Producer, Consumer, TopicPartition
+bootstrap, topic = sys.argv[1], sys.argv[2]
+p = Producer({"bootstrap.servers": bootstrap, "transactional.id": "txn-" + topic, "linger.ms": 5})
+p.init_transactions()
+def txn(tag, n, end):
+    for i in range(n):
+        p.produce(topic, key=b"k", value=("%s-%d" % (tag, i)).encode(), partition=0)
+    p.flush()
+    if end == "commit": p.commit_transaction()
+    elif end == "abort": p.abort_transaction()
+p.begin_transaction(); txn("a", 5, "commit")
+p.begin_transaction(); txn("b", 5, "abort")
+p.begin_transaction(); txn("c", 5, None)
+time.sleep(0.2); t = int(time.time() * 1000); time.sleep(0.2)
+txn("c2", 5, "commit")
+c = Consumer({"bootstrap.servers": bootstrap, "group.id": "times"})
+cut = c.offsets_for_times([TopicPartition(topic, 0, t + 1)], timeout=10)[0].offset
+print(t, cut)
+"#;
+    {
+        let (c, topic) = (ClientConfig::new(&k.plaintext), topic.clone());
+        run(move || async move {
+            let c = Client::connect(c).await.unwrap();
+            c.ensure_topic(&NewTopic::new(&topic, 1)).await.unwrap();
+        });
+    }
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, &k.plaintext, &topic])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(|s| s.parse::<i64>().unwrap());
+    let (t, kafka_cut) = (it.next().unwrap(), it.next().unwrap());
+
+    let b = start_with(&[]);
+    cli_ok(&b, &["sources", "add", "src", "--bootstrap", &k.plaintext]);
+    cli_ok(
+        &b,
+        &["jobs", "add", "rt", "--source", "src", "--topics", &topic],
+    );
+    wait_caught_up(&b, "rt", 1, Duration::from_secs(60));
+
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let restored = format!("{topic}.r");
+    let ours = format!("127.0.0.1:{}", b.port);
+    let out = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .args([
+            "restore",
+            "--topic",
+            &topic,
+            "--as",
+            &restored,
+            "--bootstrap",
+            &ours,
+        ])
+        .args(["--to", &kafscale_s3::format_unix_ms(t), "--report"])
+        .arg(report.path())
+        .arg("--data-dir")
+        .arg(b.data_dir())
+        .args(["--http", &format!("http://127.0.0.1:{}", b.metrics_port)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    let p0 = &r["partitions"][0];
+    assert_eq!(
+        p0["cut_offset"], kafka_cut,
+        "the cut is Apache Kafka's offsets_for_times(T + 1)"
+    );
+    assert_eq!(
+        p0["open_transactions"].as_array().unwrap().len(),
+        1,
+        "{p0:#}"
+    );
+
+    // Offsets are the source's: the restore is the source's prefix.
+    let before_cut = |v: Vec<(i64, Option<String>, Option<String>)>| -> Vec<_> {
+        v.into_iter().filter(|r| r.0 < kafka_cut).collect()
+    };
+    let uncommitted = consume_all(&ours, &restored, "read_uncommitted");
+    assert_eq!(
+        uncommitted,
+        before_cut(consume_all(&k.plaintext, &topic, "read_uncommitted"))
+    );
+    assert_eq!(uncommitted.len(), 15, "a, b and the first half of c");
+    let committed = consume_all(&ours, &restored, "read_committed");
+    let values: Vec<Option<String>> = committed.into_iter().map(|r| r.2).collect();
+    let want: Vec<Option<String>> = (0..5)
+        .map(|i| Some(common::kafka::hex(format!("a-{i}").as_bytes())))
+        .collect();
+    assert_eq!(values, want, "only the committed transaction");
+}
