@@ -78,6 +78,23 @@ impl Cut {
         }
     }
 
+    /// The segment of `segs` (a partition's, ending before `next_offset`)
+    /// the cut falls inside or before; `None` when the whole log is kept.
+    fn segment_index(
+        &self,
+        partition: u32,
+        segs: &[SegmentRecord],
+        next_offset: i64,
+    ) -> Option<usize> {
+        match self {
+            Self::Time(t) => segs.iter().position(|s| s.max_timestamp > *t),
+            Self::Offsets(m) => {
+                let o = m.get(&partition).copied().unwrap_or(next_offset);
+                segs.iter().position(|s| s.last_offset >= o)
+            }
+        }
+    }
+
     /// `--to-offset 0:120,3:7`.
     pub fn parse_offsets(s: &str) -> Result<Self, String> {
         let mut m = BTreeMap::new();
@@ -261,6 +278,18 @@ pub struct Restorer<'a> {
     pub namespace: String,
     /// Prints a progress line (plain lines; the CLI decides where).
     pub progress: &'a dyn Fn(&str),
+    /// Told what will be read, then of each segment read (a progress bar).
+    pub meter: &'a dyn Fn(Tick),
+}
+
+/// What a progress bar is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// The segments up to each partition's cut: what the restore reads
+    /// (late-record scans may add a few).
+    Planned { segments: usize, bytes: u64 },
+    /// A segment was read.
+    Segment { bytes: u64 },
 }
 
 impl std::fmt::Debug for Restorer<'_> {
@@ -332,6 +361,15 @@ impl Restorer<'_> {
         if !opts.dry_run {
             self.clear_leftovers(&opts.target).await?;
         }
+        let planned = snap.partitions.iter().flat_map(|p| {
+            let n = opts
+                .cut
+                .segment_index(p.partition, &p.segments, p.state.next_offset)
+                .map_or(p.segments.len(), |i| i + 1);
+            &p.segments[..n]
+        });
+        let (segments, bytes) = planned.fold((0, 0), |(n, b), s| (n + 1, b + s.size));
+        (self.meter)(Tick::Planned { segments, bytes });
         clock.begin("restore segments");
         let mut done = Vec::with_capacity(snap.partitions.len());
         for p in &snap.partitions {
@@ -455,20 +493,7 @@ impl Restorer<'_> {
                 ));
                 continue;
             }
-            let seg = self.read_segment(&e.key).await?;
-            let mut info = kafscale_codec::kfs::SegmentInfo {
-                base_offset: seg.reader.base_offset(),
-                last_offset: seg.reader.last_offset(),
-                message_count: seg.reader.header().message_count,
-                size: seg.meta.size,
-                created_ms: seg.reader.header().created_ms,
-                min_timestamp: i64::MAX,
-                max_timestamp: i64::MIN,
-            };
-            for b in seg.reader.batches() {
-                info.min_timestamp = info.min_timestamp.min(b.base_timestamp());
-                info.max_timestamp = info.max_timestamp.max(b.max_timestamp());
-            }
+            let info = self.segment_info(&e.key).await?;
             by_partition
                 .entry(p)
                 .or_default()
@@ -532,6 +557,38 @@ impl Restorer<'_> {
         ))
     }
 
+    /// What a segment's S3 metadata says of it (a HEAD), or, when a writer
+    /// set none, what reading it says. Either is checked against the segment
+    /// itself when the restore reads it.
+    async fn segment_info(&self, key: &str) -> anyhow::Result<kafscale_codec::kfs::SegmentInfo> {
+        use keys::object_meta as m;
+        let head =
+            self.store.head(key).await.with_context(|| {
+                format!("cannot read segment {key} from {}", self.store.describe())
+            })?;
+        let get = |name: &str| head.metadata.get(name).and_then(|v| v.parse::<i64>().ok());
+        if let (Some(base), Some(last), Some(count), Some(created), Some(min), Some(max)) = (
+            get(m::BASE_OFFSET),
+            get(m::LAST_OFFSET),
+            get(m::MESSAGE_COUNT),
+            get(m::CREATED_MS),
+            get(m::MIN_TIMESTAMP),
+            get(m::MAX_TIMESTAMP),
+        ) {
+            return Ok(kafscale_codec::kfs::SegmentInfo {
+                base_offset: base,
+                last_offset: last,
+                message_count: count as i32,
+                size: head.size,
+                created_ms: created,
+                min_timestamp: min,
+                max_timestamp: max,
+            });
+        }
+        let seg = self.read_segment(key).await?;
+        Ok(segment_info_of(&seg.reader, seg.meta.size))
+    }
+
     /// Objects under the target's prefix with no topic in the catalog: an
     /// interrupted restore of the same name. They are not part of any log.
     async fn clear_leftovers(&self, target: &str) -> anyhow::Result<()> {
@@ -557,7 +614,11 @@ impl Restorer<'_> {
     }
 
     async fn read_segment(&self, key: &str) -> anyhow::Result<ReadSegment> {
-        read_segment(self.store, key).await
+        let seg = read_segment(self.store, key).await?;
+        (self.meter)(Tick::Segment {
+            bytes: seg.meta.size,
+        });
+        Ok(seg)
     }
 
     fn object_evidence(key: &str, meta: &ObjectMeta, crc: bool, use_: &str) -> ObjectEvidence {
@@ -596,11 +657,7 @@ impl Restorer<'_> {
                 Some(o)
             }
         };
-        let cut_index = match (&opts.cut, wanted_offset) {
-            (Cut::Time(t), _) => segs.iter().position(|s| s.max_timestamp > *t),
-            (_, Some(o)) => segs.iter().position(|s| s.last_offset >= o),
-            _ => None,
-        };
+        let cut_index = opts.cut.segment_index(p, segs, state.next_offset);
         let whole = &segs[..cut_index.unwrap_or(segs.len())];
 
         let mut digest = ContentDigest::default();
@@ -629,6 +686,9 @@ impl Restorer<'_> {
                 continue;
             }
             let seg = self.read_segment(&src).await?;
+            if let Some(e) = disagreement(&src, s, &seg.reader) {
+                bail!("{e}");
+            }
             let batches: Vec<RecordBatch> = seg.reader.batches().collect();
             let record = if opts.from_bucket {
                 followed(s, restored.last(), &batches)
@@ -671,6 +731,9 @@ impl Restorer<'_> {
             let s = &segs[i];
             let (src, _) = keys::segment_object(ns, topic, p, s.base_offset);
             let seg = self.read_segment(&src).await?;
+            if let Some(e) = disagreement(&src, s, &seg.reader) {
+                bail!("{e}");
+            }
             let batches: Vec<RecordBatch> = seg.reader.batches().collect();
             if let Cut::Time(t) = opts.cut {
                 cut_offset = s.last_offset + 1;
@@ -1134,6 +1197,46 @@ impl Restorer<'_> {
             passed,
         }
     }
+}
+
+/// A segment's offsets, count and timestamp bounds, as read.
+fn segment_info_of(r: &SegmentReader, size: u64) -> kafscale_codec::kfs::SegmentInfo {
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    for b in r.batches() {
+        min = min.min(b.base_timestamp());
+        max = max.max(b.max_timestamp());
+    }
+    kafscale_codec::kfs::SegmentInfo {
+        base_offset: r.base_offset(),
+        last_offset: r.last_offset(),
+        message_count: r.header().message_count,
+        size,
+        created_ms: r.header().created_ms,
+        min_timestamp: min,
+        max_timestamp: max,
+    }
+}
+
+/// The first way `s` (what the catalog or the object's metadata says)
+/// disagrees with the segment as read, in words.
+fn disagreement(key: &str, s: &SegmentRecord, r: &SegmentReader) -> Option<String> {
+    let actual = segment_info_of(r, s.size);
+    let pairs = [
+        ("base offset", s.base_offset, actual.base_offset),
+        ("last offset", s.last_offset, actual.last_offset),
+        (
+            "record count",
+            i64::from(s.message_count),
+            i64::from(actual.message_count),
+        ),
+        ("largest timestamp", s.max_timestamp, actual.max_timestamp),
+    ];
+    pairs
+        .iter()
+        .find(|(_, want, got)| want != got)
+        .map(|(what, want, got)| {
+            format!("segment {key}: its {what} is {got}, but the segment list says {want}")
+        })
 }
 
 /// `s` with the transactions its batches abort and leave open, following

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use kafscale_s3::{Credentials, S3Config, StoreConfig, parse_rfc3339_ms};
 
 use super::report::{self, Report};
-use super::{Catalog, Cut, Options, Outcome, Restorer, sign};
+use super::{Catalog, Cut, Options, Outcome, Restorer, Tick, sign};
 use crate::meta::embedded::FileKv;
 use crate::meta::etcd::EtcdKv;
 use crate::meta::{MetaClient, MetaError, MetaStore};
@@ -183,6 +183,76 @@ impl StoreArgs {
     }
 }
 
+/// Progress on stderr: plain lines, and on a terminal a bar of segments and
+/// bytes read with an ETA, redrawn in place.
+struct Bar {
+    terminal: bool,
+    started: std::time::Instant,
+    state: std::cell::Cell<(usize, u64, usize, u64)>,
+    drawn: std::cell::Cell<bool>,
+}
+
+impl Bar {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+            state: Default::default(),
+            drawn: Default::default(),
+        }
+    }
+
+    fn line(&self, line: &str) {
+        self.clear();
+        eprintln!("restore: {line}");
+        self.draw();
+    }
+
+    fn tick(&self, t: Tick) {
+        let (mut n, mut b, mut total_n, mut total_b) = self.state.get();
+        match t {
+            Tick::Planned { segments, bytes } => (total_n, total_b) = (segments, bytes),
+            Tick::Segment { bytes } => (n, b) = (n + 1, b + bytes),
+        }
+        self.state.set((n, b, total_n.max(n), total_b.max(b)));
+        self.draw();
+    }
+
+    fn draw(&self) {
+        let (n, b, total_n, total_b) = self.state.get();
+        if !self.terminal || total_n == 0 {
+            return;
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        let eta = if b > 0 {
+            format!("{:.0} s", secs * (total_b - b) as f64 / b as f64)
+        } else {
+            "-".into()
+        };
+        let width = 30;
+        let filled = (width * b.min(total_b) as usize) / (total_b.max(1) as usize);
+        eprint!(
+            "\r[{}{}] {n}/{total_n} segments, {} / {} MiB, ETA {eta}   ",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            b >> 20,
+            total_b >> 20
+        );
+        self.drawn.set(true);
+    }
+
+    fn clear(&self) {
+        if self.drawn.replace(false) {
+            eprint!("\r\x1b[2K");
+        }
+    }
+
+    fn finish(&self) {
+        self.clear();
+    }
+}
+
 fn restore(args: RunArgs) -> anyhow::Result<ExitCode> {
     let topic = args
         .topic
@@ -227,14 +297,19 @@ fn restore(args: RunArgs) -> anyhow::Result<ExitCode> {
     let ns = args.store.s3_namespace.clone();
     let outcome = kafscale_shard::block_on(move || async move {
         let store = store_config.build()?;
-        let progress = |line: &str| eprintln!("restore: {line}");
+        let bar = Bar::new();
+        let progress = |line: &str| bar.line(line);
+        let meter = |t: Tick| bar.tick(t);
         let r = Restorer {
             store: &store,
             catalog: &catalog,
             namespace: ns,
             progress: &progress,
+            meter: &meter,
         };
-        r.run(&opts).await
+        let result = r.run(&opts).await;
+        bar.finish();
+        result
     })??;
     let report = match outcome {
         Outcome::Planned(lines) => {
