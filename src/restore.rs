@@ -19,6 +19,7 @@
 //! offset.
 
 pub mod cli;
+pub mod kafka;
 pub mod report;
 pub mod sign;
 
@@ -32,6 +33,8 @@ use kafscale_codec::kfs::{SegmentReader, SegmentWriter};
 use kafscale_codec::records::Record;
 use kafscale_s3::{AnyStore, ObjectMeta, ObjectStore, PutOptions, format_unix_ms};
 use serde::{Deserialize, Serialize};
+
+pub use kafka::KafkaTarget;
 
 use crate::broker::partition::Txns;
 use crate::meta::restore::{PartitionSnapshot, TopicSnapshot};
@@ -213,6 +216,8 @@ pub struct Options {
     /// The metadata store is lost: take the committed log from the bucket
     /// (every segment verified; each partition's last one unconfirmed).
     pub from_bucket: bool,
+    /// Into another Kafka cluster instead of a new topic of the spine.
+    pub kafka: Option<KafkaTarget>,
 }
 
 /// One partition's plan, for `--dry-run` and the progress lines.
@@ -310,6 +315,8 @@ struct ReadSegment {
 /// What one partition's restore produced.
 struct PartitionDone {
     evidence: PartitionEvidence,
+    /// The source segments the restored log's records come from, in order.
+    source_segments: Vec<String>,
     objects: Vec<ObjectEvidence>,
     restored: PartitionSnapshot,
     plan: PartitionPlanLine,
@@ -352,13 +359,17 @@ impl Restorer<'_> {
                 snap.topic.partitions
             );
         }
-        if !opts.dry_run && self.catalog.snapshot(&opts.target).await?.is_some() {
-            bail!(
-                "topic {} exists; name the restored topic with --as",
-                opts.target
-            );
-        }
-        if !opts.dry_run {
+        let sink = match &opts.kafka {
+            Some(k) => Some(kafka::Sink::open(k, snap.topic.partitions, !opts.dry_run).await?),
+            None => None,
+        };
+        if sink.is_none() && !opts.dry_run {
+            if self.catalog.snapshot(&opts.target).await?.is_some() {
+                bail!(
+                    "topic {} exists; name the restored topic with --as",
+                    opts.target
+                );
+            }
             self.clear_leftovers(&opts.target).await?;
         }
         let planned = snap.partitions.iter().flat_map(|p| {
@@ -409,6 +420,17 @@ impl Restorer<'_> {
         }
         if opts.dry_run {
             return Ok(Outcome::Planned(done.into_iter().map(|d| d.plan).collect()));
+        }
+        if let Some(sink) = &sink {
+            self.produce_into_kafka(sink, &mut done, &mut clock).await?;
+            let read_back = format!(
+                "Kafka protocol, kafscale-client fetch from {}, digested without offsets",
+                sink.bootstrap()
+            );
+            clock.end();
+            return Ok(Outcome::Restored(Box::new(
+                self.report(opts, &snap, done, read_back, clock),
+            )));
         }
 
         clock.begin("commit restored topic");
@@ -659,6 +681,11 @@ impl Restorer<'_> {
         };
         let cut_index = opts.cut.segment_index(p, segs, state.next_offset);
         let whole = &segs[..cut_index.unwrap_or(segs.len())];
+        // Into Kafka, segments are read here and produced later: nothing
+        // is written to the bucket.
+        let into_kafka = opts.kafka.is_some();
+        let write_bucket = !opts.dry_run && !into_kafka;
+        let mut source_segments = Vec::new();
 
         let mut digest = ContentDigest::default();
         let mut objects = Vec::new();
@@ -709,12 +736,15 @@ impl Restorer<'_> {
             }
             copied_bytes += seg.meta.size;
             objects.extend(
-                self.copy_segment(&src_keys, &seg.meta, &dst_keys, false)
+                self.copy_segment(&src_keys, &seg.meta, &dst_keys, !write_bucket)
                     .await?,
             );
             drop(seg);
             restored.push(record);
-            target_segments.push(dst);
+            source_segments.push(src);
+            if write_bucket {
+                target_segments.push(dst);
+            }
         }
 
         let mut cut_offset = wanted_offset.unwrap_or(state.next_offset);
@@ -812,7 +842,7 @@ impl Restorer<'_> {
                 let dst_keys = keys::segment_object(ns, &opts.target, p, s.base_offset);
                 let dst = dst_keys.0.clone();
                 objects.extend(
-                    self.copy_segment(&src_keys, &seg.meta, &dst_keys, opts.dry_run)
+                    self.copy_segment(&src_keys, &seg.meta, &dst_keys, !write_bucket)
                         .await?,
                 );
                 copied_bytes += seg.meta.size;
@@ -824,7 +854,10 @@ impl Restorer<'_> {
                 };
                 open_at_cut = record.open_txns.clone();
                 restored.push(record);
-                target_segments.push(dst);
+                source_segments.push(src.clone());
+                if write_bucket {
+                    target_segments.push(dst);
+                }
             } else {
                 objects.push(Self::object_evidence(&src, &seg.meta, true, "cut"));
                 cut_segment_key = Some(src.clone());
@@ -847,11 +880,12 @@ impl Restorer<'_> {
                     record.open_txns = open_at_cut.clone();
                     let (dst, dst_index) =
                         keys::segment_object(ns, &opts.target, p, record.base_offset);
-                    if !opts.dry_run {
+                    if write_bucket {
                         self.write_segment(&dst, &dst_index, sealed).await?;
+                        target_segments.push(dst);
                     }
                     restored.push(record);
-                    target_segments.push(dst);
+                    source_segments.push(src.clone());
                 }
             }
             drop(batches);
@@ -926,7 +960,9 @@ impl Restorer<'_> {
                 target_digest: None,
                 target_segments,
                 unconfirmed_last_segment: None,
+                kafka: None,
             },
+            source_segments,
             objects,
             restored: PartitionSnapshot {
                 partition: p,
@@ -989,58 +1025,110 @@ impl Restorer<'_> {
         topic: &str,
         done: &mut [PartitionDone],
     ) -> anyhow::Result<()> {
-        use kafscale_client::{Client, ClientConfig, FetchOptions, FetchSpec};
+        use kafscale_client::{Client, ClientConfig};
         let client =
             Client::connect(ClientConfig::new(bootstrap).with_client_id("kafscale-restore"))
                 .await
                 .map_err(|e| {
                     anyhow!("cannot read the restored topic back from {bootstrap}: {e}")
                 })?;
-        let opts = FetchOptions {
-            max_wait: std::time::Duration::from_millis(100),
-            ..FetchOptions::default()
-        };
         for d in done.iter_mut() {
-            let (start, end) = (
+            let ((digest, n), _) = kafka::read_partition(
+                &client,
+                topic,
+                d.evidence.partition as i32,
                 d.restored.state.log_start_offset,
                 d.restored.state.next_offset,
-            );
-            let mut digest = ContentDigest::default();
-            let mut offset = start;
-            let mut idle = 0;
-            while offset < end {
-                let mut spec = FetchSpec::new(topic, d.evidence.partition as i32, offset);
-                spec.max_bytes = 8 * 1024 * 1024;
-                let got = client.fetch_partition(&spec, &opts).await.map_err(|e| {
-                    anyhow!(
-                        "reading {topic} partition {} back at offset {offset}: {e}",
-                        d.evidence.partition
+                true,
+                None,
+            )
+            .await?;
+            d.evidence.restored_records = Some(n);
+            d.evidence.target_digest = Some(digest);
+        }
+        Ok(())
+    }
+
+    /// Produces every partition's restored log into the target cluster, a
+    /// few partitions at a time, then reads each back whole.
+    async fn produce_into_kafka(
+        &self,
+        sink: &kafka::Sink,
+        done: &mut [PartitionDone],
+        clock: &mut Clock,
+    ) -> anyhow::Result<()> {
+        use futures::stream::{self, StreamExt};
+        // Each in flight holds one segment and one batch in the air.
+        const PARALLEL: usize = 4;
+        clock.begin("produce into Kafka");
+        let plans: Vec<kafka::PartitionPlan> = done
+            .iter()
+            .map(|d| kafka::PartitionPlan {
+                partition: d.evidence.partition,
+                source_segments: d.source_segments.clone(),
+                log_start: d.evidence.source_log_start,
+                cut: d.evidence.cut_offset,
+                excluded: d
+                    .restored
+                    .segments
+                    .iter()
+                    .flat_map(|s| s.aborted.iter().cloned())
+                    .collect(),
+            })
+            .collect();
+        let produced: Vec<_> = stream::iter(plans.iter().enumerate())
+            .map(|(i, plan)| async move { (i, sink.produce(self.store, plan).await) })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        let mut produced: Vec<_> = produced.into_iter().collect();
+        produced.sort_by_key(|(i, _)| *i);
+        for (i, r) in produced {
+            let ev = r?;
+            (self.progress)(&format!(
+                "partition {}: {} records produced to {} partition {} ({} batches{}), offsets {} to {}",
+                done[i].evidence.partition,
+                ev.records - ev.resumed_after,
+                sink.topic(),
+                done[i].evidence.partition,
+                ev.produced_batches,
+                if ev.resumed_after > 0 {
+                    format!(
+                        ", resumed after the {} an earlier run produced",
+                        ev.resumed_after
                     )
-                })?;
-                if got.batches.is_empty() {
-                    idle += 1;
-                    if idle > 50 {
-                        bail!(
-                            "reading {topic} partition {} back: no records at offset {offset} (high watermark {})",
-                            d.evidence.partition,
-                            got.high_watermark
-                        );
-                    }
-                    glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-                idle = 0;
-                for b in got.batches.iter().filter(|b| !b.is_control()) {
-                    for r in records(topic, b)? {
-                        if r.offset >= offset.max(start) && r.offset < end {
-                            digest.add(&r);
-                        }
-                    }
-                }
-                offset = got.next_offset;
+                } else {
+                    String::new()
+                },
+                ev.target_start,
+                ev.target_end
+            ));
+            done[i].evidence.kafka = Some(ev);
+        }
+        clock.begin("read back");
+        let read: Vec<_> = stream::iter(done.iter().enumerate())
+            .map(|(i, d)| async move {
+                let r = match &d.evidence.kafka {
+                    Some(ev) => sink.read_back(ev, d.evidence.partition).await,
+                    None => Err(anyhow!(
+                        "partition {} was not produced",
+                        d.evidence.partition
+                    )),
+                };
+                (i, r)
+            })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        for (i, r) in read {
+            let (digest, n) = r?;
+            done[i].evidence.restored_records = Some(n);
+            done[i].evidence.target_digest = Some(digest);
+        }
+        for o in done.iter_mut().flat_map(|d| d.objects.iter_mut()) {
+            if o.use_ == "copied" {
+                o.use_ = "produced".into();
             }
-            d.evidence.restored_records = Some(digest.records());
-            d.evidence.target_digest = Some(digest.finish());
         }
         Ok(())
     }
@@ -1076,6 +1164,12 @@ impl Restorer<'_> {
             objects.extend(d.objects);
         }
         let expected: u64 = partitions.iter().map(|p| p.expected_records).sum();
+        // Into Kafka the target holds the committed records, offsets aside.
+        let wanted = |p: &PartitionEvidence| match &p.kafka {
+            Some(k) => (k.records, k.digest.clone()),
+            None => (p.expected_records, p.source_digest.clone()),
+        };
+        let wanted_total: u64 = partitions.iter().map(|p| wanted(p).0).sum();
         let restored: u64 = partitions.iter().filter_map(|p| p.restored_records).sum();
         let source_digest = report::topic_digest(
             partitions
@@ -1090,7 +1184,7 @@ impl Restorer<'_> {
         let rto_ms = clock.now() - clock.started_ms;
         let mismatched: Vec<String> = partitions
             .iter()
-            .filter(|p| p.target_digest.as_deref() != Some(p.source_digest.as_str()))
+            .filter(|p| p.target_digest.as_deref() != Some(wanted(p).1.as_str()))
             .map(|p| p.partition.to_string())
             .collect();
         let late: u64 = partitions.iter().map(|p| p.late_records).sum();
@@ -1108,14 +1202,26 @@ impl Restorer<'_> {
             },
             Check {
                 name: "restored records match the source".into(),
-                passed: mismatched.is_empty() && expected == restored,
+                passed: mismatched.is_empty() && wanted_total == restored,
                 detail: if mismatched.is_empty() {
                     format!(
-                        "{restored} of {expected} records read back ({read_back}), content digests equal"
+                        "{restored} of {wanted_total} records read back ({read_back}), content digests equal{}",
+                        if opts.kafka.is_some() {
+                            format!(
+                                "; the committed records of the restored log, produced idempotently, {} of them by an interrupted earlier run",
+                                partitions
+                                    .iter()
+                                    .filter_map(|p| p.kafka.as_ref())
+                                    .map(|k| k.resumed_after)
+                                    .sum::<u64>()
+                            )
+                        } else {
+                            String::new()
+                        }
                     )
                 } else {
                     format!(
-                        "digest differs in partitions {}; {restored} of {expected} records read back",
+                        "digest differs in partitions {}; {restored} of {wanted_total} records read back",
                         mismatched.join(",")
                     )
                 },
@@ -1179,11 +1285,19 @@ impl Restorer<'_> {
                 },
                 rule: opts.cut.rule(),
             },
-            target: TargetEvidence {
-                kind: "spine".into(),
-                topic: opts.target.clone(),
-                store: self.store.describe(),
-                read_back,
+            target: match &opts.kafka {
+                Some(k) => TargetEvidence {
+                    kind: "kafka".into(),
+                    topic: k.topic.clone(),
+                    store: format!("Kafka cluster {}", k.bootstrap()),
+                    read_back,
+                },
+                None => TargetEvidence {
+                    kind: "spine".into(),
+                    topic: opts.target.clone(),
+                    store: self.store.describe(),
+                    read_back,
+                },
             },
             partitions,
             objects,

@@ -1715,4 +1715,41 @@ print(t, cut)
         .map(|i| Some(common::kafka::hex(format!("a-{i}").as_bytes())))
         .collect();
     assert_eq!(values, want, "only the committed transaction");
+
+    // Into Apache Kafka: the committed records only, for either isolation
+    // (the aborted transaction and the one open at T are left out, and no
+    // transaction or marker is produced).
+    let into = format!("{topic}.k");
+    let out = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .args(["restore", "--topic", &topic, "--target-bootstrap"])
+        .args([&k.plaintext, "--target-topic", &into])
+        .args(["--to", &kafscale_s3::format_unix_ms(t), "--report"])
+        .arg(report.path())
+        .arg("--data-dir")
+        .arg(b.data_dir())
+        .args(["--http", &format!("http://127.0.0.1:{}", b.metrics_port)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    let k0 = &r["partitions"][0]["kafka"];
+    assert_eq!(k0["records"], 5, "{k0:#}");
+    assert_eq!(
+        k0["excluded_transactions"].as_array().unwrap().len(),
+        2,
+        "the aborted one and the one open at T: {k0:#}"
+    );
+    for isolation in ["read_uncommitted", "read_committed"] {
+        let got = consume_all(&k.plaintext, &into, isolation);
+        let values: Vec<Option<String>> = got.iter().map(|r| r.2.clone()).collect();
+        assert_eq!(values, want, "{isolation} on the Kafka copy");
+        let offsets: Vec<i64> = got.iter().map(|r| r.0).collect();
+        assert_eq!(offsets, (0..5).collect::<Vec<_>>(), "{isolation}");
+    }
 }

@@ -856,3 +856,243 @@ fn with_the_metadata_store_lost_a_restore_rebuilds_the_log_from_the_bucket() {
     let got = client_read("confluent", &bootstrap, "golden.r", CODECS.len(), t + 1);
     assert_eq!(got["records"], expected_json(&all, &cuts));
 }
+
+/// Batches of `per` records in each of `partitions` partitions of `topic`
+/// on our broker, produced many at a time; returns the records' count.
+fn produce_many(b: &Broker, topic: &str, partitions: i32, batches: usize, per: usize) -> i64 {
+    let (bootstrap, topic) = (format!("127.0.0.1:{}", b.port), topic.to_owned());
+    run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap();
+        for r in c
+            .create_topics(
+                &[NewTopic::new(&topic, partitions)],
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            r.unwrap();
+        }
+        let ts = now_ms() - 60_000;
+        let sends = (0..batches).flat_map(|k| (0..partitions).map(move |p| (k, p)));
+        let sends: Vec<_> = sends.collect();
+        for chunk in sends.chunks(100) {
+            let all = chunk.iter().map(|&(k, p)| {
+                let mut batch =
+                    BatchBuilder::new(0, ts + k as i64).compression(CODECS[k % CODECS.len()]);
+                for i in 0..per {
+                    let v = format!("p{p}-b{k}-r{i}");
+                    batch.push(Some(b"key"), Some(v.as_bytes()), &[("h", Some(b"x"))]);
+                }
+                let c = &c;
+                let topic = &topic;
+                async move {
+                    c.produce_raw(topic, p, batch.finish(), Acks::All)
+                        .await
+                        .unwrap()
+                }
+            });
+            futures::future::join_all(all).await;
+        }
+    });
+    (partitions as i64) * (batches * per) as i64
+}
+
+/// The target cluster's end offsets of `topic`, summed.
+fn kafka_records(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap();
+        let ps: Vec<i32> = (0..partitions).collect();
+        match c
+            .list_offsets(&topic, &ps, kafscale_client::OffsetSpec::Latest)
+            .await
+        {
+            Ok(o) => o.iter().map(|o| o.offset).sum(),
+            Err(_) => 0,
+        }
+    })
+}
+
+#[test]
+fn a_restore_into_apache_kafka_is_read_the_same_and_an_interrupted_one_resumes_without_duplicates()
+{
+    let Some(k) = common::kafka::ApacheKafka::from_env() else {
+        return;
+    };
+    let b = start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = now_ms() / 1000 * 1000 - 3_600_000;
+    // Partition 0 keeps its LogAppendTime batch (every record at base +
+    // 26 s) and ends at its batch 3; the others end inside batch 2.
+    let t = base + 27_500;
+    let cuts = [30i64, 28, 28, 28, 28];
+    let all = produce_golden(&b, base);
+    let data_dir = b.data_dir().to_str().unwrap().to_owned();
+    let http = format!("http://127.0.0.1:{}", b.metrics_port);
+    let store = ["--data-dir", &data_dir, "--http", &http];
+    let (key, public) = openssl_keys(dir.path());
+    let suffix = now_ms().to_string();
+
+    // Over SASL_SSL with SCRAM-SHA-512, the password from the environment.
+    let target = format!("golden-{suffix}");
+    let report = dir.path().join("kafka.json");
+    let to = kafscale_s3::format_unix_ms(t);
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "golden",
+        "--to",
+        &to,
+        "--target-bootstrap",
+        &k.sasl_ssl,
+        "--target-topic",
+        &target,
+        "--target-security-protocol",
+        "SASL_SSL",
+        "--target-sasl-mechanism",
+        "SCRAM-SHA-512",
+        "--target-sasl-username",
+        &k.user,
+        "--target-sasl-password-env",
+        "KAFSCALE_TEST_TARGET_PASSWORD",
+        "--target-ssl-ca",
+        &k.ca_file,
+        "--report",
+        report.to_str().unwrap(),
+        "--sign-key",
+        key.to_str().unwrap(),
+    ];
+    args.extend(store);
+    let (code, out, err) = kafscale_env(
+        &args,
+        &[("KAFSCALE_TEST_TARGET_PASSWORD", k.password.as_str())],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("every check passed"), "{out}{err}");
+    assert!(!out.contains(&k.password) && !err.contains(&k.password));
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert_eq!(r["target"]["kind"], "kafka");
+    assert_eq!(r["target"]["topic"], target.as_str());
+    for (p, cut) in cuts.iter().enumerate() {
+        let pe = &r["partitions"][p];
+        assert_eq!(pe["cut_offset"], *cut, "{pe:#}");
+        assert_eq!(pe["kafka"]["records"], *cut, "{pe:#}");
+        assert_eq!(pe["kafka"]["target_start"], 0);
+        assert_eq!(pe["kafka"]["target_end"], *cut);
+        assert_eq!(pe["kafka"]["resumed_after"], 0);
+        assert_eq!(pe["kafka"]["digest"], pe["target_digest"]);
+    }
+    // Real clients on Apache Kafka read exactly the records before the cut,
+    // with their timestamps (the LogAppendTime ones as consumers saw them)
+    // and, the golden log having no gaps, at the same offsets.
+    let expected = expected_json(&all, &cuts);
+    for client in ["confluent", "kafka-python"] {
+        let got = client_read(client, &k.plaintext, &target, CODECS.len(), t + 1);
+        assert_eq!(got["records"], expected, "{client} read of {target}");
+        assert_eq!(got["times"], json!([-1, -1, -1, -1, -1]), "{client}");
+    }
+    // The signed report verifies against the bucket.
+    let mut args = vec![
+        "restore",
+        "verify",
+        report.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ];
+    args.extend(store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("every digest recomputed from the bucket matches"),
+        "{out}"
+    );
+    // A topic holding other records is not taken for an earlier run.
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "golden",
+        "--to-offset",
+        "0:10",
+        "--target-bootstrap",
+        &k.plaintext,
+        "--target-topic",
+        &target,
+    ];
+    args.extend(store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("it was not written by an earlier run of it"),
+        "{err}"
+    );
+
+    // An interrupted restore, run again, resumes: nothing twice, nothing missing.
+    let total = produce_many(&b, "many", 2, 2000, 3);
+    let target = format!("many-{suffix}");
+    let to = kafscale_s3::format_unix_ms(now_ms());
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "many",
+        "--to",
+        &to,
+        "--target-bootstrap",
+        &k.plaintext,
+        "--target-topic",
+        &target,
+    ];
+    args.extend(store);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut seen = 0;
+    while seen == 0 && std::time::Instant::now() < deadline {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before any record reached the target"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        seen = kafka_records(&k.plaintext, &target, 2);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let interrupted = kafka_records(&k.plaintext, &target, 2);
+    assert!(
+        interrupted > 0 && interrupted < total,
+        "killed with {interrupted} of {total} records produced"
+    );
+    let report = dir.path().join("many.json");
+    args.extend(["--report", report.to_str().unwrap()]);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    let resumed: i64 = (0..2)
+        .map(|p| {
+            r["partitions"][p]["kafka"]["resumed_after"]
+                .as_i64()
+                .unwrap()
+        })
+        .sum();
+    assert!(
+        resumed >= interrupted && resumed < total,
+        "resumed after {resumed}, {interrupted} were there when killed"
+    );
+    assert_eq!(r["restored_records"], total);
+    let source = client_read("confluent", &format!("127.0.0.1:{}", b.port), "many", 2, 0);
+    let copy = client_read("confluent", &k.plaintext, &target, 2, 0);
+    assert_eq!(copy["records"].as_array().unwrap().len() as i64, total);
+    assert_eq!(
+        copy["records"], source["records"],
+        "the same records in the same order"
+    );
+}

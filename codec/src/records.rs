@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 
 use crate::batch::{BATCH_HEADER_LEN, Compression, RecordBatch};
-use crate::wire::{varint, varlong};
+use crate::wire::{put_varint, put_varlong, varint, varlong};
 
 /// Decompressed records are refused past this size (a "zip bomb" guard).
 pub const MAX_DECOMPRESSED: usize = 256 * 1024 * 1024;
@@ -230,6 +230,65 @@ impl RecordBatch {
     }
 }
 
+impl RecordBatch {
+    /// The batch as a producer would send it to another cluster: not
+    /// transactional (the transaction's outcome is already applied by
+    /// whoever chose the batch), and, if it is a LogAppendTime batch, in
+    /// CreateTime with every record at the batch's maxTimestamp, the
+    /// timestamp its consumers saw (a receiving broker would otherwise go
+    /// back to the producer's create times or stamp its own clock).
+    ///
+    /// The batch itself (not a copy) when neither applies. A converted
+    /// batch is re-encoded with its codec: each record gets a timestamp
+    /// delta of 0 and keeps every other byte; the base timestamp becomes
+    /// the maxTimestamp. The CRC is recomputed.
+    pub fn for_producer(&self) -> Result<Bytes, RecordError> {
+        let transactional = self.is_transactional();
+        if !transactional && !self.is_log_append_time() {
+            return Ok(self.as_bytes().clone());
+        }
+        let mut out = if self.is_log_append_time() {
+            let base_offset = self.base_offset();
+            let codec = self
+                .compression()
+                .map_err(|codec| RecordError::UnknownCodec { base_offset, codec })?;
+            // records() checks every length, so the walk below stays inside.
+            self.records()?;
+            let data = self.decompressed_records()?;
+            let mut plain = Vec::with_capacity(data.len());
+            let mut pos = 0usize;
+            let mut rec = Vec::new();
+            while pos < data.len() {
+                let (len, n) = varint(&data[pos..]).unwrap_or_default();
+                let body = &data[pos + n..pos + n + len as usize];
+                let (_, ts_len) = varlong(&body[1..]).unwrap_or_default();
+                rec.clear();
+                rec.push(body[0]);
+                put_varlong(&mut rec, 0);
+                rec.extend_from_slice(&body[1 + ts_len..]);
+                put_varint(&mut plain, rec.len() as i32);
+                plain.extend_from_slice(&rec);
+                pos += n + len as usize;
+            }
+            let body = compress(codec, &plain);
+            let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
+            out.extend_from_slice(&self.as_bytes()[..BATCH_HEADER_LEN]);
+            out.extend_from_slice(&body);
+            let batch_length = (out.len() - 12) as i32;
+            out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+            out[27..35].copy_from_slice(&self.max_timestamp().to_be_bytes());
+            out
+        } else {
+            self.as_bytes().to_vec()
+        };
+        let attributes = self.attributes() & !0x08 & !0x10;
+        out[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let crc = crc32c::crc32c(&out[21..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        Ok(Bytes::from(out))
+    }
+}
+
 fn read_nullable(rec: &Bytes, p: &mut usize) -> Option<Option<Bytes>> {
     let (len, n) = varint(rec.get(*p..)?)?;
     *p += n;
@@ -425,6 +484,67 @@ mod tests {
         let recs = cut.records().unwrap();
         assert_eq!(recs.len(), 2);
         assert!(recs.iter().all(|r| r.timestamp == 9_000));
+    }
+
+    #[test]
+    fn a_batch_for_another_cluster_is_plain_create_time_with_the_records_it_had() {
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut b = BatchBuilder::new(7, 500)
+                .compression(codec)
+                .idempotent(3, 0, 0);
+            b.push_at(500, Some(b"k"), Some(b"v1"), &[("h", Some(b"x"))]);
+            b.push_at(70_000, None, Some(&[1u8; 300]), &[]);
+            let mut raw = b.finish().to_vec();
+            raw[22] |= 0x08 | 0x10; // LogAppendTime, transactional
+            raw[35..43].copy_from_slice(&9_000_000i64.to_be_bytes());
+            let crc = crc32c::crc32c(&raw[21..]);
+            raw[17..21].copy_from_slice(&crc.to_be_bytes());
+            let batch = RecordBatch::parse(Bytes::from(raw)).unwrap();
+            let seen = batch.records().unwrap();
+            assert!(seen.iter().all(|r| r.timestamp == 9_000_000));
+
+            let out = RecordBatch::parse(batch.for_producer().unwrap()).unwrap();
+            out.validate().unwrap_or_else(|e| panic!("{codec}: {e}"));
+            assert!(
+                !out.is_log_append_time() && !out.is_transactional(),
+                "{codec}"
+            );
+            assert_eq!(out.compression(), Ok(codec));
+            assert_eq!(
+                (out.base_timestamp(), out.max_timestamp()),
+                (9_000_000, 9_000_000)
+            );
+            assert_eq!((out.base_offset(), out.record_count()), (7, 2));
+            assert_eq!(out.records().unwrap(), seen, "{codec}");
+
+            // Only the transactional bit: same records, same timestamps.
+            let mut raw = batch.as_bytes().to_vec();
+            raw[22] &= !0x08;
+            raw[35..43].copy_from_slice(&70_000i64.to_be_bytes());
+            let crc = crc32c::crc32c(&raw[21..]);
+            raw[17..21].copy_from_slice(&crc.to_be_bytes());
+            let txn = RecordBatch::parse(Bytes::from(raw)).unwrap();
+            let out = RecordBatch::parse(txn.for_producer().unwrap()).unwrap();
+            out.validate().unwrap();
+            assert!(!out.is_transactional());
+            assert_eq!(out.records().unwrap(), txn.records().unwrap());
+            assert_eq!(
+                out.records_section(),
+                txn.records_section(),
+                "not re-encoded"
+            );
+        }
+        let mut plain = BatchBuilder::new(0, 1);
+        plain.push(None, Some(b"v"), &[]);
+        let plain = RecordBatch::parse(plain.finish()).unwrap();
+        let same = plain.for_producer().unwrap();
+        assert_eq!(same.as_ptr(), plain.as_bytes().as_ptr(), "no copy");
     }
 
     #[test]

@@ -61,61 +61,60 @@ impl SourceSpec {
     /// Everything that can be checked without connecting; one sentence.
     pub fn validate(&self) -> Result<(), String> {
         check_name("source", &self.name)?;
+        self.validate_as(&format!("source {}", self.name))
+    }
+
+    /// As [`SourceSpec::validate`] but for the name, with errors starting
+    /// with `who` (the connection settings also describe a restore's
+    /// target cluster).
+    pub fn validate_as(&self, who: &str) -> Result<(), String> {
         if self.bootstrap.is_empty() || self.bootstrap.iter().any(|b| b.trim().is_empty()) {
-            return Err(format!(
-                "source {}: bootstrap needs at least one HOST:PORT",
-                self.name
-            ));
+            return Err(format!("{who}: bootstrap needs at least one HOST:PORT"));
         }
         for b in &self.bootstrap {
             if !b
                 .rsplit_once(':')
                 .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
             {
-                return Err(format!(
-                    "source {}: bootstrap {b:?} is not HOST:PORT",
-                    self.name
-                ));
+                return Err(format!("{who}: bootstrap {b:?} is not HOST:PORT"));
             }
         }
-        let protocol = SecurityProtocol::parse(&self.security_protocol)
-            .map_err(|e| format!("source {}: {e}", self.name))?;
+        let protocol =
+            SecurityProtocol::parse(&self.security_protocol).map_err(|e| format!("{who}: {e}"))?;
         if protocol.uses_sasl() {
             let mechanism = self.sasl_mechanism.as_deref().ok_or_else(|| {
                 format!(
-                    "source {}: {} needs a SASL mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)",
-                    self.name, self.security_protocol
+                    "{who}: {} needs a SASL mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)",
+                    self.security_protocol
                 )
             })?;
-            Mechanism::parse(mechanism).map_err(|e| format!("source {}: {e}", self.name))?;
+            Mechanism::parse(mechanism).map_err(|e| format!("{who}: {e}"))?;
             if self.sasl_username.as_deref().is_none_or(str::is_empty) {
-                return Err(format!("source {}: SASL needs a username", self.name));
+                return Err(format!("{who}: SASL needs a username"));
             }
             match (&self.sasl_password_env, &self.sasl_password_file) {
                 (Some(_), None) | (None, Some(_)) => {}
                 _ => {
                     return Err(format!(
-                        "source {}: give the SASL password by reference, exactly one of an environment variable (sasl_password_env) or a file (sasl_password_file); it is never stored",
-                        self.name
+                        "{who}: give the SASL password by reference, exactly one of an environment variable (sasl_password_env) or a file (sasl_password_file); it is never stored"
                     ));
                 }
             }
         } else if self.sasl_mechanism.is_some() || self.sasl_username.is_some() {
             return Err(format!(
-                "source {}: SASL settings need security protocol SASL_PLAINTEXT or SASL_SSL, not {}",
-                self.name, self.security_protocol
+                "{who}: SASL settings need security protocol SASL_PLAINTEXT or SASL_SSL, not {}",
+                self.security_protocol
             ));
         }
         if !protocol.uses_tls() && (self.ssl_ca.is_some() || self.ssl_cert.is_some()) {
             return Err(format!(
-                "source {}: TLS files need security protocol SSL or SASL_SSL, not {}",
-                self.name, self.security_protocol
+                "{who}: TLS files need security protocol SSL or SASL_SSL, not {}",
+                self.security_protocol
             ));
         }
         if self.ssl_cert.is_some() != self.ssl_key.is_some() {
             return Err(format!(
-                "source {}: a client certificate and its key go together",
-                self.name
+                "{who}: a client certificate and its key go together"
             ));
         }
         Ok(())
@@ -125,6 +124,12 @@ impl SourceSpec {
     /// that connects). Errors name the variable or file, never the secret.
     pub fn client_config(&self, client_id: &str) -> Result<ClientConfig, String> {
         self.validate()?;
+        self.client_config_as(&format!("source {}", self.name), client_id)
+    }
+
+    /// As [`SourceSpec::client_config`], errors starting with `who`.
+    pub fn client_config_as(&self, who: &str, client_id: &str) -> Result<ClientConfig, String> {
+        self.validate_as(who)?;
         let protocol =
             SecurityProtocol::parse(&self.security_protocol).map_err(|e| e.to_string())?;
         let mut config = ClientConfig::new(self.bootstrap.join(",")).with_client_id(client_id);
@@ -139,18 +144,12 @@ impl SourceSpec {
                 .map_err(|e| e.to_string())?;
             let password = match (&self.sasl_password_env, &self.sasl_password_file) {
                 (Some(var), _) => std::env::var(var).map_err(|_| {
-                    format!(
-                        "source {}: environment variable {var} (its SASL password) is not set on this broker",
-                        self.name
-                    )
+                    format!("{who}: environment variable {var} (its SASL password) is not set")
                 })?,
                 (None, Some(path)) => std::fs::read_to_string(path)
                     .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
                     .map_err(|e| {
-                        format!(
-                            "source {}: cannot read its SASL password file {path}: {e}",
-                            self.name
-                        )
+                        format!("{who}: cannot read its SASL password file {path}: {e}")
                     })?,
                 (None, None) => unreachable!("validate requires one password reference"),
             };

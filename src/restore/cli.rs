@@ -94,7 +94,79 @@ pub struct RunArgs {
     #[arg(long)]
     pub from_bucket: bool,
     #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// Into another Kafka cluster: its bootstrap, topic and security settings
+/// (as a mirror source's, with `--target-` in front).
+#[derive(Args, Debug)]
+pub struct TargetArgs {
+    /// HOST:PORT of the target cluster's brokers, comma-separated: restore
+    /// into it instead of into a new topic of the spine.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "target_topic",
+        conflicts_with = "as_name"
+    )]
+    pub target_bootstrap: Vec<String>,
+    /// The topic there (created with the source's partition count if
+    /// missing; an existing one must be empty, or hold what an interrupted
+    /// run of the same restore wrote, which it resumes).
+    #[arg(long, requires = "target_bootstrap")]
+    pub target_topic: Option<String>,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    #[arg(long, default_value = "PLAINTEXT")]
+    pub target_security_protocol: String,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long)]
+    pub target_sasl_mechanism: Option<String>,
+    #[arg(long)]
+    pub target_sasl_username: Option<String>,
+    /// Environment variable holding the password.
+    #[arg(long, conflicts_with = "target_sasl_password_file")]
+    pub target_sasl_password_env: Option<String>,
+    /// File holding the password (one line).
+    #[arg(long)]
+    pub target_sasl_password_file: Option<String>,
+    /// PEM CA certificates to trust.
+    #[arg(long)]
+    pub target_ssl_ca: Option<String>,
+    /// PEM client certificate chain and key for mutual TLS.
+    #[arg(long)]
+    pub target_ssl_cert: Option<String>,
+    #[arg(long)]
+    pub target_ssl_key: Option<String>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> anyhow::Result<Option<super::KafkaTarget>> {
+        let Some(topic) = self.target_topic.clone() else {
+            return Ok(None);
+        };
+        if !crate::broker::shard::valid_topic_name(&topic) {
+            bail!("--target-topic {topic:?} is not a Kafka topic name");
+        }
+        let spec = crate::mirror::spec::SourceSpec {
+            name: "target".into(),
+            bootstrap: self.target_bootstrap.clone(),
+            security_protocol: self.target_security_protocol.clone(),
+            sasl_mechanism: self.target_sasl_mechanism.clone(),
+            sasl_username: self.target_sasl_username.clone(),
+            sasl_password_env: self.target_sasl_password_env.clone(),
+            sasl_password_file: self.target_sasl_password_file.clone(),
+            ssl_ca: self.target_ssl_ca.clone(),
+            ssl_cert: self.target_ssl_cert.clone(),
+            ssl_key: self.target_ssl_key.clone(),
+            created_ms: 0,
+        };
+        let config = spec
+            .client_config_as("the target cluster (--target-*)", "kafscale-restore")
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(Some(super::KafkaTarget { config, topic }))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -278,6 +350,8 @@ fn restore(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !crate::broker::shard::valid_topic_name(&target) {
         bail!("--as {target:?} is not a Kafka topic name (at most 249 of a-z A-Z 0-9 . _ -)");
     }
+    let kafka = args.target.target()?;
+    let target = kafka.as_ref().map_or(target, |k| k.topic.clone());
     let opts = Options {
         topic,
         cut,
@@ -291,6 +365,7 @@ fn restore(args: RunArgs) -> anyhow::Result<ExitCode> {
         trigger: args.trigger.clone(),
         bootstrap: args.bootstrap.clone(),
         from_bucket: args.from_bucket,
+        kafka,
     };
     let store_config = args.store.store_config()?;
     let (catalog, _thread) = args.store.catalog(args.from_bucket)?;
@@ -344,12 +419,20 @@ fn restore(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "{} restored as {}: {} partitions, {} records, digest {}, {}{}",
+        "{} restored as {}{}: {} partitions, {} records, digest {}, {}{}",
         report.source.topic,
         report.target.topic,
+        if report.target.kind == "kafka" {
+            format!(" on {}", report.target.store)
+        } else {
+            String::new()
+        },
         report.partitions.len(),
         report.restored_records.unwrap_or(0),
-        report.source_digest,
+        report
+            .target_digest
+            .as_deref()
+            .unwrap_or(&report.source_digest),
         if report.passed {
             "every check passed"
         } else {
@@ -488,7 +571,7 @@ async fn recompute(
             .filter(|o| {
                 o.key.starts_with(&prefix)
                     && o.key.ends_with(".kfs")
-                    && (o.use_ == "copied" || o.use_ == "cut")
+                    && (o.use_ == "copied" || o.use_ == "cut" || o.use_ == "produced")
             })
             .map(|o| o.key.clone())
             .collect();
@@ -500,7 +583,7 @@ async fn recompute(
         let checks = [
             (
                 "source",
-                sources,
+                sources.clone(),
                 p.source_log_start,
                 Some(&p.source_digest),
             ),
@@ -511,7 +594,43 @@ async fn recompute(
                 p.target_digest.as_ref(),
             ),
         ];
-        for (side, keys, start, want) in checks {
+        if let Some(k) = &p.kafka {
+            // Into Kafka: the committed records the target got, offsets
+            // aside (the target itself is another cluster's).
+            let plan = super::kafka::PartitionPlan {
+                partition: p.partition,
+                source_segments: sources.clone(),
+                log_start: p.source_log_start,
+                cut: p.cut_offset,
+                excluded: k
+                    .excluded_transactions
+                    .iter()
+                    .map(
+                        |&(producer_id, first_offset, last_offset)| crate::meta::AbortedTxn {
+                            producer_id,
+                            first_offset,
+                            last_offset,
+                        },
+                    )
+                    .collect(),
+            };
+            match plan.digest(store).await {
+                Ok((got, _)) if got == k.digest => {}
+                Ok((got, _)) => problems.push(format!(
+                    "partition {} produced-records digest is {got}, the report says {}",
+                    p.partition, k.digest
+                )),
+                Err(e) => {
+                    problems.push(format!("partition {} produced records: {e:#}", p.partition))
+                }
+            }
+        }
+        let checks = if p.kafka.is_some() {
+            &checks[..1]
+        } else {
+            &checks[..]
+        };
+        for (side, keys, start, want) in checks.iter().cloned() {
             let Some(want) = want else { continue };
             match super::digest_objects(store, &keys, start, p.cut_offset).await {
                 Ok((got, _)) if &got == want => {}

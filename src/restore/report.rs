@@ -18,16 +18,39 @@ pub const FORMAT: &str = "kafscale-restore-report/1";
 /// for null, then the bytes), header count (i32 BE) and each header's key
 /// and value the same way. Control batches add nothing. `docs/restore.md`
 /// spells it out so anyone can recompute it.
-#[derive(Debug, Clone, Default)]
+///
+/// [`ContentDigest::without_offsets`] leaves the offset out: a restore into
+/// another Kafka cluster cannot keep offsets, only order.
+#[derive(Debug, Clone)]
 pub struct ContentDigest {
     hash: Sha256,
     records: u64,
+    offsets: bool,
+}
+
+impl Default for ContentDigest {
+    fn default() -> Self {
+        Self {
+            hash: Sha256::new(),
+            records: 0,
+            offsets: true,
+        }
+    }
 }
 
 impl ContentDigest {
+    pub fn without_offsets() -> Self {
+        Self {
+            offsets: false,
+            ..Self::default()
+        }
+    }
+
     pub fn add(&mut self, r: &Record) {
         let h = &mut self.hash;
-        h.update(r.offset.to_be_bytes());
+        if self.offsets {
+            h.update(r.offset.to_be_bytes());
+        }
         h.update(r.timestamp.to_be_bytes());
         let mut bytes = |b: Option<&[u8]>| match b {
             Some(b) => {
@@ -159,6 +182,32 @@ pub struct PartitionEvidence {
     /// With the log rebuilt from the bucket alone: the last segment, which
     /// may hold records that were never acknowledged.
     pub unconfirmed_last_segment: Option<String>,
+    /// Restored into another Kafka cluster: what was produced there
+    /// (`restored_records` and `target_digest` are then its read-back,
+    /// digested without offsets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaPartitionEvidence>,
+}
+
+/// One partition restored into another Kafka cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaPartitionEvidence {
+    /// The committed records of [log start, cut) in order (what a
+    /// read_committed consumer of the restored log sees), digested without
+    /// offsets, from the source segments.
+    pub records: u64,
+    pub digest: String,
+    /// Batches this run produced.
+    pub produced_batches: u64,
+    /// Records an interrupted earlier run had already produced (checked to
+    /// be this restore's first records; not produced again).
+    pub resumed_after: u64,
+    /// The target partition's offsets holding the restore: [start, end).
+    pub target_start: i64,
+    pub target_end: i64,
+    /// Transactions left out, (producer id, first offset, last offset):
+    /// aborted ones, and those open at the cut.
+    pub excluded_transactions: Vec<(i64, i64, i64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,7 +226,7 @@ pub struct ObjectEvidence {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetEvidence {
-    /// `spine`.
+    /// `spine`, or `kafka` (another Kafka cluster).
     pub kind: String,
     pub topic: String,
     pub store: String,
