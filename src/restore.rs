@@ -218,6 +218,8 @@ pub struct Options {
     pub from_bucket: bool,
     /// Into another Kafka cluster instead of a new topic of the spine.
     pub kafka: Option<KafkaTarget>,
+    /// A drill: the restored topic is removed once verified.
+    pub temporary: bool,
 }
 
 /// One partition's plan, for `--dry-run` and the progress lines.
@@ -429,7 +431,7 @@ impl Restorer<'_> {
             );
             clock.end();
             return Ok(Outcome::Restored(Box::new(
-                self.report(opts, &snap, done, read_back, clock),
+                self.report(opts, &snap, done, read_back, None, clock),
             )));
         }
 
@@ -467,10 +469,61 @@ impl Restorer<'_> {
                 "the restored segments in the bucket (no broker listed)".to_owned()
             }
         };
+        let removed = if opts.temporary {
+            clock.begin("remove temporary topic");
+            let r = self
+                .remove_restored(&opts.target, bootstrap.as_deref())
+                .await;
+            match &r {
+                Ok(how) => {
+                    (self.progress)(&format!("temporary topic {} removed {how}", opts.target))
+                }
+                Err(e) => (self.progress)(&format!(
+                    "temporary topic {} NOT removed: {e:#}",
+                    opts.target
+                )),
+            }
+            Some(r.map_err(|e| format!("{e:#}")))
+        } else {
+            None
+        };
         clock.end();
         Ok(Outcome::Restored(Box::new(
-            self.report(opts, &snap, done, read_back, clock),
+            self.report(opts, &snap, done, read_back, removed, clock),
         )))
+    }
+
+    /// Removes a restored topic: through a broker's DeleteTopics when one
+    /// is known (it removes the metadata, then the objects), else in the
+    /// metadata store and the bucket directly. Returns how, in words.
+    async fn remove_restored(&self, name: &str, bootstrap: Option<&str>) -> anyhow::Result<String> {
+        if let Some(b) = bootstrap {
+            use kafscale_client::{Client, ClientConfig};
+            let client =
+                Client::connect(ClientConfig::new(b).with_client_id("kafscale-restore-drill"))
+                    .await
+                    .map_err(|e| anyhow!("cannot connect to {b}: {e}"))?;
+            let r = client
+                .delete_topics(&[name], std::time::Duration::from_secs(30))
+                .await
+                .pop()
+                .unwrap_or(Ok(()));
+            r.map_err(|e| anyhow!("DeleteTopics {name} on {b}: {e}"))?;
+            return Ok(format!("with DeleteTopics on {b}"));
+        }
+        match self.catalog {
+            Catalog::Direct { meta, label } => {
+                let n = name.to_owned();
+                meta.call(move |s| s.delete_topic(&n))
+                    .await
+                    .with_context(|| format!("cannot delete {name} from {label}"))?;
+                self.clear_leftovers(name).await?;
+                Ok(format!("from {label} and the bucket"))
+            }
+            Catalog::Rest { target } => bail!(
+                "no broker to delete it through (the metadata is held by the broker at http://{target}; pass --bootstrap)"
+            ),
+        }
     }
 
     /// The committed log as the bucket alone shows it (the metadata store
@@ -1155,6 +1208,7 @@ impl Restorer<'_> {
         snap: &TopicSnapshot,
         done: Vec<PartitionDone>,
         read_back: String,
+        removed: Option<Result<String, String>>,
         clock: Clock,
     ) -> Report {
         let mut partitions = Vec::new();
@@ -1242,6 +1296,20 @@ impl Restorer<'_> {
                 supports: vec![nis2("2(b)")],
             },
         ];
+        if let Some(removed) = &removed {
+            checks.push(Check {
+                name: "drill cleaned up".into(),
+                passed: removed.is_ok(),
+                detail: match removed {
+                    Ok(how) => format!(
+                        "the temporary topic {} was verified, then removed {how}",
+                        opts.target
+                    ),
+                    Err(e) => format!("the temporary topic {} was NOT removed: {e}", opts.target),
+                },
+                supports: vec!["DORA Art. 12(2)".into(), nis2("6")],
+            });
+        }
         if opts.from_bucket {
             checks.push(Check {
                 name: "log rebuilt from the bucket alone".into(),
@@ -1291,12 +1359,14 @@ impl Restorer<'_> {
                     topic: k.topic.clone(),
                     store: format!("Kafka cluster {}", k.bootstrap()),
                     read_back,
+                    temporary: false,
                 },
                 None => TargetEvidence {
                     kind: "spine".into(),
                     topic: opts.target.clone(),
                     store: self.store.describe(),
                     read_back,
+                    temporary: opts.temporary,
                 },
             },
             partitions,

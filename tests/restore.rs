@@ -1096,3 +1096,116 @@ fn a_restore_into_apache_kafka_is_read_the_same_and_an_interrupted_one_resumes_w
         "the same records in the same order"
     );
 }
+
+#[test]
+fn a_drill_restores_verifies_signs_and_removes_its_temporary_topic() {
+    let b = start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = now_ms() / 1000 * 1000 - 3_600_000;
+    produce_golden(&b, base);
+    let data_dir = b.data_dir().to_str().unwrap().to_owned();
+    let http = format!("http://127.0.0.1:{}", b.metrics_port);
+    let store = ["--data-dir", &data_dir, "--http", &http];
+    let (key, public) = openssl_keys(dir.path());
+    let report = dir.path().join("drill.json");
+    // Golden records are stamped from an hour ago to 59 s later: a minute
+    // ago is after every one of them.
+    let mut args = vec![
+        "restore",
+        "drill",
+        "--topic",
+        "golden",
+        "--at",
+        "now-1m",
+        "--report",
+        report.to_str().unwrap(),
+        "--sign-key",
+        key.to_str().unwrap(),
+    ];
+    args.extend(store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("removed with DeleteTopics"), "{err}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert_eq!(r["trigger"], "drill");
+    assert_eq!(r["target"]["temporary"], true);
+    let temp = r["target"]["topic"].as_str().unwrap().to_owned();
+    assert!(temp.starts_with("golden.drill-"), "{temp}");
+    let cleaned = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "drill cleaned up")
+        .expect("a clean-up check");
+    assert_eq!(cleaned["passed"], true, "{cleaned:#}");
+    let expected: i64 = r["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["cut_offset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(expected, BATCHES * PER_BATCH * CODECS.len() as i64);
+    assert_eq!(r["restored_records"], expected, "{r:#}");
+
+    // The temporary topic is gone from the metadata and, soon, the bucket.
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let (t, bs) = (temp.clone(), bootstrap.clone());
+    let listed = run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bs)).await.unwrap();
+        c.metadata(&[]).await.unwrap().topic(&t).is_some()
+    });
+    assert!(!listed, "{temp} is still listed");
+    let objects = b.data_dir().join("objects");
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        left = walk(&objects)
+            .into_iter()
+            .filter(|p| p.is_file() && p.to_string_lossy().contains(&format!("/{temp}/")))
+            .count();
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(left, 0, "objects of {temp} left in the bucket");
+
+    // The signed report verifies: the source side recomputed from the
+    // bucket (the temporary topic's objects are gone by design).
+    let mut args = vec![
+        "restore",
+        "verify",
+        report.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ];
+    args.extend(store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("signature: valid"), "{out}");
+
+    // A moment that is not one gets one sentence.
+    let mut args = vec!["restore", "drill", "--topic", "golden", "--at", "yesterday"];
+    args.extend(store);
+    let (code, _, err) = kafscale(&args);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--at: \"yesterday\" is neither RFC 3339"),
+        "{err}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out
+}

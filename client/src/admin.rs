@@ -1,4 +1,4 @@
-//! Topic and group administration: CreateTopics, CreatePartitions, DescribeConfigs,
+//! Topic and group administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
 //! ListGroups, DescribeGroups, and committed offsets (OffsetFetch,
 //! OffsetCommit) through each group's coordinator.
 
@@ -10,6 +10,7 @@ use kafscale_codec::kafka_protocol::messages::create_partitions_request::CreateP
 use kafscale_codec::kafka_protocol::messages::create_topics_request::{
     CreatableTopic, CreatableTopicConfig,
 };
+use kafscale_codec::kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafscale_codec::kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafscale_codec::kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -18,9 +19,9 @@ use kafscale_codec::kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use kafscale_codec::kafka_protocol::messages::{
-    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest, OffsetCommitRequest,
-    OffsetFetchRequest,
+    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
+    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
 };
 use kafscale_codec::kafka_protocol::protocol::StrBytes;
 
@@ -142,6 +143,61 @@ impl Client {
                 }
             })
             .collect()
+    }
+
+    /// Deletes topics by name (DeleteTopics); one result per topic, in order.
+    pub async fn delete_topics(&self, topics: &[&str], timeout: Duration) -> Vec<Result<()>> {
+        let conn = match self.controller_or_any().await {
+            Ok(c) => c,
+            Err(e) => return topics.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let version = match conn.version(ApiKey::DeleteTopics) {
+            Ok(v) => v,
+            Err(e) => return topics.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut req = DeleteTopicsRequest::default();
+        req.timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        if version >= 6 {
+            req.topics = topics
+                .iter()
+                .map(|t| {
+                    let mut s = DeleteTopicState::default();
+                    s.name = Some(topic_name(t));
+                    s
+                })
+                .collect();
+        } else {
+            req.topic_names = topics.iter().map(|t| topic_name(t)).collect();
+        }
+        let r = match conn.call_at(&req, version, timeout).await {
+            Ok(r) => r,
+            Err(e) => return topics.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let answers = topics
+            .iter()
+            .map(|&t| {
+                let res = r
+                    .responses
+                    .iter()
+                    .find(|x| x.name.as_ref().is_some_and(|n| n.0.as_str() == t));
+                match res {
+                    None => Err(conn.protocol(
+                        ApiKey::DeleteTopics,
+                        version,
+                        format!("no answer for topic {t}"),
+                    )),
+                    Some(x) if x.error_code != 0 => Err(conn.kafka(
+                        ApiKey::DeleteTopics,
+                        Some(t.to_owned()),
+                        x.error_code,
+                        x.error_message.as_ref(),
+                    )),
+                    Some(_) => Ok(()),
+                }
+            })
+            .collect();
+        topics.iter().for_each(|t| self.invalidate(t));
+        answers
     }
 
     /// Grows a topic to `total` partitions (Kafka never shrinks one).

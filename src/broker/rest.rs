@@ -153,7 +153,13 @@ impl Api {
     async fn topic_snapshot(&self, name: &str) -> Answer {
         let n = name.to_owned();
         match self.meta.call(move |s| s.topic_snapshot(&n)).await {
-            Ok(Some(s)) => json(StatusCode::OK, &s),
+            Ok(Some(mut s)) => {
+                // An embedded store lists no brokers: this one serves it.
+                if s.brokers.is_empty() {
+                    s.brokers = self.cluster.brokers();
+                }
+                json(StatusCode::OK, &s)
+            }
             Ok(None) => error(StatusCode::NOT_FOUND, format!("no topic {name}")),
             Err(e) => meta_error(&e),
         }

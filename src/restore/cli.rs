@@ -28,6 +28,65 @@ pub enum RestoreCommand {
     /// Check a report's signature and recompute its digests from the bucket;
     /// exit 1 on any difference.
     Verify(VerifyArgs),
+    /// The restore test to schedule: restore to a temporary topic as of
+    /// --at, verify it, write the (signed) report, remove the topic; exit 1
+    /// when a check fails.
+    Drill(DrillArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DrillArgs {
+    /// The topic to restore.
+    #[arg(long)]
+    pub topic: String,
+    /// The moment: RFC 3339, or now-DURATION (now-90s, now-30m, now-1h, now-2d).
+    #[arg(long, default_value = "now-1h")]
+    pub at: String,
+    /// Where the JSON report goes (default: drill-{topic}-{UTC time}.json;
+    /// an HTML page beside it).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Sign the report with this Ed25519 key (PKCS#8 PEM): REPORT.sig.
+    #[arg(long)]
+    pub sign_key: Option<PathBuf>,
+    /// Who runs the drill, for the report (default: $USER).
+    #[arg(long)]
+    pub operator: Option<String>,
+    /// Kafka bootstrap to read the temporary topic back through and delete
+    /// it with (default: a broker the metadata lists).
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `now-1h` and the like as milliseconds since the epoch; RFC 3339 as is.
+pub fn parse_moment(s: &str, now_ms: i64) -> Result<i64, String> {
+    let bad = || {
+        format!(
+            "{s:?} is neither RFC 3339 (2026-05-13T14:23:00Z) nor now-N followed by s, m, h or d (now-1h)"
+        )
+    };
+    let Some(rest) = s.strip_prefix("now") else {
+        return parse_rfc3339_ms(s).map_err(|_| bad());
+    };
+    if rest.is_empty() {
+        return Ok(now_ms);
+    }
+    let n = rest.strip_prefix('-').ok_or_else(bad)?;
+    let (digits, unit) = n.split_at(n.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let count: i64 = digits.parse().map_err(|_| bad())?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    count
+        .checked_mul(unit_ms)
+        .map(|d| now_ms - d)
+        .ok_or_else(bad)
 }
 
 /// Where the log is: the same flags (and `KAFSCALE_*` variables) as the broker's.
@@ -101,7 +160,7 @@ pub struct RunArgs {
 
 /// Into another Kafka cluster: its bootstrap, topic and security settings
 /// (as a mirror source's, with `--target-` in front).
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct TargetArgs {
     /// HOST:PORT of the target cluster's brokers, comma-separated: restore
     /// into it instead of into a new topic of the spine.
@@ -184,7 +243,8 @@ pub struct VerifyArgs {
 pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(RestoreCommand::Verify(v)) => verify(v),
-        None => restore(args.run),
+        Some(RestoreCommand::Drill(d)) => drill(d),
+        None => restore(args.run, false),
     }
 }
 
@@ -325,7 +385,38 @@ impl Bar {
     }
 }
 
-fn restore(args: RunArgs) -> anyhow::Result<ExitCode> {
+fn drill(d: DrillArgs) -> anyhow::Result<ExitCode> {
+    let now = crate::meta::store::now_ms();
+    let at = parse_moment(&d.at, now).map_err(|e| anyhow!("--at: {e}"))?;
+    let stamp: String = kafscale_s3::format_unix_ms(now)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(15)
+        .chain(['Z'])
+        .collect();
+    let topic = d.topic;
+    let run = RunArgs {
+        topic: Some(topic.clone()),
+        to: Some(kafscale_s3::format_unix_ms(at)),
+        to_offset: None,
+        as_name: Some(format!("{topic}.drill-{stamp}")),
+        dry_run: false,
+        report: Some(
+            d.report
+                .unwrap_or_else(|| PathBuf::from(format!("drill-{topic}-{stamp}.json"))),
+        ),
+        sign_key: d.sign_key,
+        operator: d.operator,
+        trigger: "drill".into(),
+        bootstrap: d.bootstrap,
+        from_bucket: false,
+        target: TargetArgs::default(),
+        store: d.store,
+    };
+    restore(run, true)
+}
+
+fn restore(args: RunArgs, temporary: bool) -> anyhow::Result<ExitCode> {
     let topic = args
         .topic
         .clone()
@@ -366,6 +457,7 @@ fn restore(args: RunArgs) -> anyhow::Result<ExitCode> {
         bootstrap: args.bootstrap.clone(),
         from_bucket: args.from_bucket,
         kafka,
+        temporary,
     };
     let store_config = args.store.store_config()?;
     let (catalog, _thread) = args.store.catalog(args.from_bucket)?;
@@ -625,7 +717,8 @@ async fn recompute(
                 }
             }
         }
-        let checks = if p.kafka.is_some() {
+        // Into Kafka, or a drill's removed topic: no restored objects.
+        let checks = if p.kafka.is_some() || report.target.temporary {
             &checks[..1]
         } else {
             &checks[..]
@@ -651,4 +744,34 @@ async fn recompute(
         report.target.topic
     );
     Ok(problems)
+}
+
+#[cfg(test)]
+mod moment_tests {
+    use super::parse_moment;
+
+    #[test]
+    fn a_moment_is_rfc_3339_or_a_distance_back_from_now() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_moment("now", now), Ok(now));
+        assert_eq!(parse_moment("now-90s", now), Ok(now - 90_000));
+        assert_eq!(parse_moment("now-30m", now), Ok(now - 1_800_000));
+        assert_eq!(parse_moment("now-1h", now), Ok(now - 3_600_000));
+        assert_eq!(parse_moment("now-2d", now), Ok(now - 172_800_000));
+        assert_eq!(
+            parse_moment("2026-05-13T14:23:00Z", now),
+            Ok(1_778_682_180_000)
+        );
+        for bad in [
+            "now-",
+            "now-1",
+            "now-h",
+            "now+1h",
+            "now-1w",
+            "now-99999999999999999d",
+        ] {
+            let e = parse_moment(bad, now).unwrap_err();
+            assert!(e.contains("now-N"), "{bad}: {e}");
+        }
+    }
 }

@@ -232,6 +232,10 @@ pub struct TargetEvidence {
     pub store: String,
     /// How the restored records were read back for the digest.
     pub read_back: String,
+    /// A drill's topic, removed after it was verified (its objects are
+    /// gone; `restore verify` recomputes the source side only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub temporary: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
