@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
+use futures::StreamExt;
 use kafscale_codec::batch::RecordBatch;
 use kafscale_codec::kfs::{SegmentReader, SegmentWriter};
 use kafscale_codec::records::Record;
@@ -278,6 +279,9 @@ impl Clock {
     }
 }
 
+/// Partitions restored at the same time (each holds one segment in memory).
+const PARALLEL_PARTITIONS: usize = 4;
+
 /// Reads, verifies and restores; one instance per restore.
 pub struct Restorer<'a> {
     pub store: &'a AnyStore,
@@ -385,8 +389,14 @@ impl Restorer<'_> {
         (self.meter)(Tick::Planned { segments, bytes });
         clock.begin("restore segments");
         let mut done = Vec::with_capacity(snap.partitions.len());
-        for p in &snap.partitions {
-            let mut d = self.partition(opts, p).await?;
+        // A few partitions at a time: a segment's read is mostly waiting on
+        // the store, so the time is the slowest partition's, not the sum.
+        // Each in flight holds one segment. Results come in partition order.
+        let mut partitions = futures::stream::iter(&snap.partitions)
+            .map(|p| async move { (p, self.partition(opts, p).await) })
+            .buffered(PARALLEL_PARTITIONS);
+        while let Some((p, d)) = partitions.next().await {
+            let mut d = d?;
             d.evidence.unconfirmed_last_segment = unconfirmed.get(&p.partition).cloned();
             (self.progress)(&format!(
                 "partition {}: {} segments copied ({} bytes){}, cut at offset {} of {}",
@@ -402,6 +412,7 @@ impl Restorer<'_> {
             ));
             done.push(d);
         }
+        drop(partitions);
         if let Cut::Time(t) = opts.cut
             && done.iter().all(|d| d.evidence.last_kept.is_none())
         {
@@ -1110,9 +1121,8 @@ impl Restorer<'_> {
         done: &mut [PartitionDone],
         clock: &mut Clock,
     ) -> anyhow::Result<()> {
-        use futures::stream::{self, StreamExt};
-        // Each in flight holds one segment and one batch in the air.
-        const PARALLEL: usize = 4;
+        use futures::stream;
+        const PARALLEL: usize = PARALLEL_PARTITIONS;
         clock.begin("produce into Kafka");
         let plans: Vec<kafka::PartitionPlan> = done
             .iter()
