@@ -1096,19 +1096,28 @@ impl Restorer<'_> {
                 .map_err(|e| {
                     anyhow!("cannot read the restored topic back from {bootstrap}: {e}")
                 })?;
-        for d in done.iter_mut() {
-            let ((digest, n), _) = kafka::read_partition(
-                &client,
-                topic,
-                d.evidence.partition as i32,
-                d.restored.state.log_start_offset,
-                d.restored.state.next_offset,
-                true,
-                None,
-            )
-            .await?;
-            d.evidence.restored_records = Some(n);
-            d.evidence.target_digest = Some(digest);
+        let client = &client;
+        let read: Vec<_> = futures::stream::iter(done.iter().enumerate())
+            .map(|(i, d)| async move {
+                let r = kafka::read_partition(
+                    client,
+                    topic,
+                    d.evidence.partition as i32,
+                    d.restored.state.log_start_offset,
+                    d.restored.state.next_offset,
+                    true,
+                    None,
+                )
+                .await;
+                (i, r)
+            })
+            .buffer_unordered(PARALLEL_PARTITIONS)
+            .collect()
+            .await;
+        for (i, r) in read {
+            let ((digest, n), _) = r?;
+            done[i].evidence.restored_records = Some(n);
+            done[i].evidence.target_digest = Some(digest);
         }
         Ok(())
     }
