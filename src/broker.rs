@@ -19,6 +19,7 @@ mod errors;
 mod flush;
 mod group;
 mod http;
+mod limits;
 mod metrics;
 mod mirror;
 pub(crate) mod partition;
@@ -269,6 +270,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     );
 
     let metrics = Arc::new(Metrics::default());
+    let limits = limits::ConnectionLimits::new(args.max_connections, args.max_connections_per_ip);
     let (stop, listeners) =
         kafscale_shard::stop_channel(shards).context("cannot set up stopping")?;
     let (drained_tx, drained_rx) = std::sync::mpsc::channel();
@@ -281,19 +283,20 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let args = Arc::new(args);
     let mesh: MeshBuilder<Job, _> = MeshBuilder::full(shards, 1024);
     let results = kafscale_shard::spawn_shards(shards, pin, |id| {
-        let (args, store, meta, cluster, metrics, mesh) = (
+        let (args, store, meta, cluster, metrics, limits, mesh) = (
             args.clone(),
             store.clone(),
             meta.clone(),
             cluster.clone(),
             metrics.clone(),
+            limits.clone(),
             mesh.clone(),
         );
         let stop = Stop {
             listener: listeners[id.0].take().expect("one listener per shard"),
             drained: drained_tx.clone(),
         };
-        move || run_shard(args, store, meta, cluster, metrics, mesh, stop)
+        move || run_shard(args, store, meta, cluster, metrics, limits, mesh, stop)
     })?;
     for r in results {
         r?;
@@ -337,12 +340,14 @@ struct Stop {
     drained: std::sync::mpsc::Sender<(usize, usize)>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_shard(
     args: Arc<BrokerArgs>,
     store: StoreConfig,
     meta: MetaClient,
     cluster: Arc<cluster::Cluster>,
     metrics: Arc<Metrics>,
+    limits: Arc<limits::ConnectionLimits>,
     mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
     stop: Stop,
 ) -> anyhow::Result<()> {
@@ -366,6 +371,7 @@ async fn run_shard(
         meta,
         cluster,
         metrics.clone(),
+        limits,
         senders,
         wake_tx,
     ));

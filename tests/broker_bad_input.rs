@@ -355,3 +355,66 @@ fn large_batches_kept_in_place_are_all_or_nothing_and_read_back_intact() {
         assert_eq!(got.as_bytes()[8..], a[8..]);
     }
 }
+
+/// A connection to the broker from a given loopback address.
+fn connect_from(b: &Broker, from: &str) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    let broker: std::net::SocketAddr = format!("127.0.0.1:{}", b.port).parse().unwrap();
+    socket.connect(&broker.into()).unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s
+}
+
+fn serves(s: &mut TcpStream) -> bool {
+    let req = kafscale_codec::kafka_protocol::messages::ApiVersionsRequest::default();
+    call(s, ApiKey::ApiVersions, 2, &req).is_some_and(|mut body| {
+        ApiVersionsResponse::decode(&mut body, 2)
+            .unwrap()
+            .error_code
+            == 0
+    })
+}
+
+#[test]
+fn connections_over_the_limits_are_closed_at_once_and_places_come_back() {
+    let b = common::start_with(&["--max-connections", "4", "--max-connections-per-ip", "3"]);
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect_from(&b, "127.0.0.1")).collect();
+    for s in &mut held {
+        assert!(serves(s), "a connection within the limits");
+    }
+    // One address holds its three places: its fourth is closed unread.
+    let mut fourth = connect_from(&b, "127.0.0.1");
+    assert!(closed(&mut fourth), "over --max-connections-per-ip");
+    // Another address still gets the broker's last place...
+    let mut other = connect_from(&b, "127.0.0.2");
+    assert!(serves(&mut other));
+    // ...and then the broker is full for everyone.
+    let mut fifth = connect_from(&b, "127.0.0.3");
+    assert!(closed(&mut fifth), "over --max-connections");
+    for s in &mut held {
+        assert!(serves(s), "connections already held keep being served");
+    }
+    // A closed connection gives its place back.
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..100 {
+        let mut s = connect_from(&b, "127.0.0.1");
+        if serves(&mut s) {
+            again = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(again.is_some(), "the place was not given back");
+    let metrics = common::http_get(b.metrics_port, "/metrics");
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kafscale_connections_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no refused counter in {metrics}"));
+    assert!(refused >= 2, "{refused} refused");
+}

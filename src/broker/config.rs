@@ -133,6 +133,14 @@ pub struct BrokerArgs {
     /// (and a new connection's first bytes after it connects).
     #[arg(long, env = "KAFSCALE_FRAME_READ_TIMEOUT_MS", default_value_t = 30_000)]
     pub frame_read_timeout_ms: u64,
+    /// Kafka connections the broker holds at most (Kafka's
+    /// max.connections); one more is closed at once.
+    #[arg(long, env = "KAFSCALE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Kafka connections one client address holds at most (Kafka's
+    /// max.connections.per.ip), so one client cannot take every place.
+    #[arg(long, env = "KAFSCALE_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    pub max_connections_per_ip: usize,
     /// Most record bytes one fetch answer carries, whatever the client asks
     /// (Kafka's fetch.max.bytes; one whole batch always comes).
     #[arg(long, env = "KAFSCALE_FETCH_MAX_BYTES", default_value = "55MiB")]
@@ -225,6 +233,9 @@ impl BrokerArgs {
         }
         if self.fetch_cache().0 > self.memory_budget.0 / 2 {
             bail!("--fetch-cache-bytes must be at most half of --memory-budget");
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            bail!("--max-connections and --max-connections-per-ip must be at least 1");
         }
         if self.frame_read_timeout_ms == 0 {
             bail!("--frame-read-timeout-ms must be at least 1");

@@ -79,10 +79,21 @@ async fn wait_acknowledged(fd: std::os::fd::RawFd) {
 }
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr.map_or_else(|| "?".into(), |a| a.to_string());
+    // Over a limit: closed at once, before anything is read or reserved.
+    let _place = match peer_addr.map(|a| shard.connections.admit(a.ip())) {
+        Some(Ok(place)) => Some(place),
+        Some(Err(refused)) => {
+            let n = shard.metrics.connections_refused.fetch_add(1, Relaxed) + 1;
+            // A flood of them must not flood the log too.
+            if n <= 10 || n.is_power_of_two() {
+                tracing::warn!(%peer, refused_so_far = n, "closing connection: {refused}");
+            }
+            return;
+        }
+        None => None,
+    };
     let _ignored = stream.set_nodelay(true);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let lowat = kafscale_shard::RecvLowat::new(fd);

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub produce: Latency,
     pub connections_total: AtomicU64,
     pub connections_open: AtomicU64,
+    /// Connections closed at once for a connection limit.
+    pub connections_refused: AtomicU64,
     pub requests_total: AtomicU64,
     pub produce_records_bytes: AtomicU64,
     pub produce_errors: AtomicU64,
@@ -125,7 +127,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 19] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 20] = [
             (
                 "kafscale_orphan_objects_total",
                 "counter",
@@ -143,6 +145,12 @@ impl Metrics {
                 "gauge",
                 "Kafka connections open.",
                 &self.connections_open,
+            ),
+            (
+                "kafscale_connections_refused_total",
+                "counter",
+                "Kafka connections closed at once: over --max-connections or --max-connections-per-ip.",
+                &self.connections_refused,
             ),
             (
                 "kafscale_draining",

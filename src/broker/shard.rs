@@ -48,6 +48,8 @@ pub struct Shard {
     pub meta: MetaClient,
     pub cluster: Arc<Cluster>,
     pub metrics: Arc<Metrics>,
+    /// Connections held, in all and per client address (all shards).
+    pub connections: Arc<super::limits::ConnectionLimits>,
     senders: Senders<Job>,
     topics: RefCell<HashMap<String, TopicMeta>>,
     logs: RefCell<HashMap<(String, u32), Rc<PartitionLog>>>,
@@ -115,6 +117,7 @@ impl Shard {
         meta: MetaClient,
         cluster: Arc<Cluster>,
         metrics: Arc<Metrics>,
+        connections: Arc<super::limits::ConnectionLimits>,
         senders: Senders<Job>,
         flush_wake: glommio::channels::local_channel::LocalSender<()>,
     ) -> Self {
@@ -133,6 +136,7 @@ impl Shard {
             meta,
             cluster,
             metrics,
+            connections,
             senders,
             topics: RefCell::default(),
             logs: RefCell::default(),
