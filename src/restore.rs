@@ -323,6 +323,9 @@ struct PartitionDone {
     evidence: PartitionEvidence,
     /// The source segments the restored log's records come from, in order.
     source_segments: Vec<String>,
+    /// Those of them not read yet (into Kafka: read once, when produced),
+    /// with what the segment list says of each, checked when read.
+    unread: BTreeMap<String, SegmentRecord>,
     objects: Vec<ObjectEvidence>,
     restored: PartitionSnapshot,
     plan: PartitionPlanLine,
@@ -749,7 +752,12 @@ impl Restorer<'_> {
         // is written to the bucket.
         let into_kafka = opts.kafka.is_some();
         let write_bucket = !opts.dry_run && !into_kafka;
+        // Into Kafka the whole segments are read once, as they are produced
+        // (from the bucket alone they are read here too, to follow
+        // transactions through them).
+        let read_whole = !opts.dry_run && (opts.from_bucket || !into_kafka);
         let mut source_segments = Vec::new();
+        let mut unread = BTreeMap::new();
 
         let mut digest = ContentDigest::default();
         let mut objects = Vec::new();
@@ -768,12 +776,17 @@ impl Restorer<'_> {
             let dst_keys = keys::segment_object(ns, &opts.target, p, s.base_offset);
             let (src, dst) = (src_keys.0.clone(), dst_keys.0.clone());
             copied_segments += 1;
-            if opts.dry_run {
+            if !read_whole {
                 copied_bytes += s.size;
                 last_kept = Some(OffsetAt {
                     offset: s.last_offset,
                     timestamp: s.max_timestamp,
                 });
+                if into_kafka {
+                    restored.push(s.clone());
+                    unread.insert(src.clone(), s.clone());
+                    source_segments.push(src);
+                }
                 continue;
             }
             let seg = self.read_segment(&src).await?;
@@ -1027,6 +1040,7 @@ impl Restorer<'_> {
                 kafka: None,
             },
             source_segments,
+            unread,
             objects,
             restored: PartitionSnapshot {
                 partition: p,
@@ -1137,6 +1151,7 @@ impl Restorer<'_> {
             .iter()
             .map(|d| kafka::PartitionPlan {
                 partition: d.evidence.partition,
+                unread: d.unread.clone(),
                 source_segments: d.source_segments.clone(),
                 log_start: d.evidence.source_log_start,
                 cut: d.evidence.cut_offset,
@@ -1156,7 +1171,16 @@ impl Restorer<'_> {
         let mut produced: Vec<_> = produced.into_iter().collect();
         produced.sort_by_key(|(i, _)| *i);
         for (i, r) in produced {
-            let ev = r?;
+            let (ev, objects, last_kept) = r?;
+            let d = &mut done[i];
+            // What the target gets is what the source side is digested as.
+            d.evidence.source_digest = ev.digest.clone();
+            d.evidence.expected_records = ev.records;
+            if last_kept.is_some() {
+                d.evidence.last_kept = last_kept;
+            }
+            let earlier = std::mem::replace(&mut d.objects, objects);
+            d.objects.extend(earlier);
             (self.progress)(&format!(
                 "partition {}: {} records produced to {} partition {} ({} batches{}), offsets {} to {}",
                 done[i].evidence.partition,

@@ -986,7 +986,21 @@ fn a_restore_into_apache_kafka_is_read_the_same_and_an_interrupted_one_resumes_w
         assert_eq!(pe["kafka"]["target_end"], *cut);
         assert_eq!(pe["kafka"]["resumed_after"], 0);
         assert_eq!(pe["kafka"]["digest"], pe["target_digest"]);
+        assert_eq!(pe["source_digest"], pe["target_digest"]);
     }
+    assert_eq!(r["expected_records"], cuts.iter().sum::<i64>());
+    // Each source segment in the evidence once, read when produced (the
+    // cut ones when cut).
+    let keys: Vec<&str> = r["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["use_"] == "produced" || o["use_"] == "cut")
+        .map(|o| o["key"].as_str().unwrap())
+        .collect();
+    let unique: std::collections::BTreeSet<&&str> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains("golden/0/")), "{keys:?}");
     // Real clients on Apache Kafka read exactly the records before the cut,
     // with their timestamps (the LogAppendTime ones as consumers saw them)
     // and, the golden log having no gaps, at the same offsets.

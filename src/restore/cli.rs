@@ -657,6 +657,7 @@ async fn recompute(
     }
     for p in &report.partitions {
         let prefix = format!("{ns}/{}/{}/", report.source.topic, p.partition);
+        // Segment keys carry zero-padded base offsets: sorted is offset order.
         let sources: Vec<String> = report
             .objects
             .iter()
@@ -666,6 +667,8 @@ async fn recompute(
                     && (o.use_ == "copied" || o.use_ == "cut" || o.use_ == "produced")
             })
             .map(|o| o.key.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
         let restored_start = if p.target_segments.is_empty() {
             p.cut_offset
@@ -691,6 +694,7 @@ async fn recompute(
             // aside (the target itself is another cluster's).
             let plan = super::kafka::PartitionPlan {
                 partition: p.partition,
+                unread: Default::default(),
                 source_segments: sources.clone(),
                 log_start: p.source_log_start,
                 cut: p.cut_offset,
@@ -717,8 +721,11 @@ async fn recompute(
                 }
             }
         }
-        // Into Kafka, or a drill's removed topic: no restored objects.
-        let checks = if p.kafka.is_some() || report.target.temporary {
+        // Into Kafka the source side is the produced records (just checked);
+        // a drill's topic is removed: no restored objects.
+        let checks = if p.kafka.is_some() {
+            &checks[..0]
+        } else if report.target.temporary {
             &checks[..1]
         } else {
             &checks[..]

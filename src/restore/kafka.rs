@@ -21,6 +21,7 @@
 //! there. The check is the content digest without offsets, over the whole
 //! target partition read back with a fetch.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -31,9 +32,9 @@ use kafscale_codec::batch::{RecordBatch, set_base_offset};
 use kafscale_codec::records::Record;
 use kafscale_s3::AnyStore;
 
-use super::report::{ContentDigest, KafkaPartitionEvidence};
-use super::{read_segment, records};
-use crate::meta::AbortedTxn;
+use super::report::{ContentDigest, KafkaPartitionEvidence, ObjectEvidence, OffsetAt};
+use super::{Restorer, disagreement, read_segment, records};
+use crate::meta::{AbortedTxn, SegmentRecord};
 
 /// Where a restore into Kafka goes.
 #[derive(Debug, Clone)]
@@ -54,6 +55,9 @@ impl KafkaTarget {
 #[derive(Debug)]
 pub(super) struct PartitionPlan {
     pub partition: u32,
+    /// Segments read for the first time here, with what the segment list
+    /// says of each (checked against what is read).
+    pub unread: BTreeMap<String, SegmentRecord>,
     pub source_segments: Vec<String>,
     pub log_start: i64,
     pub cut: i64,
@@ -144,12 +148,18 @@ impl Sink {
     }
 
     /// Produces one partition's restored log (or what an interrupted run
-    /// left to produce).
+    /// left to produce). Also returns the evidence of the segments read
+    /// here for the first time and the last record of the restored log
+    /// (any, control records aside).
     pub async fn produce(
         &self,
         store: &AnyStore,
         plan: &PartitionPlan,
-    ) -> anyhow::Result<KafkaPartitionEvidence> {
+    ) -> anyhow::Result<(
+        KafkaPartitionEvidence,
+        Vec<ObjectEvidence>,
+        Option<OffsetAt>,
+    )> {
         let Some(producer) = &self.producer else {
             bail!("the target was opened for a dry run");
         };
@@ -171,9 +181,23 @@ impl Sink {
         let mut counted = 0i64;
         let mut batches = 0u64;
         let mut last_skipped: Option<Vec<Record>> = None;
+        let mut objects = Vec::new();
+        let mut last_batch: Option<(String, RecordBatch)> = None;
         for key in &plan.source_segments {
             let seg = read_segment(store, key).await?;
+            if let Some(s) = plan.unread.get(key) {
+                if let Some(e) = disagreement(key, s, &seg.reader) {
+                    bail!("{e}");
+                }
+                objects.push(Restorer::object_evidence(key, &seg.meta, true, "produced"));
+            }
             for b in seg.reader.batches() {
+                if !b.is_control()
+                    && b.base_offset() < plan.cut
+                    && b.last_offset() >= plan.log_start
+                {
+                    last_batch = Some((key.clone(), b.clone()));
+                }
                 let b = match plan.select(key, b)? {
                     Selected::Take(b) => b,
                     Selected::Skip => continue,
@@ -231,7 +255,17 @@ impl Sink {
             self.same_as_target(p, start + have - last.len() as i64, &last)
                 .await?;
         }
-        Ok(KafkaPartitionEvidence {
+        let last_kept = match last_batch {
+            Some((key, b)) => records(&key, &b)?
+                .into_iter()
+                .rfind(|r| r.offset < plan.cut)
+                .map(|r| OffsetAt {
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                }),
+            None => None,
+        };
+        let evidence = KafkaPartitionEvidence {
             records: counted as u64,
             digest: digest.finish(),
             produced_batches: batches,
@@ -243,7 +277,8 @@ impl Sink {
                 .iter()
                 .map(|t| (t.producer_id, t.first_offset, t.last_offset))
                 .collect(),
-        })
+        };
+        Ok((evidence, objects, last_kept))
     }
 
     /// The records at `from..` of the target partition equal `want`
