@@ -332,8 +332,36 @@ struct PartitionDone {
 }
 
 impl Restorer<'_> {
-    /// Runs the restore (or, with `dry_run`, only plans it).
+    /// Runs the restore (or, with `dry_run`, only plans it). A drill that
+    /// fails still removes what it made.
     pub async fn run(&self, opts: &Options) -> anyhow::Result<Outcome> {
+        let r = self.run_once(opts).await;
+        if r.is_err() && opts.temporary && !opts.dry_run {
+            let left = match self.catalog.snapshot(&opts.target).await {
+                Ok(Some(snap)) => {
+                    let b = opts.bootstrap.clone().or_else(|| {
+                        snap.brokers
+                            .first()
+                            .map(|b| format!("{}:{}", b.host, b.port))
+                    });
+                    self.remove_restored(&opts.target, b.as_deref())
+                        .await
+                        .map(|_| ())
+                }
+                Ok(None) => self.clear_leftovers(&opts.target).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = left {
+                (self.progress)(&format!(
+                    "the failed drill's temporary topic {} may be left: {e:#}",
+                    opts.target
+                ));
+            }
+        }
+        r
+    }
+
+    async fn run_once(&self, opts: &Options) -> anyhow::Result<Outcome> {
         let mut clock = Clock::new();
         clock.begin("plan");
         if let Cut::Time(t) = opts.cut {
@@ -1176,9 +1204,7 @@ impl Restorer<'_> {
             // What the target gets is what the source side is digested as.
             d.evidence.source_digest = ev.digest.clone();
             d.evidence.expected_records = ev.records;
-            if last_kept.is_some() {
-                d.evidence.last_kept = last_kept;
-            }
+            d.evidence.last_kept = last_kept;
             let earlier = std::mem::replace(&mut d.objects, objects);
             d.objects.extend(earlier);
             (self.progress)(&format!(

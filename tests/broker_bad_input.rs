@@ -382,6 +382,20 @@ fn serves(s: &mut TcpStream) -> bool {
 #[test]
 fn connections_over_the_limits_are_closed_at_once_and_places_come_back() {
     let b = common::start_with(&["--max-connections", "4", "--max-connections-per-ip", "3"]);
+    // The start-up probe's connection must have given its place back.
+    let open = || {
+        common::http_get(b.metrics_port, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("kafscale_connections_open "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    for _ in 0..100 {
+        if open() == Some(0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(open(), Some(0), "connections still open before the test");
     let mut held: Vec<TcpStream> = (0..3).map(|_| connect_from(&b, "127.0.0.1")).collect();
     for s in &mut held {
         assert!(serves(s), "a connection within the limits");

@@ -1045,6 +1045,37 @@ fn a_restore_into_apache_kafka_is_read_the_same_and_an_interrupted_one_resumes_w
         "{err}"
     );
 
+    // A topic whose retention would delete old restored records is refused
+    // before anything is produced.
+    let timed = format!("timed-{suffix}");
+    {
+        let (bootstrap, timed) = (k.plaintext.clone(), timed.clone());
+        run(move || async move {
+            let c = Client::connect(ClientConfig::new(&bootstrap))
+                .await
+                .unwrap();
+            let mut t = NewTopic::new(&timed, 5);
+            t.configs.insert("retention.ms".into(), "604800000".into());
+            c.ensure_topic(&t).await.unwrap();
+        });
+    }
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "golden",
+        "--to",
+        &to,
+        "--target-bootstrap",
+        &k.plaintext,
+        "--target-topic",
+        &timed,
+    ];
+    args.extend(store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("has retention.ms=604800000"), "{err}");
+    assert_eq!(kafka_records(&k.plaintext, &timed, 5), 0);
+
     // An interrupted restore, run again, resumes: nothing twice, nothing missing.
     let total = produce_many(&b, "many", 2, 2000, 3);
     let target = format!("many-{suffix}");

@@ -233,21 +233,28 @@ impl RecordBatch {
 impl RecordBatch {
     /// The batch as a producer would send it to another cluster: not
     /// transactional (the transaction's outcome is already applied by
-    /// whoever chose the batch), and, if it is a LogAppendTime batch, in
-    /// CreateTime with every record at the batch's maxTimestamp, the
-    /// timestamp its consumers saw (a receiving broker would otherwise go
-    /// back to the producer's create times or stamp its own clock).
+    /// whoever chose the batch), its offsets contiguous (a compacted batch's
+    /// gaps closed: the receiving broker numbers records anyway), and, if it
+    /// is a LogAppendTime batch, in CreateTime with every record at the
+    /// batch's maxTimestamp, the timestamp its consumers saw (a receiving
+    /// broker would otherwise go back to the producer's create times or
+    /// stamp its own clock).
     ///
     /// The batch itself (not a copy) when neither applies. A converted
     /// batch is re-encoded with its codec: each record gets a timestamp
     /// delta of 0 and keeps every other byte; the base timestamp becomes
-    /// the maxTimestamp. The CRC is recomputed.
+    /// the maxTimestamp. A gapped batch's records get offset deltas 0, 1,
+    /// 2, ... The CRC is recomputed.
     pub fn for_producer(&self) -> Result<Bytes, RecordError> {
         let transactional = self.is_transactional();
-        if !transactional && !self.is_log_append_time() {
+        let log_append = self.is_log_append_time();
+        // Offsets a compaction removed: a producer's batch has none, and
+        // Kafka refuses one whose offset range and record count disagree.
+        let gapped = i64::from(self.last_offset_delta()) + 1 != i64::from(self.record_count());
+        if !transactional && !log_append && !gapped {
             return Ok(self.as_bytes().clone());
         }
-        let mut out = if self.is_log_append_time() {
+        let mut out = if log_append || gapped {
             let base_offset = self.base_offset();
             let codec = self
                 .compression()
@@ -258,17 +265,21 @@ impl RecordBatch {
             let mut plain = Vec::with_capacity(data.len());
             let mut pos = 0usize;
             let mut rec = Vec::new();
+            let mut index = 0i32;
             while pos < data.len() {
                 let (len, n) = varint(&data[pos..]).unwrap_or_default();
                 let body = &data[pos + n..pos + n + len as usize];
-                let (_, ts_len) = varlong(&body[1..]).unwrap_or_default();
+                let (ts_delta, ts_len) = varlong(&body[1..]).unwrap_or_default();
+                let (_, off_len) = varint(&body[1 + ts_len..]).unwrap_or_default();
                 rec.clear();
                 rec.push(body[0]);
-                put_varlong(&mut rec, 0);
-                rec.extend_from_slice(&body[1 + ts_len..]);
+                put_varlong(&mut rec, if log_append { 0 } else { ts_delta });
+                put_varint(&mut rec, index);
+                rec.extend_from_slice(&body[1 + ts_len + off_len..]);
                 put_varint(&mut plain, rec.len() as i32);
                 plain.extend_from_slice(&rec);
                 pos += n + len as usize;
+                index += 1;
             }
             let body = compress(codec, &plain);
             let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
@@ -276,7 +287,10 @@ impl RecordBatch {
             out.extend_from_slice(&body);
             let batch_length = (out.len() - 12) as i32;
             out[8..12].copy_from_slice(&batch_length.to_be_bytes());
-            out[27..35].copy_from_slice(&self.max_timestamp().to_be_bytes());
+            out[23..27].copy_from_slice(&(index - 1).max(0).to_be_bytes());
+            if log_append {
+                out[27..35].copy_from_slice(&self.max_timestamp().to_be_bytes());
+            }
             out
         } else {
             self.as_bytes().to_vec()
@@ -540,6 +554,60 @@ mod tests {
                 "not re-encoded"
             );
         }
+        // A compacted batch: offsets 10 and 14 of 10..=14.
+        let mut b = BatchBuilder::new(10, 1_000).compression(Compression::Zstd);
+        for i in 0..5 {
+            b.push_at(1_000 + i, Some(format!("k{i}").as_bytes()), Some(b"v"), &[]);
+        }
+        let whole = RecordBatch::parse(b.finish()).unwrap();
+        let all = whole.records().unwrap();
+        let keep = [&all[0], &all[4]];
+        let mut c = BatchBuilder::new(10, 1_000).compression(Compression::Zstd);
+        for r in keep {
+            c.push_at(r.timestamp, r.key.as_deref(), Some(b"v"), &[]);
+        }
+        let mut raw = c.finish().to_vec();
+        // Re-number the second record to delta 4 (as compaction leaves it).
+        let gapped = {
+            let batch = RecordBatch::parse(Bytes::from(raw.clone())).unwrap();
+            let data = batch.decompressed_records().unwrap().to_vec();
+            let (l0, n0) = varint(&data).unwrap();
+            let first = &data[..n0 + l0 as usize];
+            let second = &data[n0 + l0 as usize..];
+            let (l1, n1) = varint(second).unwrap();
+            let body = &second[n1..n1 + l1 as usize];
+            let (_, tl) = varlong(&body[1..]).unwrap();
+            let (_, ol) = varint(&body[1 + tl..]).unwrap();
+            let mut rec = vec![body[0]];
+            rec.extend_from_slice(&body[1..1 + tl]);
+            put_varint(&mut rec, 4);
+            rec.extend_from_slice(&body[1 + tl + ol..]);
+            let mut plain = first.to_vec();
+            put_varint(&mut plain, rec.len() as i32);
+            plain.extend_from_slice(&rec);
+            let z = compress(Compression::Zstd, &plain);
+            raw.truncate(crate::batch::BATCH_HEADER_LEN);
+            raw.extend_from_slice(&z);
+            let len = (raw.len() - 12) as i32;
+            raw[8..12].copy_from_slice(&len.to_be_bytes());
+            raw[23..27].copy_from_slice(&4i32.to_be_bytes());
+            let crc = crc32c::crc32c(&raw[21..]);
+            raw[17..21].copy_from_slice(&crc.to_be_bytes());
+            RecordBatch::parse(Bytes::from(raw)).unwrap()
+        };
+        let offsets: Vec<i64> = gapped.records().unwrap().iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![10, 14]);
+        let out = RecordBatch::parse(gapped.for_producer().unwrap()).unwrap();
+        out.validate().unwrap();
+        assert_eq!((out.last_offset_delta(), out.record_count()), (1, 2));
+        let got = out.records().unwrap();
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![10, 11]
+        );
+        assert_eq!(got[1].key.as_deref(), Some(&b"k4"[..]));
+        assert_eq!(got[1].timestamp, 1_004);
+
         let mut plain = BatchBuilder::new(0, 1);
         plain.push(None, Some(b"v"), &[]);
         let plain = RecordBatch::parse(plain.finish()).unwrap();

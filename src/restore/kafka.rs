@@ -105,24 +105,39 @@ impl Sink {
             Some(n) if n < partitions as usize => bail!(
                 "target topic {topic} on {bootstrap} has {n} partitions; the restore needs {partitions} (partition i goes to partition i)"
             ),
-            Some(_) => {
-                let config = client
-                    .describe_topic_config(&topic)
-                    .await
-                    .map_err(|e| anyhow!("target topic {topic} on {bootstrap}: {e}"))?;
-                if let Some(Some(t)) = config.get("message.timestamp.type")
-                    && t == "LogAppendTime"
-                {
-                    bail!(
-                        "target topic {topic} on {bootstrap} uses LogAppendTime: it would replace every restored timestamp with the time of the restore; restore into a CreateTime topic"
-                    );
-                }
+            Some(_) => {}
+            None if create => {
+                // Restored records keep their timestamps: under a time
+                // retention Kafka would delete old ones as they arrive.
+                let mut t = NewTopic::new(&topic, partitions as i32);
+                t.configs.insert("retention.ms".into(), "-1".into());
+                t.configs
+                    .insert("message.timestamp.type".into(), "CreateTime".into());
+                client.ensure_topic(&t).await.map_err(|e| {
+                    anyhow!("cannot create target topic {topic} on {bootstrap}: {e}")
+                })?
             }
-            None if create => client
-                .ensure_topic(&NewTopic::new(&topic, partitions as i32))
-                .await
-                .map_err(|e| anyhow!("cannot create target topic {topic} on {bootstrap}: {e}"))?,
             None => {}
+        }
+        if existing.is_some() || create {
+            let config = client
+                .describe_topic_config(&topic)
+                .await
+                .map_err(|e| anyhow!("target topic {topic} on {bootstrap}: {e}"))?;
+            if let Some(Some(t)) = config.get("message.timestamp.type")
+                && t == "LogAppendTime"
+            {
+                bail!(
+                    "target topic {topic} on {bootstrap} uses LogAppendTime: it would replace every restored timestamp with the time of the restore; restore into a CreateTime topic"
+                );
+            }
+            if let Some(Some(ms)) = config.get("retention.ms")
+                && ms != "-1"
+            {
+                bail!(
+                    "target topic {topic} on {bootstrap} has retention.ms={ms}: Kafka would delete restored records older than that as they arrive; set retention.ms=-1 for the restore (and back afterwards)"
+                );
+            }
         }
         let producer = if create {
             Some(IdempotentProducer::new(&client).await.map_err(|e| {
@@ -171,10 +186,20 @@ impl Sink {
                 .map(|o| o.offset)
                 .map_err(|e| anyhow!("target {topic} partition {p} on {}: {e}", self.bootstrap))
         };
-        let (start, end) = (
-            at(OffsetSpec::Earliest).await?,
-            at(OffsetSpec::Latest).await?,
-        );
+        let start = at(OffsetSpec::Earliest).await?;
+        let mut end = at(OffsetSpec::Latest).await?;
+        if end > start {
+            // A resume: a request of the interrupted run may still be on
+            // its way in; count once the partition has stopped growing.
+            loop {
+                glommio::timer::sleep(Duration::from_secs(2)).await;
+                let now = at(OffsetSpec::Latest).await?;
+                if now == end {
+                    break;
+                }
+                end = now;
+            }
+        }
         // What an interrupted run of this restore left there.
         let have = end - start;
         let mut digest = ContentDigest::without_offsets();
