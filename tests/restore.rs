@@ -100,6 +100,19 @@ fn golden(p: usize, base: i64) -> (Vec<Bytes>, Vec<Rec>) {
     (batches, recs)
 }
 
+/// `kafscale restore verify REPORT --public-key PUBLIC` with these store flags.
+fn verify(report: &Path, public: &Path, store: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "restore",
+        "verify",
+        report.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ];
+    args.extend(store);
+    kafscale(&args)
+}
+
 fn kafscale(args: &[&str]) -> (i32, String, String) {
     kafscale_env(args, &[])
 }
@@ -1011,15 +1024,7 @@ fn a_restore_into_apache_kafka_is_read_the_same_and_an_interrupted_one_resumes_w
         assert_eq!(got["times"], json!([-1, -1, -1, -1, -1]), "{client}");
     }
     // The signed report verifies against the bucket.
-    let mut args = vec![
-        "restore",
-        "verify",
-        report.to_str().unwrap(),
-        "--public-key",
-        public.to_str().unwrap(),
-    ];
-    args.extend(store);
-    let (code, out, err) = kafscale(&args);
+    let (code, out, err) = verify(&report, &public, &store);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("every digest recomputed from the bucket matches"),
@@ -1217,15 +1222,7 @@ fn a_drill_restores_verifies_signs_and_removes_its_temporary_topic() {
 
     // The signed report verifies: the source side recomputed from the
     // bucket (the temporary topic's objects are gone by design).
-    let mut args = vec![
-        "restore",
-        "verify",
-        report.to_str().unwrap(),
-        "--public-key",
-        public.to_str().unwrap(),
-    ];
-    args.extend(store);
-    let (code, out, err) = kafscale(&args);
+    let (code, out, err) = verify(&report, &public, &store);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("signature: valid"), "{out}");
 

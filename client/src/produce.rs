@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafscale_codec::batch::stamp_producer;
+use kafscale_codec::batch::{stamp_base_offsets, stamp_producer};
 use kafscale_codec::kafka_protocol::messages::produce_request::{
     PartitionProduceData, TopicProduceData,
 };
@@ -213,8 +213,11 @@ impl IdempotentProducer {
     }
 
     /// Gives `records` the partition's next sequence numbers (taken now, as
-    /// a producer numbers a batch when it closes it). The result can be sent,
-    /// and sent again, with [`IdempotentProducer::send_prepared`].
+    /// a producer numbers a batch when it closes it) and base offsets from 0,
+    /// as a producer sends them (Apache Kafka refuses a produced batch whose
+    /// base offset is not 0; batches read from a log have their own). The
+    /// result can be sent, and sent again, with
+    /// [`IdempotentProducer::send_prepared`].
     pub fn prepare(&self, topic: &str, partition: i32, records: &[u8]) -> Result<Stamped> {
         let key = (topic.to_owned(), partition);
         let mut sequences = self.sequences.borrow_mut();
@@ -224,6 +227,7 @@ impl IdempotentProducer {
             |e| ClientError::Config(format!("records to produce are not whole batches: {e}")),
         )?;
         sequences.insert(key, next);
+        stamp_base_offsets(&mut buf, 0);
         Ok(Stamped {
             topic: topic.to_owned(),
             partition,

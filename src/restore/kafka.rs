@@ -28,7 +28,7 @@ use anyhow::{Context, anyhow, bail};
 use kafscale_client::{
     Client, ClientConfig, FetchOptions, FetchSpec, IdempotentProducer, NewTopic, OffsetSpec,
 };
-use kafscale_codec::batch::{RecordBatch, set_base_offset};
+use kafscale_codec::batch::RecordBatch;
 use kafscale_codec::records::Record;
 use kafscale_s3::AnyStore;
 
@@ -245,13 +245,11 @@ impl Sink {
                     self.same_as_target(p, start + have - last.len() as i64, &last)
                         .await?;
                 }
-                let mut bytes = b
+                // The producer copies it once, to stamp its fields and base
+                // offset 0.
+                let bytes = b
                     .for_producer()
-                    .map_err(|e| anyhow!("segment {key}: {e}"))?
-                    .to_vec();
-                // As a producer sends it: the broker assigns the offsets
-                // (Apache Kafka refuses a batch whose base offset is not 0).
-                set_base_offset(&mut bytes, 0);
+                    .map_err(|e| anyhow!("segment {key}: {e}"))?;
                 let size = bytes.len();
                 let sent = producer.send(topic, p, &bytes).await.map_err(|e| {
                     anyhow!(
