@@ -20,11 +20,13 @@ mod flush;
 mod group;
 mod http;
 mod limits;
+pub mod listeners;
 mod metrics;
 mod mirror;
 pub(crate) mod partition;
 mod pool;
 mod rest;
+mod sasl;
 pub(crate) mod shard;
 
 mod api;
@@ -109,6 +111,8 @@ impl Stopping {
 /// Runs the broker until the process is stopped.
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     args.validate()?;
+    let (kafka_listeners, endpoints) = args.listener_plan()?;
+    let security = Security::from_args(&args, &kafka_listeners)?;
     // SIGTERM/SIGINT: drain, leave the cluster (its partitions move now, not
     // after the lease TTL), exit. A second signal exits at once; nothing
     // unflushed was acknowledged either way.
@@ -158,10 +162,16 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     // our own old connections in TIME_WAIT pass. A broker killed a moment ago
     // can hold its port a little longer (its io_uring is torn down after the
     // process exits), so EADDRINUSE is retried for a few seconds.
-    for (addr, flag) in [
-        (args.listen, "--listen"),
-        (args.metrics_listen, "--metrics-listen"),
-    ] {
+    let flag = if args.listeners.is_empty() {
+        "--listen"
+    } else {
+        "--listeners"
+    };
+    let probes = kafka_listeners
+        .iter()
+        .map(|l| (l.addr, flag))
+        .chain([(args.metrics_listen, "--metrics-listen")]);
+    for (addr, flag) in probes {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             let probe = socket2::Socket::new(
@@ -207,13 +217,13 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     }
     .map_err(|e| anyhow!("cannot open the metadata store: {e}"))?;
 
-    let (host, port) = args.advertised();
     let me = crate::meta::BrokerInfo {
         id: args.broker_id.unwrap_or(0),
-        host,
-        port,
+        host: endpoints[0].host.clone(),
+        port: endpoints[0].port,
         started_ms: crate::meta::store::now_ms(),
         http_port: args.metrics_listen.port(),
+        listeners: endpoints.clone(),
     };
     // Lease renewals and the cluster view go through their own etcd client
     // and thread: behind a backlog of segment commits a renewal could miss
@@ -256,15 +266,28 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = args.shards.unwrap_or(cores);
     let pin = shards <= cores;
-    let (host, port) = (&cluster.me.host, cluster.me.port);
+    let kafka = kafka_listeners
+        .iter()
+        .zip(&endpoints)
+        .map(|(l, e)| {
+            if l.protocol == listeners::Protocol::Plaintext && args.listeners.is_empty() {
+                format!("{} (advertised as {}:{})", l.addr, e.host, e.port)
+            } else {
+                format!(
+                    "{}://{} (advertised as {}:{})",
+                    l.protocol, l.addr, e.host, e.port
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     tracing::info!(
-        broker_id = cluster.id(), listen = %args.listen, advertise = %format!("{host}:{port}"), shards, store = ?store_label(&store),
+        broker_id = cluster.id(), listeners = %kafka, shards, store = ?store_label(&store),
         metadata = if args.etcd_endpoints.is_empty() { "embedded" } else { "etcd" }, "kafscale broker starting"
     );
     eprintln!(
-        "kafscale broker {}: Kafka on {} (advertised as {host}:{port}), metrics on http://{}/metrics, {shards} shards, data in {}",
+        "kafscale broker {}: Kafka on {kafka}, metrics on http://{}/metrics, {shards} shards, data in {}",
         cluster.id(),
-        args.listen,
         args.metrics_listen,
         store_label(&store)
     );
@@ -279,10 +302,12 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         drained: std::sync::Mutex::new(drained_rx),
         cluster: cluster.clone(),
     });
-    let mut listeners: Vec<_> = listeners.into_iter().map(Some).collect();
+    let mut stop_listeners: Vec<_> = listeners.into_iter().map(Some).collect();
     let args = Arc::new(args);
     let mesh: MeshBuilder<Job, _> = MeshBuilder::full(shards, 1024);
+    let kafka_listeners = Arc::new(kafka_listeners);
     let results = kafscale_shard::spawn_shards(shards, pin, |id| {
+        let (listeners, security) = (kafka_listeners.clone(), security.clone());
         let (args, store, meta, cluster, metrics, limits, mesh) = (
             args.clone(),
             store.clone(),
@@ -293,10 +318,14 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
             mesh.clone(),
         );
         let stop = Stop {
-            listener: listeners[id.0].take().expect("one listener per shard"),
+            listener: stop_listeners[id.0].take().expect("one listener per shard"),
             drained: drained_tx.clone(),
         };
-        move || run_shard(args, store, meta, cluster, metrics, limits, mesh, stop)
+        let net = Net {
+            listeners,
+            security,
+        };
+        move || run_shard(args, net, store, meta, cluster, metrics, limits, mesh, stop)
     })?;
     for r in results {
         r?;
@@ -334,6 +363,57 @@ fn store_label(store: &StoreConfig) -> String {
 /// Kubernetes and many init systems give before SIGKILL.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// TLS and SASL of the Kafka listeners, shared by every shard.
+#[derive(Clone)]
+struct Security {
+    tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
+    sasl: Option<Arc<sasl::SaslSettings>>,
+}
+
+impl Security {
+    fn from_args(args: &BrokerArgs, kafka: &[listeners::Listener]) -> anyhow::Result<Self> {
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) if kafka.iter().any(|l| l.protocol.tls()) => {
+                Some(listeners::server_config(&listeners::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: args.tls_client_ca.clone(),
+                })?)
+            }
+            _ => None,
+        };
+        let sasl = if kafka.iter().any(|l| l.protocol.sasl()) {
+            let hasher =
+                crate::auth::hasher::Hasher::spawn().context("cannot start the hasher thread")?;
+            Some(Arc::new(sasl::SaslSettings::new(
+                &args.sasl_mechanisms,
+                args.sasl_session_lifetime_ms,
+                hasher,
+            )?))
+        } else {
+            None
+        };
+        Ok(Self { tls, sasl })
+    }
+
+    fn context(&self, protocol: listeners::Protocol) -> listeners::ListenerCtx {
+        listeners::ListenerCtx {
+            protocol,
+            tls: protocol
+                .tls()
+                .then(|| self.tls.clone().map(futures_rustls::TlsAcceptor::from))
+                .flatten(),
+            sasl: protocol.sasl().then(|| self.sasl.clone()).flatten(),
+        }
+    }
+}
+
+/// A shard's Kafka listeners.
+struct Net {
+    listeners: Arc<Vec<listeners::Listener>>,
+    security: Security,
+}
+
 /// A shard's part in stopping: when told, drain and report.
 struct Stop {
     listener: kafscale_shard::StopListener,
@@ -343,6 +423,7 @@ struct Stop {
 #[allow(clippy::too_many_arguments)]
 async fn run_shard(
     args: Arc<BrokerArgs>,
+    net: Net,
     store: StoreConfig,
     meta: MetaClient,
     cluster: Arc<cluster::Cluster>,
@@ -360,8 +441,12 @@ async fn run_shard(
     let store = store
         .build()
         .map_err(|e| anyhow!("cannot open the object store: {e}"))?;
-    let listener = kafscale_shard::listen(args.listen)
-        .map_err(|e| anyhow!("cannot listen on {} (--listen): {e}", args.listen))?;
+    let mut sockets = Vec::new();
+    for l in net.listeners.iter() {
+        let sock = kafscale_shard::listen(l.addr)
+            .map_err(|e| anyhow!("cannot listen on {} ({}): {e}", l.addr, l.protocol))?;
+        sockets.push((sock, Rc::new(net.security.context(l.protocol))));
+    }
     let (wake_tx, wake_rx) = local_channel::new_bounded(1);
     let shard = Rc::new(Shard::new(
         id,
@@ -390,11 +475,16 @@ async fn run_shard(
     glommio::spawn_local(flush::run(shard.clone(), wake_rx)).detach();
     // Stopping also closes this shard's listener, so clients find another
     // broker (or a refused port) instead of a connection that closes at once.
-    let (stop_accepting, accept_stopped) = local_channel::new_bounded::<()>(1);
+    let (stop_accepting, accept_stopped): (Vec<_>, Vec<_>) = sockets
+        .iter()
+        .map(|_| local_channel::new_bounded::<()>(1))
+        .unzip();
     let s = shard.clone();
     glommio::spawn_local(async move {
         stop.listener.wait().await;
-        let _ignored = stop_accepting.try_send(());
+        for tx in &stop_accepting {
+            let _ignored = tx.try_send(());
+        }
         let unanswered = s.drain(DRAIN_TIMEOUT).await;
         // The receiver is gone only if the process is already exiting.
         let _ignored = stop.drained.send((s.id, unanswered));
@@ -409,28 +499,46 @@ async fn run_shard(
         let api = rest::Api::new(shard.meta.clone(), metrics.clone(), shard.cluster.clone());
         glommio::spawn_local(http::serve(l, metrics, api)).detach();
     }
+    let accepting: Vec<_> = sockets
+        .into_iter()
+        .zip(accept_stopped)
+        .map(|((sock, ctx), stopped)| {
+            glommio::spawn_local(accept(shard.clone(), sock, ctx, stopped))
+        })
+        .collect();
+    for a in accepting {
+        a.await;
+    }
+    // The shard's other tasks (connections, flusher, the drain) go on until
+    // the process exits.
+    futures::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Accepts one listener's connections until told to stop; then closes it.
+async fn accept(
+    shard: Rc<Shard>,
+    listener: glommio::net::TcpListener,
+    ctx: Rc<listeners::ListenerCtx>,
+    stopped: local_channel::LocalReceiver<()>,
+) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            let _ignored = accept_stopped.recv().await;
+            let _ignored = stopped.recv().await;
             None
         })
         .await;
         match accepted {
             Some(Ok(stream)) => {
-                glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+                glommio::spawn_local(conn::serve(shard.clone(), stream, ctx.clone())).detach();
             }
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "accept failed");
+                tracing::warn!(error = %e, listener = %ctx.protocol, "accept failed");
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
             }
             None => break,
         }
     }
-    drop(listener);
-    // The shard's other tasks (connections, flusher, the drain) go on until
-    // the process exits.
-    futures::future::pending::<()>().await;
-    Ok(())
 }
 
 /// In a cluster: gives up partitions that now hash to another live broker

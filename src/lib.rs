@@ -4,6 +4,7 @@
 //! pieces it builds on are the `kafscale-codec`, `kafscale-s3` and
 //! `kafscale-shard` crates.
 
+pub mod auth;
 pub mod broker;
 pub mod meta;
 pub mod mirror;

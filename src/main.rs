@@ -28,6 +28,8 @@ enum Command {
     /// Rebuild a topic as it was at a moment, from the bucket, with a
     /// verifiable report; `restore verify` checks a report.
     Restore(Box<kafscale::restore::cli::RestoreArgs>),
+    /// SCRAM users of the SASL listeners, through any broker's REST API.
+    Users(kafscale::auth::cli::UsersArgs),
     /// Work with .kfs segments.
     Segments {
         #[command(subcommand)]
@@ -93,6 +95,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
         }
         Command::Mirror(args) => kafscale::mirror::cli::run(args),
         Command::Restore(args) => kafscale::restore::cli::run(*args),
+        Command::Users(args) => kafscale::auth::cli::run(args),
         Command::Segments {
             command: SegmentsCommand::Inspect { target, json, s3 },
         } => {

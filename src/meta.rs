@@ -23,12 +23,13 @@ pub mod mirror;
 pub mod restore;
 pub mod store;
 mod types;
+pub mod users;
 
 pub use client::MetaClient;
 pub use store::MetaStore;
 pub use types::{
-    AbortedTxn, BrokerInfo, CommittedOffset, GroupMeta, Owner, PartitionState, SegmentCommit,
-    SegmentRecord, TopicMeta,
+    AbortedTxn, BrokerInfo, CommittedOffset, GroupMeta, ListenerEndpoint, Owner, PartitionState,
+    SegmentCommit, SegmentRecord, TopicMeta,
 };
 
 /// Errors of the metadata layer. Display is one sentence for a person.

@@ -2,6 +2,7 @@
 //! executor: what the CLIs (`kafscale mirror`, `kafscale restore`) and a
 //! broker asking its peers share.
 
+use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
@@ -62,4 +63,44 @@ pub fn error_message(body: &[u8]) -> String {
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
         .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned())
+}
+
+/// A broker's REST API as the CLIs call it: `--http http://HOST:PORT`.
+#[derive(Debug)]
+pub struct Http {
+    host: String,
+}
+
+impl Http {
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow!("--http {url}: expected http://HOST:PORT"))?;
+        let host = rest.trim_end_matches('/').to_owned();
+        Ok(Self { host })
+    }
+
+    /// Sends a request; a non-2xx answer is an error with the API's message.
+    pub fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        let body = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b)?),
+            None => Bytes::new(),
+        };
+        let (host, m, p) = (self.host.clone(), method.clone(), path.to_owned());
+        let (status, bytes) = kafscale_shard::block_on(move || async move {
+            crate::rest_client::round_trip(&host, m, &p, body).await
+        })?
+        .map_err(|e| anyhow!("{e}"))?;
+        if !status.is_success() {
+            bail!("{}", crate::rest_client::error_message(&bytes));
+        }
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!("{method} {path}: the broker's answer is not what this CLI expects")
+        })
+    }
 }

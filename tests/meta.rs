@@ -322,6 +322,7 @@ fn broker(id: i32) -> BrokerInfo {
         port: 9000 + id,
         started_ms: 1,
         http_port: 0,
+        listeners: vec![],
     }
 }
 

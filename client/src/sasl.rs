@@ -51,7 +51,7 @@ impl ScramHash {
         }
     }
 
-    fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+    pub fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         // Both HMACs accept keys of any length.
         match self {
             Self::Sha256 => {
@@ -69,11 +69,30 @@ impl ScramHash {
         }
     }
 
-    fn hash(self, data: &[u8]) -> Vec<u8> {
+    pub fn hash(self, data: &[u8]) -> Vec<u8> {
         match self {
             Self::Sha256 => Sha256::digest(data).to_vec(),
             Self::Sha512 => Sha512::digest(data).to_vec(),
         }
+    }
+
+    /// Kafka's name of the mechanism.
+    pub fn mechanism_name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "SCRAM-SHA-256",
+            Self::Sha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    /// What a server keeps of a password (RFC 5802 section 3): StoredKey
+    /// (the hash of ClientKey, which checks a client's proof) and ServerKey
+    /// (which signs the server's answer), from the salted password.
+    pub fn stored_and_server_key(self, salted_password: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let client_key = self.hmac(salted_password, b"Client Key");
+        (
+            self.hash(&client_key),
+            self.hmac(salted_password, b"Server Key"),
+        )
     }
 
     /// RFC 5802's Hi(): PBKDF2 with the HMAC as PRF and one output block.

@@ -8,7 +8,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use kafscale_codec::frame::{begin_frame, end_frame};
 use kafscale_codec::header::{RequestHeader, encode_response_header};
 
-use super::conn::Reply;
+use super::conn::{Caller, Reply};
 use super::shard::{Reservation, Shard};
 
 mod api_versions;
@@ -51,6 +51,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
@@ -77,6 +79,7 @@ pub fn supported_version(header: &RequestHeader) -> bool {
 
 pub async fn handle(
     shard: Rc<Shard>,
+    caller: Caller,
     header: RequestHeader,
     body: Body,
     reservation: Reservation,
@@ -103,7 +106,7 @@ pub async fn handle(
     }
     let result = match api {
         ApiKey::ApiVersions => api_versions::handle(&header, body),
-        ApiKey::Metadata => metadata::handle(&shard, &header, body).await,
+        ApiKey::Metadata => metadata::handle(&shard, &caller, &header, body).await,
         ApiKey::Produce => match order {
             Some(order) => produce::handle(&shard, &header, body, carved, order).await,
             None => Err("produce request without its place in the connection's order".into()),
@@ -115,7 +118,7 @@ pub async fn handle(
         ApiKey::CreatePartitions => create_partitions::handle(&shard, &header, body).await,
         ApiKey::DescribeConfigs => describe_configs::handle(&shard, &header, body).await,
         ApiKey::InitProducerId => init_producer_id::handle(&shard, &header, body).await,
-        ApiKey::FindCoordinator => groups::find_coordinator(&shard, &header, body).await,
+        ApiKey::FindCoordinator => groups::find_coordinator(&shard, &caller, &header, body).await,
         ApiKey::JoinGroup => groups::join_group(&shard, &header, body).await,
         ApiKey::SyncGroup => groups::sync_group(&shard, &header, body).await,
         ApiKey::Heartbeat => groups::heartbeat(&shard, &header, body).await,
@@ -126,10 +129,36 @@ pub async fn handle(
         ApiKey::OffsetCommit => offsets::offset_commit(&shard, &header, body).await,
         ApiKey::OffsetFetch => offsets::offset_fetch(&shard, &header, body).await,
         ApiKey::OffsetDelete => offsets::offset_delete(&shard, &header, body).await,
+        // A SASL listener's reader answers these itself; here the listener
+        // has no SASL.
+        ApiKey::SaslHandshake => sasl_not_here(&header, body),
+        ApiKey::SaslAuthenticate => sasl_not_here(&header, body),
         _ => Err(format!("{api:?} is not supported")),
     };
     drop(reservation);
     result.unwrap_or_else(|why| Reply::Close(format!("{api:?} v{version}: {why}")))
+}
+
+/// Kafka's answer to SASL requests on a listener without SASL.
+fn sasl_not_here(header: &RequestHeader, body: Bytes) -> Result<Reply, String> {
+    use kafka_protocol::messages::{
+        SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    };
+    let code = super::errors::ErrorCode::ILLEGAL_SASL_STATE.code();
+    if header.api_key == ApiKey::SaslHandshake as i16 {
+        let _req: SaslHandshakeRequest = decode(body, header.api_version)?;
+        respond(
+            header,
+            &SaslHandshakeResponse::default().with_error_code(code),
+        )
+    } else {
+        respond(
+            header,
+            &SaslAuthenticateResponse::default()
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes("this listener does not use SASL"))),
+        )
+    }
 }
 
 /// Decodes a request body; a malformed body closes the connection, as in Kafka.

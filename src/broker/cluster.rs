@@ -520,6 +520,7 @@ mod tests {
                     port: 1,
                     started_ms: 0,
                     http_port: 0,
+                    listeners: vec![],
                 })
                 .collect(),
             ..View::default()

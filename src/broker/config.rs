@@ -81,12 +81,49 @@ pub struct BrokerArgs {
     #[arg(long, env = "KAFSCALE_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Kafka listener.
+    /// Kafka listener (PLAINTEXT); see --listeners for more than one.
     #[arg(long, env = "KAFSCALE_LISTEN", default_value = "0.0.0.0:9092")]
     pub listen: SocketAddr,
-    /// HOST:PORT clients are told to connect to (default: localhost and the listen port).
+    /// HOST:PORT clients are told to connect to (default: localhost and the
+    /// listen port). With --listeners, the host of every listener.
     #[arg(long, env = "KAFSCALE_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Kafka listeners in Kafka's form, instead of --listen:
+    /// `PLAINTEXT://0.0.0.0:9092,SASL_SSL://0.0.0.0:9094` (also SSL and
+    /// SASL_PLAINTEXT; one of each).
+    #[arg(long, env = "KAFSCALE_LISTENERS", value_delimiter = ',')]
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    /// What clients are told per listener, as
+    /// `SASL_SSL://kafka1.example.com:9094,...`; a listener not named here
+    /// is advertised on the --advertise host (or localhost) and its port.
+    #[arg(long, env = "KAFSCALE_ADVERTISED_LISTENERS", value_delimiter = ',')]
+    #[serde(default)]
+    pub advertised_listeners: Vec<String>,
+    /// SASL mechanisms of the SASL listeners: SCRAM-SHA-512, SCRAM-SHA-256,
+    /// PLAIN (checked against the users' SCRAM credentials; use it over TLS).
+    #[arg(
+        long,
+        env = "KAFSCALE_SASL_MECHANISMS",
+        value_delimiter = ',',
+        default_value = "SCRAM-SHA-512,SCRAM-SHA-256"
+    )]
+    pub sasl_mechanisms: Vec<String>,
+    /// A SASL session lasts this long; then the client re-authenticates
+    /// (KIP-368) or its connection is closed at its next request. 0: no
+    /// end (Kafka's connections.max.reauth.ms).
+    #[arg(long, env = "KAFSCALE_SASL_SESSION_LIFETIME_MS", default_value_t = 0)]
+    pub sasl_session_lifetime_ms: u64,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners.
+    #[arg(long, env = "KAFSCALE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "KAFSCALE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: with it, TLS clients must present a
+    /// certificate one of them signed (mutual TLS).
+    #[arg(long, env = "KAFSCALE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// HTTP listener for /metrics and /healthz.
     #[arg(long, env = "KAFSCALE_METRICS_LISTEN", default_value = "0.0.0.0:9093")]
     pub metrics_listen: SocketAddr,
@@ -265,6 +302,45 @@ impl BrokerArgs {
 
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms)
+    }
+
+    /// The Kafka listeners and what each advertises.
+    pub fn listener_plan(
+        &self,
+    ) -> anyhow::Result<(
+        Vec<super::listeners::Listener>,
+        Vec<crate::meta::ListenerEndpoint>,
+    )> {
+        use super::listeners::{Listener, Protocol, advertised, parse_listeners};
+        if self.listeners.is_empty() {
+            if !self.advertised_listeners.is_empty() {
+                bail!("--advertised-listeners needs --listeners");
+            }
+            let (host, port) = self.advertised();
+            let l = Listener {
+                protocol: Protocol::Plaintext,
+                addr: self.listen,
+            };
+            let e = crate::meta::ListenerEndpoint {
+                name: Protocol::Plaintext.name().into(),
+                host,
+                port,
+            };
+            return Ok((vec![l], vec![e]));
+        }
+        let listeners = parse_listeners(&self.listeners)?;
+        let host = match &self.advertise {
+            Some(a) => a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h).to_owned(),
+            None if listeners[0].addr.ip().is_unspecified() => "localhost".to_owned(),
+            None => listeners[0].addr.ip().to_string(),
+        };
+        let endpoints = advertised(&listeners, &self.advertised_listeners, &host)?;
+        if listeners.iter().any(|l| l.protocol.tls())
+            && (self.tls_cert.is_none() || self.tls_key.is_none())
+        {
+            bail!("an SSL or SASL_SSL listener needs --tls-cert and --tls-key");
+        }
+        Ok((listeners, endpoints))
     }
 
     pub fn advertised(&self) -> (String, i32) {

@@ -9,6 +9,11 @@
 //! awaits those tasks in order, so clients can pipeline (librdkafka keeps up
 //! to 5 produce requests in flight) while responses still go back in the
 //! order Kafka promises.
+//!
+//! On a TLS listener the handshake comes first (within the frame deadline);
+//! on a SASL listener the reader itself answers SaslHandshake and
+//! SaslAuthenticate, one at a time, and serves nothing but ApiVersions
+//! until the client has authenticated (`sasl`).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -26,7 +31,9 @@ use kafscale_codec::kafka_protocol::messages::ApiKey;
 use kafscale_shard::within;
 
 use super::api;
+use super::listeners::{ListenerCtx, Protocol};
 use super::pool::MIN_POOLED;
+use super::sasl::{MAX_UNAUTHENTICATED_FRAME, Route, Session};
 use super::shard::{ProduceInFlight, Shard};
 
 /// Requests of one connection being handled at once.
@@ -40,6 +47,21 @@ pub enum Reply {
     Nothing,
     /// Close the connection (Kafka's answer to unknown APIs and versions).
     Close(String),
+    /// A response, then close (a failed authentication).
+    FrameThenClose(Vec<Bytes>, String),
+}
+
+/// Who sent a request: the listener it came in on (which endpoints it is
+/// told) and the principal it authenticated as.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub listener: Protocol,
+    pub principal: Rc<str>,
+}
+
+/// An answer that is ready now, in the writer's queue like any other.
+fn ready(reply: Reply) -> glommio::Task<Reply> {
+    glommio::spawn_local(async move { reply })
 }
 
 /// Fills `buf` from the socket. When a read leaves part of the frame
@@ -49,12 +71,14 @@ pub enum Reply {
 /// costs no extra system call.
 async fn read_body(
     rd: &mut (impl futures::io::AsyncRead + Unpin),
-    lowat: &kafscale_shard::RecvLowat,
+    lowat: Option<&kafscale_shard::RecvLowat>,
     buf: &mut [u8],
 ) -> std::io::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
-        if filled > 0 {
+        if filled > 0
+            && let Some(lowat) = lowat
+        {
             // A failed setsockopt only costs wakeups.
             let _ignored = lowat.set(buf.len() - filled);
         }
@@ -63,7 +87,9 @@ async fn read_body(
             n => filled += n,
         }
     }
-    let _ignored = lowat.set(1);
+    if let Some(lowat) = lowat {
+        let _ignored = lowat.set(1);
+    }
     Ok(())
 }
 
@@ -78,7 +104,7 @@ async fn wait_acknowledged(fd: std::os::fd::RawFd) {
     }
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Rc<ListenerCtx>) {
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr.map_or_else(|| "?".into(), |a| a.to_string());
     // Over a limit: closed at once, before anything is read or reserved.
@@ -96,10 +122,55 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     };
     let _ignored = stream.set_nodelay(true);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-    let lowat = kafscale_shard::RecvLowat::new(fd);
     shard.metrics.connections_total.fetch_add(1, Relaxed);
     shard.metrics.connections_open.fetch_add(1, Relaxed);
+    match &listener.tls {
+        None => {
+            let lowat = kafscale_shard::RecvLowat::new(fd);
+            serve_stream(&shard, stream, &listener, &peer, fd, Some(lowat)).await;
+        }
+        Some(acceptor) => {
+            // The deadline covers the handshake: a client that connects and
+            // says nothing holds no place for long.
+            let timeout = shard.args.frame_read_timeout();
+            match within(timeout, acceptor.accept(stream)).await {
+                // The receive mark counts socket bytes, which are not the
+                // bytes TLS hands us: a mark could wait for data already
+                // read. TLS connections go without it.
+                Some(Ok(tls)) => serve_stream(&shard, tls, &listener, &peer, fd, None).await,
+                Some(Err(e)) => {
+                    shard.metrics.tls_failures.fetch_add(1, Relaxed);
+                    tracing::info!(%peer, error = %e, "closing connection: TLS handshake failed");
+                }
+                None => {
+                    shard.metrics.tls_failures.fetch_add(1, Relaxed);
+                    tracing::info!(%peer, "closing connection: no TLS handshake within {timeout:?}");
+                }
+            }
+        }
+    }
+    shard.metrics.connections_open.fetch_sub(1, Relaxed);
+}
+
+async fn serve_stream<S>(
+    shard: &Rc<Shard>,
+    stream: S,
+    listener: &ListenerCtx,
+    peer: &str,
+    fd: std::os::fd::RawFd,
+    lowat: Option<kafscale_shard::RecvLowat>,
+) where
+    S: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + 'static,
+{
     let (mut rd, mut wr) = stream.split();
+    let mut session = listener
+        .sasl
+        .as_ref()
+        .map(|settings| Session::new(settings.clone(), peer.to_owned()));
+    let mut caller = Caller {
+        listener: listener.protocol,
+        principal: crate::auth::ANONYMOUS.into(),
+    };
     // Each request's task, with a produce request's in-flight mark, which
     // is dropped once its answer is written.
     let (tx, rx) = local_channel::new_bounded::<(glommio::Task<Reply>, Option<ProduceInFlight>)>(
@@ -136,6 +207,17 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 Reply::Nothing => {}
                 Reply::Close(why) => {
                     tracing::info!(%why, "closing connection");
+                    let _ignored = wr.close().await;
+                    writer_done.set(true);
+                }
+                Reply::FrameThenClose(chunks, why) => {
+                    for c in &chunks {
+                        if wr.write_all(c).await.is_err() {
+                            break;
+                        }
+                    }
+                    tracing::info!(%why, "closing connection");
+                    let _ignored = wr.flush().await;
                     let _ignored = wr.close().await;
                     writer_done.set(true);
                 }
@@ -185,6 +267,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 break;
             }
         };
+        if session.as_ref().is_some_and(|s| !s.authenticated()) && len > MAX_UNAUTHENTICATED_FRAME {
+            shard.metrics.bad_frames.fetch_add(1, Relaxed);
+            tracing::warn!(%peer, bytes = len, "closing connection: a frame over {MAX_UNAUTHENTICATED_FRAME} bytes before SASL authentication");
+            break;
+        }
         let reservation = shard.reserve_frame(len as u64).await;
         let mut frame = if len >= MIN_POOLED {
             shard.pool.take(len)
@@ -194,7 +281,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         frame.resize(len, 0);
         // The body must follow its length within the deadline: a client
         // that announces a frame and stalls gives its reservation back.
-        match within(frame_timeout, read_body(&mut rd, &lowat, &mut frame)).await {
+        match within(
+            frame_timeout,
+            read_body(&mut rd, lowat.as_ref(), &mut frame),
+        )
+        .await
+        {
             Some(Ok(())) => {}
             Some(Err(_)) => break,
             None => {
@@ -202,6 +294,22 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 tracing::warn!(%peer, bytes = len, "closing connection: a request frame did not arrive within {frame_timeout:?}");
                 break;
             }
+        }
+        if let Some(sess) = session.as_mut()
+            && sess.expects_raw_token()
+        {
+            // After a v0 handshake: a bare SASL token, answered in kind.
+            let reply = sess.raw_token(shard, &frame).await;
+            drop(reservation);
+            let close = matches!(reply, Reply::Close(_));
+            if sess.authenticated() {
+                caller.principal =
+                    crate::auth::user_principal(sess.user().unwrap_or_default()).into();
+            }
+            if tx.send((ready(reply), None)).await.is_err() || close {
+                break;
+            }
+            continue;
         }
         let (header, body_at) = match parse_request_header(&frame) {
             Ok(x) => x,
@@ -211,6 +319,29 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 break;
             }
         };
+        if let Some(sess) = session.as_mut() {
+            match sess.route(header.api()) {
+                Route::Serve => {}
+                Route::Sasl => {
+                    let body = frame.freeze().slice(body_at..);
+                    let reply = sess.handle(shard, &header, body).await;
+                    drop(reservation);
+                    let close = matches!(reply, Reply::Close(_) | Reply::FrameThenClose(..));
+                    if let Some(user) = sess.user() {
+                        caller.principal = crate::auth::user_principal(user).into();
+                    }
+                    if tx.send((ready(reply), None)).await.is_err() || close {
+                        break;
+                    }
+                    continue;
+                }
+                Route::Refuse(why) => {
+                    shard.metrics.sasl_failures.fetch_add(1, Relaxed);
+                    tracing::warn!(%peer, "closing connection: {why}");
+                    break;
+                }
+            }
+        }
         // Produce records become pieces of the frame that segments can keep;
         // `recycle` is what returns the buffer to the pool once every piece
         // is gone.
@@ -232,8 +363,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         });
         let in_flight = order.is_some().then(|| shard.produce_started());
         let s = shard.clone();
+        let c = caller.clone();
         let task = glommio::spawn_local(async move {
-            let reply = api::handle(s.clone(), header, body, reservation, order).await;
+            let reply = api::handle(s.clone(), c, header, body, reservation, order).await;
             // Every slice of the frame is gone once the request is answered.
             s.pool.give(recycle);
             reply
@@ -244,5 +376,4 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     drop(tx);
     writer.await;
-    shard.metrics.connections_open.fetch_sub(1, Relaxed);
 }

@@ -16,6 +16,8 @@ impl ErrorCode {
     pub const NOT_COORDINATOR: Self = Self(16);
     pub const INVALID_TOPIC_EXCEPTION: Self = Self(17);
     pub const INVALID_REQUIRED_ACKS: Self = Self(21);
+    pub const UNSUPPORTED_SASL_MECHANISM: Self = Self(33);
+    pub const ILLEGAL_SASL_STATE: Self = Self(34);
     pub const UNSUPPORTED_VERSION: Self = Self(35);
     pub const TOPIC_ALREADY_EXISTS: Self = Self(36);
     pub const INVALID_PARTITIONS: Self = Self(37);
@@ -24,6 +26,7 @@ impl ErrorCode {
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: Self = Self(45);
     pub const INVALID_PRODUCER_EPOCH: Self = Self(47);
     pub const KAFKA_STORAGE_ERROR: Self = Self(56);
+    pub const SASL_AUTHENTICATION_FAILED: Self = Self(58);
     pub const UNKNOWN_TOPIC_ID: Self = Self(100);
     pub const ILLEGAL_GENERATION: Self = Self(22);
     pub const INCONSISTENT_GROUP_PROTOCOL: Self = Self(23);

@@ -82,6 +82,12 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     /// Connections closed at once for a connection limit.
     pub connections_refused: AtomicU64,
+    /// SASL authentications (and re-authentications) that succeeded, and
+    /// those that failed (wrong credentials, bad messages, wrong order).
+    pub sasl_authentications: AtomicU64,
+    pub sasl_failures: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_failures: AtomicU64,
     pub requests_total: AtomicU64,
     pub produce_records_bytes: AtomicU64,
     pub produce_errors: AtomicU64,
@@ -127,7 +133,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 20] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 23] = [
             (
                 "kafscale_orphan_objects_total",
                 "counter",
@@ -151,6 +157,24 @@ impl Metrics {
                 "counter",
                 "Kafka connections closed at once: over --max-connections or --max-connections-per-ip.",
                 &self.connections_refused,
+            ),
+            (
+                "kafscale_sasl_authentications_total",
+                "counter",
+                "SASL authentications and re-authentications that succeeded.",
+                &self.sasl_authentications,
+            ),
+            (
+                "kafscale_sasl_failures_total",
+                "counter",
+                "SASL authentications that failed: wrong credentials, unknown mechanism, requests out of order.",
+                &self.sasl_failures,
+            ),
+            (
+                "kafscale_tls_failures_total",
+                "counter",
+                "TLS handshakes that failed or did not finish within --frame-read-timeout-ms.",
+                &self.tls_failures,
             ),
             (
                 "kafscale_draining",

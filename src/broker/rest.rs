@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::cluster::Cluster;
 use super::metrics::Metrics;
+use crate::auth::{ScramCredential, ScramMechanism};
 use crate::meta::BrokerInfo;
 use crate::meta::store::now_ms;
 use crate::meta::{MetaClient, MetaError};
@@ -127,9 +128,24 @@ impl Api {
             }
             ["restore", "topics", name] if get => self.topic_snapshot(name).await,
             ["restore", "topics"] if post => self.create_restored(body).await,
+            ["users"] if get => self.list_users().await,
+            ["users"] if post => self.add_user(body).await,
+            ["users", name] if delete => self.remove_user(&unescape(name), None).await,
+            ["users", name, mechanism] if delete => {
+                let Some(m) = ScramMechanism::parse(mechanism) else {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        format!("{mechanism:?} is neither SCRAM-SHA-256 nor SCRAM-SHA-512"),
+                    );
+                };
+                self.remove_user(&unescape(name), Some(m)).await
+            }
             ["mirror", "jobs", name, "pause"] if post => self.set_paused(name, true).await,
             ["mirror", "jobs", name, "resume"] if post => self.set_paused(name, false).await,
             ["openapi.json"]
+            | ["users"]
+            | ["users", _]
+            | ["users", _, _]
             | ["mirror", "sources" | "jobs"]
             | ["mirror", "sources" | "jobs", _]
             | [
@@ -194,6 +210,86 @@ impl Api {
             Ok(t) => {
                 tracing::info!(topic = %t.name, partitions = t.partitions, "restored topic created");
                 json(StatusCode::CREATED, &t)
+            }
+            Err(e) => meta_error(&e),
+        }
+    }
+
+    async fn list_users(&self) -> Answer {
+        match self.meta.call(|m| m.scram_credentials()).await {
+            Ok(c) => json(StatusCode::OK, &crate::auth::credential::summarize(c)),
+            Err(e) => meta_error(&e),
+        }
+    }
+
+    /// Stores a user's SCRAM credentials. Only derived keys are taken: the
+    /// CLI does the PBKDF2 work, so no password crosses the wire.
+    async fn add_user(&self, body: Bytes) -> Answer {
+        let value: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
+        };
+        if value.get("password").is_some() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "passwords are never sent or stored: give credentials (salt, stored_key, server_key, iterations), which `kafscale users add` derives",
+            );
+        }
+        let user: NewUser = match serde_json::from_value(value) {
+            Ok(u) => u,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a user: {e}")),
+        };
+        if user.name.is_empty() {
+            return error(StatusCode::BAD_REQUEST, "the user name is empty");
+        }
+        if user.credentials.is_empty() {
+            return error(StatusCode::BAD_REQUEST, "no credentials given");
+        }
+        for c in &user.credentials {
+            if let Err(e) = c.validate() {
+                return error(StatusCode::BAD_REQUEST, format!("{}: {e}", c.mechanism));
+            }
+        }
+        let (name, creds) = (user.name.clone(), user.credentials.clone());
+        let stored = self
+            .meta
+            .call(move |m| {
+                for c in &creds {
+                    m.put_scram_credential(&name, c)?;
+                }
+                Ok(())
+            })
+            .await;
+        match stored {
+            Ok(()) => {
+                let mechanisms: Vec<&str> = user
+                    .credentials
+                    .iter()
+                    .map(|c| c.mechanism.name())
+                    .collect();
+                tracing::info!(user = %user.name, ?mechanisms, "user credentials stored");
+                json(
+                    StatusCode::CREATED,
+                    &serde_json::json!({ "name": user.name, "mechanisms": mechanisms }),
+                )
+            }
+            Err(e) => meta_error(&e),
+        }
+    }
+
+    async fn remove_user(&self, name: &str, mechanism: Option<ScramMechanism>) -> Answer {
+        let n = name.to_owned();
+        match self
+            .meta
+            .call(move |m| m.delete_scram_credentials(&n, mechanism))
+            .await
+        {
+            Ok(removed) => {
+                tracing::info!(user = name, removed, "user credentials removed");
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "removed": name, "credentials": removed }),
+                )
             }
             Err(e) => meta_error(&e),
         }
@@ -513,6 +609,22 @@ async fn peer_report(b: &BrokerInfo, job: &str) -> Result<Option<JobReport>, Str
         .unwrap_or_else(|| Err(format!("no answer within {PEER_TIMEOUT:?}")))
 }
 
+/// The body of `POST /v1/users`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    credentials: Vec<ScramCredential>,
+}
+
+/// A path segment with its percent-escapes decoded (user names may hold
+/// any character).
+fn unescape(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,6 +650,10 @@ mod tests {
             ("/v1/mirror/jobs/{name}/resume", "post"),
             ("/v1/restore/topics/{name}", "get"),
             ("/v1/restore/topics", "post"),
+            ("/v1/users", "get"),
+            ("/v1/users", "post"),
+            ("/v1/users/{name}", "delete"),
+            ("/v1/users/{name}/{mechanism}", "delete"),
         ];
         for (path, method) in routes {
             assert!(

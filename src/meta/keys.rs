@@ -13,6 +13,7 @@
 //! mirror/sources/{name}                             mirror SourceSpec
 //! mirror/jobs/{name}                                mirror JobSpec
 //! mirror/gaps/{job}/{topic}/{partition:010}/{from:020}   Gap
+//! users/{user}/{mechanism}                        ScramCredential (never a password)
 //! ```
 //!
 //! Zero-padded numbers make a prefix listing come back in numeric order.
@@ -173,4 +174,19 @@ pub fn group_meta(ns: &str, group: &str) -> String {
 pub fn group_offsets(ns: &str, group: &str) -> String {
     let group = escape(group);
     format!("/kafscale/{ns}/groups/{group}/offsets/")
+}
+
+pub fn users(ns: &str) -> String {
+    format!("/kafscale/{ns}/users/")
+}
+
+/// One user's keys; the name is escaped like a group id (any characters).
+pub fn user(ns: &str, user: &str) -> String {
+    let user = escape(user);
+    format!("/kafscale/{ns}/users/{user}/")
+}
+
+pub fn user_credential(ns: &str, user: &str, mechanism: &str) -> String {
+    let user = escape(user);
+    format!("/kafscale/{ns}/users/{user}/{mechanism}")
 }

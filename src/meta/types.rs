@@ -124,6 +124,31 @@ pub struct BrokerInfo {
     /// broker of an older version).
     #[serde(default)]
     pub http_port: u16,
+    /// Its endpoint per listener (`--advertised-listeners`); empty for a
+    /// broker of an older version, which has only `host` and `port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerEndpoint>,
+}
+
+impl BrokerInfo {
+    /// Where a client of `listener` reaches this broker: that listener's
+    /// endpoint, or `host:port` for a broker that does not list it.
+    pub fn endpoint(&self, listener: &str) -> (&str, i32) {
+        self.listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map_or((self.host.as_str(), self.port), |l| {
+                (l.host.as_str(), l.port)
+            })
+    }
+}
+
+/// One advertised listener of a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
 }
 
 /// Who owns a partition (or coordinates a group), under which lease. The key

@@ -4,10 +4,10 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow, bail};
-use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use hyper::Method;
+
+use crate::rest_client::Http;
 
 use super::{JobSpec, JobStatus, Mapping, OnGap, SourceSpec};
 
@@ -404,45 +404,6 @@ pub fn status_table(s: &JobStatus) -> String {
         );
     }
     out
-}
-
-/// A broker's REST API over plain HTTP/1.1.
-struct Http {
-    host: String,
-}
-
-impl Http {
-    fn parse(url: &str) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| anyhow!("--http {url}: expected http://HOST:PORT"))?;
-        let host = rest.trim_end_matches('/').to_owned();
-        Ok(Self { host })
-    }
-
-    /// Sends a request; a non-2xx answer is an error with the API's message.
-    fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&B>,
-    ) -> anyhow::Result<T> {
-        let body = match body {
-            Some(b) => Bytes::from(serde_json::to_vec(b)?),
-            None => Bytes::new(),
-        };
-        let (host, m, p) = (self.host.clone(), method.clone(), path.to_owned());
-        let (status, bytes) = kafscale_shard::block_on(move || async move {
-            crate::rest_client::round_trip(&host, m, &p, body).await
-        })?
-        .map_err(|e| anyhow!("{e}"))?;
-        if !status.is_success() {
-            bail!("{}", crate::rest_client::error_message(&bytes));
-        }
-        serde_json::from_slice(&bytes).with_context(|| {
-            format!("{method} {path}: the broker's answer is not what this CLI expects")
-        })
-    }
 }
 
 #[cfg(test)]

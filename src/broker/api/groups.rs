@@ -17,7 +17,7 @@ use kafka_protocol::messages::*;
 use kafscale_codec::header::RequestHeader;
 
 use super::{decode, respond, str_bytes};
-use crate::broker::conn::Reply;
+use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
 use crate::broker::group::{Group, JoinRequest, Joined, State};
 use crate::broker::shard::Shard;
@@ -28,6 +28,7 @@ fn opt(s: &Option<String>) -> Option<kafka_protocol::protocol::StrBytes> {
 
 pub async fn find_coordinator(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -40,7 +41,8 @@ pub async fn find_coordinator(
             .iter()
             .find(|b| b.id == id)
             .unwrap_or(&shard.cluster.me);
-        (BrokerId(b.id), str_bytes(&b.host), b.port)
+        let (host, port) = b.endpoint(caller.listener.name());
+        (BrokerId(b.id), str_bytes(host), port)
     };
     let mut resp = FindCoordinatorResponse::default();
     // Key type 0 is a group; 1 (transactions) is not served.

@@ -12,13 +12,14 @@ use kafscale_codec::header::RequestHeader;
 
 use super::{decode, respond, str_bytes, topic_uuid};
 use crate::broker::cluster::Cluster;
-use crate::broker::conn::Reply;
+use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
 use crate::broker::shard::{Shard, valid_topic_name};
 use crate::meta::TopicMeta;
 
 pub async fn handle(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -31,8 +32,9 @@ pub async fn handle(
         .map(|b| {
             let mut broker = MetadataResponseBroker::default();
             broker.node_id = BrokerId(b.id);
-            broker.host = str_bytes(&b.host);
-            broker.port = b.port;
+            let (host, port) = b.endpoint(caller.listener.name());
+            broker.host = str_bytes(host);
+            broker.port = port;
             broker
         })
         .collect();
