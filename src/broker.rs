@@ -366,22 +366,33 @@ const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// TLS and SASL of the Kafka listeners, shared by every shard.
 #[derive(Clone)]
 struct Security {
-    tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
+    /// The TLS of SSL listeners (with `--tls-client-ca`, mTLS) and of
+    /// SASL_SSL ones (never asks for a client certificate).
+    ssl: Option<Arc<futures_rustls::rustls::ServerConfig>>,
+    sasl_ssl: Option<Arc<futures_rustls::rustls::ServerConfig>>,
     sasl: Option<Arc<sasl::SaslSettings>>,
 }
 
 impl Security {
     fn from_args(args: &BrokerArgs, kafka: &[listeners::Listener]) -> anyhow::Result<Self> {
-        let tls = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) if kafka.iter().any(|l| l.protocol.tls()) => {
-                Some(listeners::server_config(&listeners::TlsFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    client_ca: args.tls_client_ca.clone(),
-                })?)
+        let config = |protocol: listeners::Protocol| -> anyhow::Result<_> {
+            match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) if kafka.iter().any(|l| l.protocol == protocol) => {
+                    let files = listeners::TlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        client_ca: args.tls_client_ca.clone(),
+                    };
+                    let client_auth = protocol == listeners::Protocol::Ssl;
+                    Ok(Some(listeners::server_config(&files, client_auth)?))
+                }
+                _ => Ok(None),
             }
-            _ => None,
         };
+        let (ssl, sasl_ssl) = (
+            config(listeners::Protocol::Ssl)?,
+            config(listeners::Protocol::SaslSsl)?,
+        );
         let sasl = if kafka.iter().any(|l| l.protocol.sasl()) {
             let hasher =
                 crate::auth::hasher::Hasher::spawn().context("cannot start the hasher thread")?;
@@ -393,16 +404,22 @@ impl Security {
         } else {
             None
         };
-        Ok(Self { tls, sasl })
+        Ok(Self {
+            ssl,
+            sasl_ssl,
+            sasl,
+        })
     }
 
     fn context(&self, protocol: listeners::Protocol) -> listeners::ListenerCtx {
         listeners::ListenerCtx {
             protocol,
-            tls: protocol
-                .tls()
-                .then(|| self.tls.clone().map(futures_rustls::TlsAcceptor::from))
-                .flatten(),
+            tls: match protocol {
+                listeners::Protocol::Ssl => self.ssl.clone(),
+                listeners::Protocol::SaslSsl => self.sasl_ssl.clone(),
+                _ => None,
+            }
+            .map(futures_rustls::TlsAcceptor::from),
             sasl: protocol.sasl().then(|| self.sasl.clone()).flatten(),
         }
     }

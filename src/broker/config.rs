@@ -120,8 +120,9 @@ pub struct BrokerArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "KAFSCALE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// PEM CA certificates: with it, TLS clients must present a
-    /// certificate one of them signed (mutual TLS).
+    /// PEM CA certificates: with it, clients of SSL listeners must present
+    /// a certificate one of them signed (mutual TLS). SASL_SSL listeners
+    /// never ask for one, as in Kafka: SASL names their clients.
     #[arg(long, env = "KAFSCALE_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
     /// HTTP listener for /metrics and /healthz.

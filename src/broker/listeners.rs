@@ -184,8 +184,14 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
-/// The rustls server configuration of the TLS listeners.
-pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// The rustls server configuration of a TLS listener. As in Kafka
+/// (KIP-684), client certificates are asked for on SSL listeners only:
+/// `client_auth` is false for SASL_SSL, whose clients prove who they are
+/// with SASL.
+pub fn server_config(
+    files: &TlsFiles,
+    client_auth: bool,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let chain = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| anyhow::anyhow!("cannot read --tls-cert {}: {e}", files.cert.display()))?;
@@ -202,7 +208,7 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfi
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS")?;
-    let builder = match &files.client_ca {
+    let builder = match files.client_ca.as_ref().filter(|_| client_auth) {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();

@@ -40,6 +40,11 @@ impl Broker {
     pub fn data_dir(&self) -> &std::path::Path {
         self._dir.path()
     }
+
+    /// What the broker wrote to stderr so far (its log), across restarts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("broker.log")).unwrap_or_default()
+    }
 }
 
 /// Sends a signal (`STOP`, `CONT`, ...) to a process.
@@ -70,10 +75,17 @@ pub fn start_with(extra: &[&str]) -> Broker {
 
 /// A broker with extra flags and environment variables.
 pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Broker {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    start_listening(move |_| extra, env)
+}
+
+/// A broker whose extra flags depend on its PLAINTEXT port (`--listeners`
+/// must name it: the broker is up once that port answers).
+pub fn start_listening(extra: impl FnOnce(u16) -> Vec<String>, env: &[(&str, &str)]) -> Broker {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let metrics_port = free_port();
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let extra = extra(port);
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -133,7 +145,13 @@ fn spawn_broker(
         .args(extra)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("broker.log"))
+                .unwrap(),
+        )
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -1,0 +1,779 @@
+//! The broker's SASL and TLS listeners against real clients (kcat,
+//! confluent-kafka, kafka-python, the Java client, kafscale-client) and raw
+//! frames for the exact protocol edges: Kafka's order (nothing before
+//! authentication), wrong passwords, unknown mechanisms, wrong SCRAM
+//! proofs, v0 handshakes, session lifetimes and re-authentication; users
+//! managed with `kafscale users`; no password in any log line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafscale_client::sasl::{Scram, ScramHash};
+use kafscale_client::{Client, ClientConfig, Mechanism, Secret, TlsConfig};
+use kafscale_codec::kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafscale_codec::kafka_protocol::protocol::{Decodable, StrBytes};
+
+const ALICE: &str = "alice";
+const ALICE_PASSWORD: &str = "wonder-land-7f3a";
+const BOB_PASSWORD: &str = "builder-9c1e";
+
+/// A broker with every kind of listener, its CA, and its ports.
+struct Secure {
+    broker: common::Broker,
+    sasl_plaintext: u16,
+    sasl_ssl: u16,
+    ssl: u16,
+    certs: tempfile::TempDir,
+}
+
+impl Secure {
+    fn start(extra: &[&str]) -> Self {
+        let certs = tempfile::tempdir().unwrap();
+        let st = Command::new("bash")
+            .args([
+                "-c",
+                "source scripts/kafka.sh && kafka_certs \"$1\"",
+                "certs",
+                certs.path().to_str().unwrap(),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "openssl could not make test certificates");
+        let (sasl_plaintext, sasl_ssl, ssl) = (
+            common::free_port(),
+            common::free_port(),
+            common::free_port(),
+        );
+        let dir = certs.path().to_owned();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let broker = common::start_listening(
+            move |port| {
+                let mut args = vec![
+                    "--listeners".to_owned(),
+                    format!(
+                        "PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_plaintext},SASL_SSL://127.0.0.1:{sasl_ssl},SSL://127.0.0.1:{ssl}"
+                    ),
+                    "--tls-cert".to_owned(),
+                    dir.join("server.pem").to_str().unwrap().to_owned(),
+                    "--tls-key".to_owned(),
+                    dir.join("server.key").to_str().unwrap().to_owned(),
+                    "--tls-client-ca".to_owned(),
+                    dir.join("ca.pem").to_str().unwrap().to_owned(),
+                ];
+                args.append(&mut extra);
+                args
+            },
+            &[],
+        );
+        let s = Self {
+            broker,
+            sasl_plaintext,
+            sasl_ssl,
+            ssl,
+            certs,
+        };
+        s.users(&["add", ALICE, "--password-stdin"], Some(ALICE_PASSWORD));
+        s
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.certs.path().join("ca.pem")
+    }
+
+    /// Runs `kafscale users ...` against this broker; its stdout.
+    fn users(&self, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+            .arg("users")
+            .args(args)
+            .args([
+                "--http",
+                &format!("http://127.0.0.1:{}", self.broker.metrics_port),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            writeln!(input, "{s}").unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kafscale users {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn client_config(&self, mechanism: Mechanism, tls: bool, password: &str) -> ClientConfig {
+        let port = if tls {
+            self.sasl_ssl
+        } else {
+            self.sasl_plaintext
+        };
+        let mut c = ClientConfig::new(format!("127.0.0.1:{port}")).with_sasl(
+            mechanism,
+            ALICE,
+            Secret::new(password.to_owned()),
+        );
+        if tls {
+            c = c.with_tls(TlsConfig {
+                ca_file: Some(self.ca()),
+                ..TlsConfig::default()
+            });
+        }
+        c
+    }
+
+    /// Asserts the broker never logged a password of these tests.
+    fn assert_no_password_logged(&self) {
+        let log = self.broker.log();
+        assert!(!log.is_empty(), "the broker logged nothing at all");
+        for p in [ALICE_PASSWORD, BOB_PASSWORD, "not-the-password"] {
+            assert!(
+                !log.contains(p),
+                "the broker's log holds a password:\n{log}"
+            );
+        }
+    }
+}
+
+/// Runs tests/clients/sasl_client.py; its JSON answer.
+fn python_client(client: &str, action: &str, config: serde_json::Value) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/sasl_client.py"))
+        .args([client, action, &config.to_string()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{client} {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{client} {action} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn values(answer: &serde_json::Value) -> Vec<String> {
+    assert_eq!(answer["ok"], true, "{answer}");
+    answer["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn kcat(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat (scripts/setup installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn kcat_sasl(s: &Secure, tls: bool, mechanism: &str, password: &str) -> Vec<String> {
+    let port = if tls { s.sasl_ssl } else { s.sasl_plaintext };
+    let mut v = vec![
+        "-b".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "-X".to_owned(),
+        format!(
+            "security.protocol={}",
+            if tls { "SASL_SSL" } else { "SASL_PLAINTEXT" }
+        ),
+        "-X".to_owned(),
+        format!("sasl.mechanisms={mechanism}"),
+        "-X".to_owned(),
+        format!("sasl.username={ALICE}"),
+        "-X".to_owned(),
+        format!("sasl.password={password}"),
+    ];
+    if tls {
+        v.push("-X".into());
+        v.push(format!("ssl.ca.location={}", s.ca().display()));
+    }
+    v
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn scram_and_plain_over_sasl_ssl_and_sasl_plaintext_with_every_client() {
+    let s = Secure::start(&["--sasl-mechanisms", "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN"]);
+    let topic = "secured";
+    let mut expected = Vec::new();
+
+    // kcat (librdkafka): each mechanism on each SASL listener.
+    for (tls, mechanism) in [
+        (true, "SCRAM-SHA-512"),
+        (false, "SCRAM-SHA-256"),
+        (true, "PLAIN"),
+    ] {
+        let line = format!("kcat-{mechanism}-{tls}");
+        let mut args = kcat_sasl(&s, tls, mechanism, ALICE_PASSWORD);
+        args.extend(["-P", "-t", topic].map(String::from));
+        let out = kcat(&strs(&args), &format!("{line}\n"));
+        assert!(
+            out.status.success(),
+            "kcat {mechanism} tls={tls}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        expected.push(line);
+    }
+
+    // confluent-kafka (idempotent) over SASL_SSL, kafka-python over SASL_PLAINTEXT.
+    let config = |port: u16, protocol: &str, mechanism: &str, t: &str| {
+        serde_json::json!({
+            "bootstrap": format!("127.0.0.1:{port}"), "protocol": protocol,
+            "mechanism": mechanism, "user": ALICE, "password": ALICE_PASSWORD,
+            "ca": s.ca(), "topic": t, "count": 5, "seconds": 0,
+        })
+    };
+    let produced = values(&python_client(
+        "confluent",
+        "produce",
+        config(s.sasl_ssl, "SASL_SSL", "SCRAM-SHA-256", topic),
+    ));
+    expected.extend(produced);
+    let kp_topic = "secured-kp";
+    let kp = values(&python_client(
+        "kafka-python",
+        "produce",
+        config(
+            s.sasl_plaintext,
+            "SASL_PLAINTEXT",
+            "SCRAM-SHA-512",
+            kp_topic,
+        ),
+    ));
+
+    // Read back by other clients, over the other listeners.
+    let mut args = kcat_sasl(&s, false, "SCRAM-SHA-512", ALICE_PASSWORD);
+    args.extend(["-C", "-t", topic, "-e", "-q"].map(String::from));
+    let out = kcat(&strs(&args), "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(got, expected);
+    let mut c = config(s.sasl_ssl, "SASL_SSL", "PLAIN", kp_topic);
+    c["count"] = 5.into();
+    assert_eq!(values(&python_client("kafka-python", "consume", c)), kp);
+    let mut c = config(s.sasl_ssl, "SASL_SSL", "SCRAM-SHA-512", kp_topic);
+    c["count"] = 5.into();
+    assert_eq!(values(&python_client("confluent", "consume", c)), kp);
+
+    // Metadata over a listener names that listener's endpoints.
+    let mut args = kcat_sasl(&s, true, "SCRAM-SHA-256", ALICE_PASSWORD);
+    args.extend(["-L", "-t", topic].map(String::from));
+    let out = kcat(&strs(&args), "");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains(&format!("broker 0 at 127.0.0.1:{}", s.sasl_ssl)),
+        "{listing}"
+    );
+
+    // The Java client, where the Kafka jars are (scripts/setup fetches them).
+    if let Some(libs) = kafka_libs() {
+        java_round_trip(&s, &libs);
+    }
+    s.assert_no_password_logged();
+}
+
+/// The Apache Kafka jars' directory, as scripts/kafka.sh names it.
+fn kafka_libs() -> Option<PathBuf> {
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            "source scripts/kafka.sh && echo \"$KAFSCALE_KAFKA_HOME/libs\"",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    if dir.join("../.complete").exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("KAFSCALE_TEST_REQUIRE_SERVERS").is_none(),
+        "the Kafka jars are not in {} but KAFSCALE_TEST_REQUIRE_SERVERS is set",
+        dir.display()
+    );
+    eprintln!("skipped the Java client: no Kafka jars (scripts/setup fetches them)");
+    None
+}
+
+fn java_round_trip(s: &Secure, libs: &Path) {
+    let props = s.certs.path().join("client.properties");
+    std::fs::write(
+        &props,
+        format!(
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{ALICE}\" password=\"{ALICE_PASSWORD}\";\nssl.truststore.type=PEM\nssl.truststore.location={}\n",
+            s.ca().display()
+        ),
+    )
+    .unwrap();
+    let cp = format!("{}/*", libs.display());
+    let bootstrap = format!("127.0.0.1:{}", s.sasl_ssl);
+    let java = |class: &str, extra: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new("java")
+            .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", &cp, class])
+            .args(["--bootstrap-server", &bootstrap, "--topic", "secured-java"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let props = props.to_str().unwrap();
+    let out = java(
+        "org.apache.kafka.tools.ConsoleProducer",
+        &["--producer.config", props],
+        "java-1\njava-2\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = java(
+        "org.apache.kafka.tools.consumer.ConsoleConsumer",
+        &[
+            "--consumer.config",
+            props,
+            "--from-beginning",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "30000",
+        ],
+        "",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["java-1", "java-2"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn wrong_passwords_unknown_users_and_removed_users_are_refused_with_kafkas_message() {
+    let s = Secure::start(&[]);
+    s.users(&["add", "bob", "--password-stdin"], Some(BOB_PASSWORD));
+    let listed = s.users(&["list"], None);
+    assert!(
+        listed.contains("alice") && listed.contains("bob"),
+        "{listed}"
+    );
+    assert!(!listed.contains(ALICE_PASSWORD), "{listed}");
+
+    let refused = |password: &str| {
+        let mut args = kcat_sasl(&s, false, "SCRAM-SHA-256", password);
+        args.extend(["-L", "-m", "5"].map(String::from));
+        let out = kcat(&strs(&args), "");
+        assert!(!out.status.success(), "kcat got in with {password:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = refused("not-the-password");
+    assert!(
+        e.contains(
+            "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-256"
+        ),
+        "{e}"
+    );
+
+    // PLAIN is not enabled by default: error 33 lists what is.
+    let mut args = kcat_sasl(&s, false, "PLAIN", ALICE_PASSWORD);
+    args.extend(["-L", "-m", "5"].map(String::from));
+    let out = kcat(&strs(&args), "");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("SCRAM-SHA-512") && e.contains("SCRAM-SHA-256"),
+        "{e}"
+    );
+
+    // Our client: the right password works on both mechanisms and TLS; a
+    // wrong one fails with the broker's message.
+    let ok = s.client_config(Mechanism::ScramSha512, true, ALICE_PASSWORD);
+    let wrong = s.client_config(Mechanism::ScramSha256, false, "not-the-password");
+    let (ok, wrong) = common::kafka::run(move || async move {
+        let ok = match Client::connect(ok).await {
+            Ok(c) => c.metadata(&[]).await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let wrong = Client::connect(wrong).await.err().map(|e| e.to_string());
+        (ok, wrong)
+    });
+    ok.unwrap();
+    let wrong = wrong.expect("a wrong password must not connect");
+    assert!(wrong.contains("Authentication failed"), "{wrong}");
+
+    // bob removed: his password no longer works.
+    let bob = |password: &str| {
+        let mut args = kcat_sasl(&s, true, "SCRAM-SHA-512", password);
+        args[7] = "sasl.username=bob".into();
+        args.extend(["-L", "-m", "5"].map(String::from));
+        kcat(&strs(&args), "")
+    };
+    assert!(bob(BOB_PASSWORD).status.success());
+    s.users(&["remove", "bob"], None);
+    assert!(!bob(BOB_PASSWORD).status.success());
+    assert!(!s.users(&["list"], None).contains("bob"));
+
+    let metrics = common::http_get(s.broker.metrics_port, "/metrics");
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kafscale_sasl_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("kafscale_sasl_failures_total");
+    assert!(failures >= 4, "{failures} failures counted");
+    s.assert_no_password_logged();
+}
+
+/// A connection to a SASL listener, speaking raw frames.
+fn raw(port: u16) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+fn handshake(s: &mut std::net::TcpStream, version: i16, mechanism: &str) -> SaslHandshakeResponse {
+    let req =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_string(mechanism.into()));
+    let mut body = common::call(s, ApiKey::SaslHandshake, version, &req).expect("handshake answer");
+    SaslHandshakeResponse::decode(&mut body, version).unwrap()
+}
+
+fn authenticate(s: &mut std::net::TcpStream, token: Vec<u8>) -> Option<SaslAuthenticateResponse> {
+    let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+    let mut body = common::call(s, ApiKey::SaslAuthenticate, 2, &req)?;
+    Some(SaslAuthenticateResponse::decode(&mut body, 2).unwrap())
+}
+
+/// A SCRAM-SHA-256 exchange for alice with `password`; the final answer.
+fn scram_exchange(s: &mut std::net::TcpStream, password: &str) -> Option<SaslAuthenticateResponse> {
+    assert_eq!(handshake(s, 1, "SCRAM-SHA-256").error_code, 0);
+    let scram = Scram::new(ScramHash::Sha256, ALICE, Scram::random_nonce());
+    let first = authenticate(s, scram.client_first())?;
+    assert_eq!(first.error_code, 0);
+    let sf = scram.parse_server_first(&first.auth_bytes).unwrap();
+    let salted = ScramHash::Sha256.salted_password(password.as_bytes(), &sf.salt, sf.iterations);
+    let fin = scram.client_final(&sf, &salted);
+    let answer = authenticate(s, fin.message.clone())?;
+    if answer.error_code == 0 {
+        fin.verify_server_final(&answer.auth_bytes)
+            .expect("the broker proves it knows alice's key");
+    }
+    Some(answer)
+}
+
+fn metadata_answers(s: &mut std::net::TcpStream) -> bool {
+    common::call(s, ApiKey::Metadata, 9, &MetadataRequest::default()).is_some()
+}
+
+#[test]
+fn kafkas_order_is_kept_before_and_during_authentication() {
+    let s = Secure::start(&["--sasl-mechanisms", "SCRAM-SHA-256,PLAIN"]);
+    let port = s.sasl_plaintext;
+
+    // ApiVersions before anything lists the SASL APIs; Metadata closes.
+    let mut c = raw(port);
+    let mut body = common::call(
+        &mut c,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default(),
+    )
+    .unwrap();
+    let versions = ApiVersionsResponse::decode(&mut body, 3).unwrap();
+    let sasl: Vec<_> = versions
+        .api_keys
+        .iter()
+        .filter(|k| {
+            k.api_key == ApiKey::SaslHandshake as i16
+                || k.api_key == ApiKey::SaslAuthenticate as i16
+        })
+        .map(|k| (k.api_key, k.max_version))
+        .collect();
+    assert_eq!(sasl, [(17, 1), (36, 2)]);
+    assert!(
+        !metadata_answers(&mut c),
+        "Metadata before authentication was served"
+    );
+
+    // An unknown mechanism: error 33 with the enabled list, then closed.
+    let mut c = raw(port);
+    let r = handshake(&mut c, 1, "GSSAPI");
+    assert_eq!(r.error_code, 33);
+    let listed: Vec<&str> = r.mechanisms.iter().map(|m| m.as_str()).collect();
+    assert_eq!(listed, ["SCRAM-SHA-256", "PLAIN"]);
+    assert!(common::closed(&mut c));
+
+    // SaslAuthenticate before a handshake: ILLEGAL_SASL_STATE, closed.
+    let mut c = raw(port);
+    let r = authenticate(&mut c, b"n,,n=alice,r=abc".to_vec()).unwrap();
+    assert_eq!(r.error_code, 34);
+    assert!(common::closed(&mut c));
+
+    // A large frame before authentication is refused at once (no reservation).
+    let mut c = raw(port);
+    common::send_raw(&mut c, &vec![0u8; 600 * 1024]);
+    assert!(common::closed(&mut c));
+
+    // A wrong proof: SASL_AUTHENTICATION_FAILED (58), the generic message, closed.
+    let mut c = raw(port);
+    let r = scram_exchange(&mut c, "not-the-password").unwrap();
+    assert_eq!(r.error_code, 58);
+    assert_eq!(
+        r.error_message.as_deref(),
+        Some(
+            "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-256"
+        )
+    );
+    assert!(common::closed(&mut c));
+
+    // The right one: served from then on, no session end by default.
+    let mut c = raw(port);
+    let r = scram_exchange(&mut c, ALICE_PASSWORD).unwrap();
+    assert_eq!((r.error_code, r.session_lifetime_ms), (0, 0));
+    assert!(metadata_answers(&mut c));
+
+    // A v0 handshake: the token follows bare, and so does the answer.
+    let mut c = raw(port);
+    assert_eq!(handshake(&mut c, 0, "PLAIN").error_code, 0);
+    common::send_raw(&mut c, format!("\0{ALICE}\0{ALICE_PASSWORD}").as_bytes());
+    let answer = common::read_frame(&mut c).expect("a bare token answer");
+    assert!(answer.is_empty(), "PLAIN answers with an empty token");
+    assert!(metadata_answers(&mut c));
+    let mut c = raw(port);
+    assert_eq!(handshake(&mut c, 0, "PLAIN").error_code, 0);
+    common::send_raw(&mut c, format!("\0{ALICE}\0not-the-password").as_bytes());
+    assert!(common::closed(&mut c), "a v0 failure closes the connection");
+
+    // The PLAINTEXT listener is unchanged; SASL requests there are refused.
+    let mut c = common::connect(&s.broker);
+    assert!(metadata_answers(&mut c));
+    assert_eq!(handshake(&mut c, 1, "PLAIN").error_code, 34);
+    s.assert_no_password_logged();
+}
+
+#[test]
+fn sessions_end_unless_the_client_reauthenticates() {
+    let s = Secure::start(&["--sasl-session-lifetime-ms", "2000"]);
+    let port = s.sasl_plaintext;
+
+    // A raw client told the lifetime, which does not re-authenticate: its
+    // next request after the end closes the connection.
+    let mut c = raw(port);
+    let r = scram_exchange(&mut c, ALICE_PASSWORD).unwrap();
+    assert_eq!((r.error_code, r.session_lifetime_ms), (0, 2000));
+    assert!(metadata_answers(&mut c));
+    std::thread::sleep(Duration::from_millis(2300));
+    assert!(!metadata_answers(&mut c), "served after the session ended");
+
+    // One that re-authenticates (same user, same mechanism) goes on.
+    let mut c = raw(port);
+    assert_eq!(
+        scram_exchange(&mut c, ALICE_PASSWORD).unwrap().error_code,
+        0
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        scram_exchange(&mut c, ALICE_PASSWORD).unwrap().error_code,
+        0
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(metadata_answers(&mut c), "a re-authenticated session ended");
+    // Re-authentication with another mechanism is refused.
+    let r = handshake(&mut c, 1, "SCRAM-SHA-512");
+    assert_eq!(r.error_code, 34);
+
+    // librdkafka re-authenticates on its own (KIP-368): a producer spread
+    // over three session lifetimes delivers everything.
+    let config = serde_json::json!({
+        "bootstrap": format!("127.0.0.1:{}", s.sasl_ssl), "protocol": "SASL_SSL",
+        "mechanism": "SCRAM-SHA-512", "user": ALICE, "password": ALICE_PASSWORD,
+        "ca": s.ca(), "topic": "reauth", "count": 30, "seconds": 6,
+    });
+    let counters = || -> (u64, u64) {
+        let metrics = common::http_get(s.broker.metrics_port, "/metrics");
+        let counter = |name: &str| -> u64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {metrics}"))
+        };
+        (
+            counter("kafscale_sasl_authentications_total"),
+            counter("kafscale_sasl_failures_total"),
+        )
+    };
+    let (ok_before, failed_before) = counters();
+    let sent = values(&python_client(
+        "confluent",
+        "produce-slowly",
+        config.clone(),
+    ));
+    assert_eq!(sent.len(), 30);
+    let (ok_after, failed_after) = counters();
+    let by_producer = ok_after - ok_before;
+    eprintln!("the producer authenticated {by_producer} times");
+    // Its two connections (bootstrap, then the broker's) authenticate once
+    // each; over three lifetimes the broker's one re-authenticates twice,
+    // and no connection was closed for an ended session.
+    assert!(
+        by_producer >= 4,
+        "{by_producer} authentications: the producer did not re-authenticate"
+    );
+    assert_eq!(
+        failed_after, failed_before,
+        "a session ended under the producer"
+    );
+    let got = values(&python_client("confluent", "consume", config));
+    assert_eq!(got, sent);
+    s.assert_no_password_logged();
+}
+
+#[test]
+fn mutual_tls_needs_a_certificate_from_the_client_ca() {
+    let s = Secure::start(&[]);
+    let base = |cert: bool| {
+        let mut tls = TlsConfig {
+            ca_file: Some(s.ca()),
+            ..TlsConfig::default()
+        };
+        if cert {
+            tls.cert_file = Some(s.certs.path().join("client.pem"));
+            tls.key_file = Some(s.certs.path().join("client.key"));
+        }
+        ClientConfig::new(format!("127.0.0.1:{}", s.ssl)).with_tls(tls)
+    };
+    let (with, without) = (base(true), base(false));
+    let (with, without) = common::kafka::run(move || async move {
+        let with = match Client::connect(with).await {
+            Ok(c) => c
+                .metadata(&[])
+                .await
+                .map(|m| m.brokers.len())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let without = match Client::connect(without).await {
+            Ok(c) => c.metadata(&[]).await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        (with, without)
+    });
+    assert_eq!(with.unwrap(), 1);
+    assert!(without.is_err(), "a client without a certificate got in");
+    let metrics = common::http_get(s.broker.metrics_port, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("kafscale_tls_failures_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    // kcat with its certificate produces over SSL; the records read back
+    // over PLAINTEXT are the ones it sent, and without one it is refused.
+    let ssl = |cert: bool| {
+        let mut v = vec![
+            "-b".to_owned(),
+            format!("127.0.0.1:{}", s.ssl),
+            "-X".to_owned(),
+            "security.protocol=SSL".to_owned(),
+            "-X".to_owned(),
+            format!("ssl.ca.location={}", s.ca().display()),
+        ];
+        if cert {
+            for (k, f) in [("certificate", "client.pem"), ("key", "client.key")] {
+                v.push("-X".to_owned());
+                v.push(format!(
+                    "ssl.{k}.location={}",
+                    s.certs.path().join(f).display()
+                ));
+            }
+        }
+        v
+    };
+    let mut args = ssl(true);
+    args.extend(["-P", "-t", "mtls"].map(String::from));
+    let out = kcat(&strs(&args), "over-mtls-1\nover-mtls-2\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut args = ssl(false);
+    args.extend(["-L", "-m", "5"].map(String::from));
+    assert!(
+        !kcat(&strs(&args), "").status.success(),
+        "kcat without a certificate got in"
+    );
+    let out = kcat(
+        &[
+            "-b",
+            &format!("127.0.0.1:{}", s.broker.port),
+            "-C",
+            "-t",
+            "mtls",
+            "-e",
+            "-q",
+        ],
+        "",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["over-mtls-1", "over-mtls-2"]
+    );
+}
