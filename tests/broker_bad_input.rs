@@ -382,20 +382,33 @@ fn serves(s: &mut TcpStream) -> bool {
 #[test]
 fn connections_over_the_limits_are_closed_at_once_and_places_come_back() {
     let b = common::start_with(&["--max-connections", "4", "--max-connections-per-ip", "3"]);
-    // The start-up probe's connection must have given its place back.
-    let open = || {
-        common::http_get(b.metrics_port, "/metrics")
-            .lines()
-            .find_map(|l| l.strip_prefix("kafscale_connections_open "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+    // The start-up probe's connection must have been accepted (it may wait
+    // in the accept queue after the harness saw the port answer) and have
+    // given its place back.
+    let counts = || {
+        let metrics = common::http_get(b.metrics_port, "/metrics");
+        let get = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        (
+            get("kafscale_connections_total"),
+            get("kafscale_connections_open"),
+        )
     };
     for _ in 0..100 {
-        if open() == Some(0) {
+        if matches!(counts(), (Some(1..), Some(0))) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(open(), Some(0), "connections still open before the test");
+    assert!(
+        matches!(counts(), (Some(1..), Some(0))),
+        "the probe's connection still open before the test: {:?}",
+        counts()
+    );
     let mut held: Vec<TcpStream> = (0..3).map(|_| connect_from(&b, "127.0.0.1")).collect();
     for s in &mut held {
         assert!(serves(s), "a connection within the limits");
