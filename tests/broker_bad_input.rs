@@ -386,16 +386,9 @@ fn connections_over_the_limits_are_closed_at_once_and_places_come_back() {
     // in the accept queue after the harness saw the port answer) and have
     // given its place back.
     let counts = || {
-        let metrics = common::http_get(b.metrics_port, "/metrics");
-        let get = |name: &str| {
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
         (
-            get("kafscale_connections_total"),
-            get("kafscale_connections_open"),
+            common::metric(b.metrics_port, "kafscale_connections_total"),
+            common::metric(b.metrics_port, "kafscale_connections_open"),
         )
     };
     for _ in 0..100 {
@@ -437,11 +430,7 @@ fn connections_over_the_limits_are_closed_at_once_and_places_come_back() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(again.is_some(), "the place was not given back");
-    let metrics = common::http_get(b.metrics_port, "/metrics");
-    let refused: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("kafscale_connections_refused_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no refused counter in {metrics}"));
+    let refused = common::metric(b.metrics_port, "kafscale_connections_refused_total")
+        .expect("kafscale_connections_refused_total");
     assert!(refused >= 2, "{refused} refused");
 }

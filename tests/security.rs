@@ -222,6 +222,13 @@ fn kcat_sasl(s: &Secure, tls: bool, mechanism: &str, password: &str) -> Vec<Stri
     v
 }
 
+fn stdout_lines(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -285,12 +292,7 @@ fn scram_and_plain_over_sasl_ssl_and_sasl_plaintext_with_every_client() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let got: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(got, expected);
+    assert_eq!(stdout_lines(&out), expected);
     let mut c = config(s.sasl_ssl, "SASL_SSL", "PLAIN", kp_topic);
     c["count"] = 5.into();
     assert_eq!(values(&python_client("kafka-python", "consume", c)), kp);
@@ -394,9 +396,7 @@ fn java_round_trip(s: &Secure, libs: &Path) {
         "",
     );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .collect::<Vec<_>>(),
+        stdout_lines(&out),
         ["java-1", "java-2"],
         "{}",
         String::from_utf8_lossy(&out.stderr)
@@ -468,11 +468,7 @@ fn wrong_passwords_unknown_users_and_removed_users_are_refused_with_kafkas_messa
     assert!(!bob(BOB_PASSWORD).status.success());
     assert!(!s.users(&["list"], None).contains("bob"));
 
-    let metrics = common::http_get(s.broker.metrics_port, "/metrics");
-    let failures: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("kafscale_sasl_failures_total "))
-        .and_then(|v| v.trim().parse().ok())
+    let failures = common::metric(s.broker.metrics_port, "kafscale_sasl_failures_total")
         .expect("kafscale_sasl_failures_total");
     assert!(failures >= 4, "{failures} failures counted");
     s.assert_no_password_logged();
@@ -643,15 +639,8 @@ fn sessions_end_unless_the_client_reauthenticates() {
         "mechanism": "SCRAM-SHA-512", "user": ALICE, "password": ALICE_PASSWORD,
         "ca": s.ca(), "topic": "reauth", "count": 30, "seconds": 6,
     });
-    let counters = || -> (u64, u64) {
-        let metrics = common::http_get(s.broker.metrics_port, "/metrics");
-        let counter = |name: &str| -> u64 {
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("{name} in {metrics}"))
-        };
+    let counters = || {
+        let counter = |name| common::metric(s.broker.metrics_port, name).expect(name);
         (
             counter("kafscale_sasl_authentications_total"),
             counter("kafscale_sasl_failures_total"),
@@ -715,12 +704,10 @@ fn mutual_tls_needs_a_certificate_from_the_client_ca() {
     });
     assert_eq!(with.unwrap(), 1);
     assert!(without.is_err(), "a client without a certificate got in");
-    let metrics = common::http_get(s.broker.metrics_port, "/metrics");
+    let tls_failures = common::metric(s.broker.metrics_port, "kafscale_tls_failures_total");
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("kafscale_tls_failures_total ") && !l.ends_with(" 0")),
-        "{metrics}"
+        tls_failures >= Some(1),
+        "{tls_failures:?} TLS failures counted"
     );
     // kcat with its certificate produces over SSL; the records read back
     // over PLAINTEXT are the ones it sent, and without one it is refused.
@@ -770,10 +757,5 @@ fn mutual_tls_needs_a_certificate_from_the_client_ca() {
         ],
         "",
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .collect::<Vec<_>>(),
-        ["over-mtls-1", "over-mtls-2"]
-    );
+    assert_eq!(stdout_lines(&out), ["over-mtls-1", "over-mtls-2"]);
 }

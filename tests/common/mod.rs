@@ -232,6 +232,14 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> String {
     out
 }
 
+/// The value of an unlabelled counter or gauge on the broker's /metrics.
+pub fn metric(metrics_port: u16, name: &str) -> Option<u64> {
+    http_get(metrics_port, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 pub fn http_get(port: u16, path: &str) -> String {
     http(port, "GET", path, "")
 }
