@@ -1,5 +1,5 @@
-# Sourced by scripts/test and the benchmark scripts: starts etcd and an S3
-# server (minio if on PATH, else s3s-fs) on free loopback ports with data
+# Sourced by scripts/test and the benchmark scripts: starts etcd, an S3
+# server (minio if on PATH, else s3s-fs) and moto (object lock) on free loopback ports with data
 # under $work, exports their endpoints, and stops them on exit.
 #   requires: $work (a temporary directory); sets KAFSCALE_TEST_* variables.
 
@@ -52,8 +52,17 @@ start_servers() {
   S3_PID=$!
   export KAFSCALE_TEST_S3_SERVER
 
+  # moto enforces object lock (versions, retention, refused deletes), which
+  # neither minio without its own setup nor s3s-fs does.
+  local moto_port
+  moto_port=$(free_port)
+  python3 -m moto.server -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+  pids+=($!)
+
   wait_for_port etcd "$etcd_port" "$work/etcd.log"
   wait_for_port "$KAFSCALE_TEST_S3_SERVER" "$s3_port" "$work/s3.log"
+  wait_for_port moto "$moto_port" "$work/moto.log"
   export KAFSCALE_TEST_ETCD_ENDPOINTS="http://127.0.0.1:$etcd_port"
   export KAFSCALE_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
+  export KAFSCALE_TEST_MOTO_ENDPOINT="http://127.0.0.1:$moto_port"
 }

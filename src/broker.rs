@@ -202,9 +202,22 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
             if create {
                 client.create_bucket().await?;
             }
-            client.check_bucket().await
+            client.check_bucket().await?;
+            match client.config().object_lock {
+                Some(_) => client.object_lock_enabled().await.map(Some),
+                None => Ok(None),
+            }
         })?
-        .map_err(|e| anyhow!("cannot use the S3 bucket: {e}"))?;
+        .map_err(|e| anyhow!("cannot use the S3 bucket: {e}"))
+        .and_then(|lock| match lock {
+            Some(false) => bail!(
+                "bucket {} has no object lock, so --s3-object-lock cannot lock segments: \
+                 use a bucket created with object lock enabled (S3 enables it only at \
+                 creation: `aws s3api create-bucket --object-lock-enabled-for-bucket`)",
+                args.s3_bucket.as_deref().unwrap_or_default()
+            ),
+            _ => Ok(()),
+        })?;
     }
 
     let ns = args.s3_namespace.clone();
@@ -339,6 +352,14 @@ fn store_config(args: &BrokerArgs) -> anyhow::Result<StoreConfig> {
             let creds = Credentials::from_env().context("S3 credentials")?;
             let mut cfg = S3Config::new(endpoint, bucket.clone(), creds)?;
             cfg.region = args.s3_region.clone();
+            cfg.object_lock = match (args.s3_object_lock, args.s3_retention) {
+                (Some(mode), Some(period)) => Some(kafscale_s3::ObjectLock {
+                    mode: mode.into(),
+                    retain_for: period.0,
+                }),
+                (None, None) => None,
+                _ => bail!("--s3-object-lock and --s3-retention go together"),
+            };
             // Segments larger than the threshold go up as streamed multipart.
             cfg.multipart_threshold = cfg
                 .multipart_threshold

@@ -99,9 +99,20 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Segments {
             command: SegmentsCommand::Inspect { target, json, s3 },
         } => {
-            let (data, metadata) = read_target(&target, &s3)?;
+            let (data, meta) = read_target(&target, &s3)?;
+            let metadata = meta.as_ref().map(|m| m.metadata.clone());
             let report = match kafscale::segments::inspect(&target, data, metadata) {
-                Ok(r) => r,
+                Ok(mut r) => {
+                    if let Some(m) = meta {
+                        r.object_lock = Some(match (m.lock_mode, m.lock_retain_until) {
+                            (Some(mode), Some(until)) => format!("{mode} until {until}"),
+                            (Some(mode), None) => mode,
+                            _ => "none".to_owned(),
+                        });
+                        r.object_version = m.version_id;
+                    }
+                    r
+                }
                 Err(e) => {
                     eprintln!("kafscale: {e}");
                     return Ok(ExitCode::from(1));
@@ -121,8 +132,8 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The target's bytes, and its S3 user metadata for s3:// targets.
-type Target = (Bytes, Option<std::collections::BTreeMap<String, String>>);
+/// The target's bytes, and what S3 says of it for s3:// targets.
+type Target = (Bytes, Option<kafscale_s3::ObjectMeta>);
 
 fn read_target(target: &str, s3: &S3Args) -> anyhow::Result<Target> {
     let Some(rest) = target.strip_prefix("s3://") else {
@@ -138,5 +149,5 @@ fn read_target(target: &str, s3: &S3Args) -> anyhow::Result<Target> {
     let key = key.to_owned();
     let object =
         kafscale_shard::block_on(move || async move { S3Client::new(config).get(&key).await })??;
-    Ok((object.body, Some(object.meta.metadata)))
+    Ok((object.body, Some(object.meta)))
 }

@@ -28,8 +28,8 @@ pub mod users;
 pub use client::MetaClient;
 pub use store::MetaStore;
 pub use types::{
-    AbortedTxn, BrokerInfo, CommittedOffset, GroupMeta, ListenerEndpoint, Owner, PartitionState,
-    SegmentCommit, SegmentRecord, TopicMeta,
+    AbortedTxn, BrokerInfo, CommittedOffset, GroupMeta, ListenerEndpoint, ObjectVersions, Owner,
+    PartitionState, SegmentCommit, SegmentRecord, TopicMeta,
 };
 
 /// Errors of the metadata layer. Display is one sentence for a person.

@@ -40,7 +40,9 @@ pub use kafka::KafkaTarget;
 use crate::broker::partition::Txns;
 use crate::meta::restore::{PartitionSnapshot, TopicSnapshot};
 use crate::meta::store::now_ms;
-use crate::meta::{AbortedTxn, MetaClient, PartitionState, SegmentRecord, TopicMeta, keys};
+use crate::meta::{
+    AbortedTxn, MetaClient, ObjectVersions, PartitionState, SegmentRecord, TopicMeta, keys,
+};
 use report::{
     Check, ContentDigest, ObjectEvidence, OffsetAt, PartitionEvidence, Phase, Report,
     RequestEvidence, SourceEvidence, TargetEvidence, Tool,
@@ -549,9 +551,12 @@ impl Restorer<'_> {
                 .delete_topics(&[name], std::time::Duration::from_secs(30))
                 .await
                 .pop()
-                .unwrap_or(Ok(()));
-            r.map_err(|e| anyhow!("DeleteTopics {name} on {b}: {e}"))?;
-            return Ok(format!("with DeleteTopics on {b}"));
+                .unwrap_or(Ok(None));
+            let note = r.map_err(|e| anyhow!("DeleteTopics {name} on {b}: {e}"))?;
+            return Ok(match note {
+                Some(note) => format!("with DeleteTopics on {b} ({note})"),
+                None => format!("with DeleteTopics on {b}"),
+            });
         }
         match self.catalog {
             Catalog::Direct { meta, label } => {
@@ -702,7 +707,7 @@ impl Restorer<'_> {
                 max_timestamp: max,
             });
         }
-        let seg = self.read_segment(key).await?;
+        let seg = self.read_segment(key, None).await?;
         Ok(segment_info_of(&seg.reader, seg.meta.size))
     }
 
@@ -730,8 +735,8 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    async fn read_segment(&self, key: &str) -> anyhow::Result<ReadSegment> {
-        let seg = read_segment(self.store, key).await?;
+    async fn read_segment(&self, key: &str, version: Option<&str>) -> anyhow::Result<ReadSegment> {
+        let seg = read_segment(self.store, key, version).await?;
         (self.meter)(Tick::Segment {
             bytes: seg.meta.size,
         });
@@ -745,6 +750,7 @@ impl Restorer<'_> {
             etag: meta.etag.clone(),
             lock_mode: meta.lock_mode.clone(),
             lock_retain_until: meta.lock_retain_until.clone(),
+            version_id: meta.version_id.clone(),
             crc_verified: crc,
             use_: use_.to_owned(),
         }
@@ -817,7 +823,7 @@ impl Restorer<'_> {
                 }
                 continue;
             }
-            let seg = self.read_segment(&src).await?;
+            let seg = self.read_segment(&src, s.kfs_version()).await?;
             if let Some(e) = disagreement(&src, s, &seg.reader) {
                 bail!("{e}");
             }
@@ -840,12 +846,18 @@ impl Restorer<'_> {
                 }
             }
             copied_bytes += seg.meta.size;
-            objects.extend(
-                self.copy_segment(&src_keys, &seg.meta, &dst_keys, !write_bucket)
-                    .await?,
-            );
+            let (evidence, versions) = self
+                .copy_segment(
+                    &src_keys,
+                    &seg.meta,
+                    s.index_version(),
+                    &dst_keys,
+                    !write_bucket,
+                )
+                .await?;
+            objects.extend(evidence);
             drop(seg);
-            restored.push(record);
+            restored.push(SegmentRecord { versions, ..record });
             source_segments.push(src);
             if write_bucket {
                 target_segments.push(dst);
@@ -865,7 +877,7 @@ impl Restorer<'_> {
         if let Some(i) = cut_index {
             let s = &segs[i];
             let (src, _) = keys::segment_object(ns, topic, p, s.base_offset);
-            let seg = self.read_segment(&src).await?;
+            let seg = self.read_segment(&src, s.kfs_version()).await?;
             if let Some(e) = disagreement(&src, s, &seg.reader) {
                 bail!("{e}");
             }
@@ -946,16 +958,25 @@ impl Restorer<'_> {
                 let src_keys = keys::segment_object(ns, topic, p, s.base_offset);
                 let dst_keys = keys::segment_object(ns, &opts.target, p, s.base_offset);
                 let dst = dst_keys.0.clone();
-                objects.extend(
-                    self.copy_segment(&src_keys, &seg.meta, &dst_keys, !write_bucket)
-                        .await?,
-                );
+                let (evidence, versions) = self
+                    .copy_segment(
+                        &src_keys,
+                        &seg.meta,
+                        s.index_version(),
+                        &dst_keys,
+                        !write_bucket,
+                    )
+                    .await?;
+                objects.extend(evidence);
                 copied_bytes += seg.meta.size;
                 copied_segments += 1;
-                let record = if opts.from_bucket {
-                    followed(s, restored.last(), &batches)
-                } else {
-                    s.clone()
+                let record = SegmentRecord {
+                    versions,
+                    ..if opts.from_bucket {
+                        followed(s, restored.last(), &batches)
+                    } else {
+                        s.clone()
+                    }
                 };
                 open_at_cut = record.open_txns.clone();
                 restored.push(record);
@@ -986,7 +1007,7 @@ impl Restorer<'_> {
                     let (dst, dst_index) =
                         keys::segment_object(ns, &opts.target, p, record.base_offset);
                     if write_bucket {
-                        self.write_segment(&dst, &dst_index, sealed).await?;
+                        record.versions = self.write_segment(&dst, &dst_index, sealed).await?;
                         target_segments.push(dst);
                     }
                     restored.push(record);
@@ -1000,7 +1021,7 @@ impl Restorer<'_> {
             {
                 for later in segs[i + 1..].iter().filter(|s| s.min_timestamp <= t) {
                     let (key, _) = keys::segment_object(ns, topic, p, later.base_offset);
-                    let seg = self.read_segment(&key).await?;
+                    let seg = self.read_segment(&key, later.kfs_version()).await?;
                     for b in seg.reader.batches().filter(|b| !b.is_control()) {
                         for r in records(&key, &b)? {
                             if r.timestamp <= t {
@@ -1086,21 +1107,33 @@ impl Restorer<'_> {
         &self,
         src: &(String, String),
         meta: &ObjectMeta,
+        index_version: Option<&str>,
         dst: &(String, String),
         dry_run: bool,
-    ) -> anyhow::Result<Vec<ObjectEvidence>> {
+    ) -> anyhow::Result<(Vec<ObjectEvidence>, Option<ObjectVersions>)> {
         let mut out = vec![Self::object_evidence(&src.0, meta, true, "copied")];
-        if !dry_run {
-            self.copy(&src.0, &dst.0).await?;
-            let index_meta = self.copy(&src.1, &dst.1).await?;
-            out.push(Self::object_evidence(&src.1, &index_meta, false, "copied"));
+        if dry_run {
+            return Ok((out, None));
         }
-        Ok(out)
+        // The version read, so the copy is of what was verified.
+        let kfs = self
+            .copy(&src.0, meta.version_id.as_deref(), &dst.0)
+            .await?;
+        let index = self.copy(&src.1, index_version, &dst.1).await?;
+        out.push(Self::object_evidence(&src.1, &index, false, "copied"));
+        Ok((out, versions_of(kfs.version_id, index.version_id)))
     }
 
-    async fn copy(&self, from: &str, to: &str) -> anyhow::Result<ObjectMeta> {
+    /// The copy's own versions: a restored topic's records name its objects,
+    /// never the source's.
+    async fn copy(
+        &self,
+        from: &str,
+        version: Option<&str>,
+        to: &str,
+    ) -> anyhow::Result<ObjectMeta> {
         self.store
-            .copy(from, to)
+            .copy_version(from, version, to)
             .await
             .with_context(|| format!("cannot copy {from} to {to} in {}", self.store.describe()))
     }
@@ -1110,17 +1143,19 @@ impl Restorer<'_> {
         key: &str,
         index_key: &str,
         sealed: kafscale_codec::kfs::SealedSegment,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<ObjectVersions>> {
         let opts = keys::object_meta::put_options(&sealed.info);
-        self.store
+        let kfs = self
+            .store
             .put_chunks(key, sealed.segment.into_pieces(), &opts)
             .await
             .with_context(|| format!("cannot write {key} to {}", self.store.describe()))?;
-        self.store
+        let index = self
+            .store
             .put(index_key, sealed.index, &PutOptions::default().if_absent())
             .await
             .with_context(|| format!("cannot write {index_key} to {}", self.store.describe()))?;
-        Ok(())
+        Ok(versions_of(kfs.version_id, index.version_id))
     }
 
     /// Reads every restored partition back through a Kafka fetch and
@@ -1508,6 +1543,13 @@ fn followed(
     }
 }
 
+fn versions_of(kfs: Option<String>, index: Option<String>) -> Option<ObjectVersions> {
+    Some(ObjectVersions {
+        kfs: kfs?,
+        index: index?,
+    })
+}
+
 /// Keeps the count of late records and the first 100 of their offsets.
 fn note_late(late: &mut (u64, Vec<i64>), offset: i64) {
     late.0 += 1;
@@ -1530,9 +1572,13 @@ pub fn default_target(topic: &str, now_ms: i64) -> String {
     format!("{topic}.restored-{t}Z")
 }
 
-async fn read_segment(store: &AnyStore, key: &str) -> anyhow::Result<ReadSegment> {
+async fn read_segment(
+    store: &AnyStore,
+    key: &str,
+    version: Option<&str>,
+) -> anyhow::Result<ReadSegment> {
     let object = store
-        .get(key)
+        .get_version(key, version)
         .await
         .with_context(|| format!("cannot read segment {key} from {}", store.describe()))?;
     let reader =
@@ -1553,7 +1599,7 @@ pub async fn digest_objects(
 ) -> anyhow::Result<(String, u64)> {
     let mut digest = ContentDigest::default();
     for key in keys {
-        let seg = read_segment(store, key).await?;
+        let seg = read_segment(store, key, None).await?;
         for b in seg.reader.batches().filter(|b| !b.is_control()) {
             for r in records(key, &b)? {
                 if r.offset >= start && r.offset < end {

@@ -41,6 +41,12 @@ pub struct Report {
     /// The object's S3 user metadata (names without `x-amz-meta-`), for
     /// s3:// targets.
     pub object_metadata: Option<BTreeMap<String, String>>,
+    /// For s3:// targets: the object lock of the version read (`COMPLIANCE
+    /// until 2026-12-31T00:00:00Z`, or `none`) and its version id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_version: Option<String>,
     /// `None` when every check passed; else the first problem, in words.
     pub error: Option<String>,
 }
@@ -66,6 +72,8 @@ pub fn inspect(
         footer_crc: None,
         footer_last_offset: None,
         object_metadata: None,
+        object_lock: None,
+        object_version: None,
         error: None,
     };
     let footer = kfs::parse_footer(&data);
@@ -185,6 +193,12 @@ impl std::fmt::Display for Report {
                 pairs.join("  ")
             };
             writeln!(f, "s3 meta  {shown}")?;
+        }
+        if let Some(lock) = &self.object_lock {
+            match &self.object_version {
+                Some(v) => writeln!(f, "s3 lock  {lock} (version {v})")?,
+                None => writeln!(f, "s3 lock  {lock}")?,
+            }
         }
         match &self.error {
             None => write!(

@@ -35,6 +35,7 @@ fn seg(base: i64, last: i64) -> SegmentRecord {
         max_timestamp: 20,
         aborted: Vec::new(),
         open_txns: Vec::new(),
+        versions: None,
     }
 }
 

@@ -145,8 +145,14 @@ impl Client {
             .collect()
     }
 
-    /// Deletes topics by name (DeleteTopics); one result per topic, in order.
-    pub async fn delete_topics(&self, topics: &[&str], timeout: Duration) -> Vec<Result<()>> {
+    /// Deletes topics by name (DeleteTopics); one result per topic, in
+    /// order, with the message a broker may give a success (ours says when
+    /// a topic's objects stay under object lock).
+    pub async fn delete_topics(
+        &self,
+        topics: &[&str],
+        timeout: Duration,
+    ) -> Vec<Result<Option<String>>> {
         let conn = match self.controller_or_any().await {
             Ok(c) => c,
             Err(e) => return topics.iter().map(|_| Err(e.clone())).collect(),
@@ -192,7 +198,7 @@ impl Client {
                         x.error_code,
                         x.error_message.as_ref(),
                     )),
-                    Some(_) => Ok(()),
+                    Some(x) => Ok(x.error_message.as_ref().map(|m| m.to_string())),
                 }
             })
             .collect();

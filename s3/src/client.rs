@@ -427,16 +427,24 @@ impl S3Client {
             call = call.if_absent();
         }
         if self.inner.config.checksums || self.inner.config.object_lock.is_some() {
-            call = call.header(
-                HeaderName::from_static("x-amz-checksum-crc32c"),
-                crc32c_b64(&chunks),
-            );
+            // The algorithm is named too, as SDKs do: some servers ask for
+            // it, not the checksum, on locked writes.
+            call = call
+                .header(
+                    HeaderName::from_static("x-amz-checksum-crc32c"),
+                    crc32c_b64(&chunks),
+                )
+                .header(
+                    HeaderName::from_static("x-amz-sdk-checksum-algorithm"),
+                    "CRC32C",
+                );
         }
         let reply = self.send(call.body(chunks)).await?;
         Ok(ObjectMeta {
             size,
             etag: etag_of(&reply.headers),
             metadata: opts.metadata.clone(),
+            version_id: header_str(&reply.headers, "x-amz-version-id"),
             ..ObjectMeta::default()
         })
     }
@@ -451,7 +459,9 @@ impl S3Client {
             Call::new("CreateMultipartUpload", Method::POST, Some(key)).query("uploads", ""),
             opts,
         );
-        if self.inner.config.checksums {
+        // S3 refuses a locked write without an integrity checksum.
+        let checksums = self.inner.config.checksums || self.inner.config.object_lock.is_some();
+        if checksums {
             call = call.header(
                 HeaderName::from_static("x-amz-checksum-algorithm"),
                 "CRC32C",
@@ -467,14 +477,21 @@ impl S3Client {
             key.to_owned(),
             id,
             self.inner.config.max_parts_in_flight,
-            self.inner.config.checksums,
+            checksums,
             opts.if_absent,
         ))
     }
 
-    /// CreateBucket; an existing bucket owned by us is not an error.
+    /// CreateBucket (with object lock enabled when this client locks what it
+    /// writes); an existing bucket owned by us is not an error.
     pub async fn create_bucket(&self) -> Result<(), StoreError> {
         let mut call = Call::new("CreateBucket", Method::PUT, None);
+        if self.inner.config.object_lock.is_some() {
+            call = call.header(
+                HeaderName::from_static("x-amz-bucket-object-lock-enabled"),
+                "true",
+            );
+        }
         let region = &self.inner.config.region;
         if region != "us-east-1" {
             let body = format!(
@@ -503,6 +520,31 @@ impl S3Client {
         self.send(call).await.map(|_| ())
     }
 
+    /// Whether the bucket has object lock enabled
+    /// (GetObjectLockConfiguration).
+    pub async fn object_lock_enabled(&self) -> Result<bool, StoreError> {
+        let call =
+            Call::new("GetObjectLockConfiguration", Method::GET, None).query("object-lock", "");
+        match self.send(call).await {
+            Ok(reply) => {
+                let text = String::from_utf8_lossy(&reply.body);
+                let mut enabled = false;
+                let _ = xml::walk(&text, |path, t| {
+                    if path.last().is_some_and(|l| l == "ObjectLockEnabled") {
+                        enabled = t.trim() == "Enabled";
+                    }
+                });
+                Ok(enabled)
+            }
+            Err(StoreError::Http { code, .. })
+                if code == "ObjectLockConfigurationNotFoundError" =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn list_page(
         &self,
         prefix: &str,
@@ -517,6 +559,26 @@ impl S3Client {
         let text = std::str::from_utf8(&reply.body)
             .map_err(|_| self.bad_response("ListObjectsV2", prefix, "listing is not UTF-8"))?;
         xml::list_page(text).map_err(|e| self.bad_response("ListObjectsV2", prefix, e))
+    }
+}
+
+/// `?versionId=` when a version is asked for.
+fn versioned<'a>(call: Call<'a>, version: Option<&str>) -> Call<'a> {
+    match version {
+        Some(v) => call.query("versionId", v),
+        None => call,
+    }
+}
+
+/// What the headers of a GET or HEAD say (size aside).
+fn object_meta(headers: &HeaderMap) -> ObjectMeta {
+    ObjectMeta {
+        size: 0,
+        etag: etag_of(headers),
+        metadata: meta_from(headers),
+        lock_mode: header_str(headers, "x-amz-object-lock-mode"),
+        lock_retain_until: header_str(headers, "x-amz-object-lock-retain-until-date"),
+        version_id: header_str(headers, "x-amz-version-id"),
     }
 }
 
@@ -623,37 +685,53 @@ impl ObjectStore for S3Client {
                 return Err(e);
             }
         }
-        let etag = upload.complete().await?;
+        let done = upload.complete().await?;
         Ok(ObjectMeta {
             size: size as u64,
-            etag,
+            etag: done.etag,
             metadata: opts.metadata.clone(),
+            version_id: done.version_id,
             ..ObjectMeta::default()
         })
     }
 
     async fn get(&self, key: &str) -> Result<Object, StoreError> {
+        self.get_version(key, None).await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.get_range_version(key, None, range).await
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.head_version(key, None).await
+    }
+
+    async fn get_version(&self, key: &str, version: Option<&str>) -> Result<Object, StoreError> {
         let reply = self
-            .send(Call::new("GetObject", Method::GET, Some(key)))
+            .send(versioned(
+                Call::new("GetObject", Method::GET, Some(key)),
+                version,
+            ))
             .await?;
-        let meta = ObjectMeta {
-            size: reply.body.len() as u64,
-            etag: etag_of(&reply.headers),
-            metadata: meta_from(&reply.headers),
-            lock_mode: header_str(&reply.headers, "x-amz-object-lock-mode"),
-            lock_retain_until: header_str(&reply.headers, "x-amz-object-lock-retain-until-date"),
-        };
+        let mut meta = object_meta(&reply.headers);
+        meta.size = reply.body.len() as u64;
         Ok(Object {
             body: reply.body,
             meta,
         })
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+    async fn get_range_version(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError> {
         if range.start >= range.end {
             return Ok(Bytes::new());
         }
-        let call = Call::new("GetObject", Method::GET, Some(key))
+        let call = versioned(Call::new("GetObject", Method::GET, Some(key)), version)
             .header(RANGE, format!("bytes={}-{}", range.start, range.end - 1));
         let reply = self.send(call).await?;
         let want = (range.end - range.start) as usize;
@@ -669,28 +747,44 @@ impl ObjectStore for S3Client {
         }
     }
 
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+    async fn head_version(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<ObjectMeta, StoreError> {
         let reply = self
-            .send(Call::new("HeadObject", Method::HEAD, Some(key)))
+            .send(versioned(
+                Call::new("HeadObject", Method::HEAD, Some(key)),
+                version,
+            ))
             .await?;
         let size = content_length(&reply.headers)
             .ok_or_else(|| self.bad_response("HeadObject", key, "no Content-Length"))?;
         Ok(ObjectMeta {
             size,
-            etag: etag_of(&reply.headers),
-            metadata: meta_from(&reply.headers),
-            lock_mode: header_str(&reply.headers, "x-amz-object-lock-mode"),
-            lock_retain_until: header_str(&reply.headers, "x-amz-object-lock-retain-until-date"),
+            ..object_meta(&reply.headers)
         })
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta, StoreError> {
+        self.copy_version(from, None, to).await
+    }
+
+    async fn copy_version(
+        &self,
+        from: &str,
+        version: Option<&str>,
+        to: &str,
+    ) -> Result<ObjectMeta, StoreError> {
         // The source is `/bucket/key`, the key percent-encoded as in a path.
-        let source = format!(
+        let mut source = format!(
             "/{}/{}",
             self.bucket(),
             utf8_percent_encode(from, ENCODE_KEY)
         );
+        if let Some(v) = version {
+            let _ = write!(source, "?versionId={}", utf8_percent_encode(v, ENCODE_KEY));
+        }
         let call = self
             .write_headers(
                 Call::new("CopyObject", Method::PUT, Some(to)),
@@ -698,7 +792,17 @@ impl ObjectStore for S3Client {
             )
             .header(HeaderName::from_static("x-amz-copy-source"), source)
             .header(HeaderName::from_static("x-amz-metadata-directive"), "COPY");
-        let reply = self.send(call).await?;
+        // NoSuchKey is about the source, which the call does not name.
+        let reply = self.send(call).await.map_err(|e| match e {
+            StoreError::NotFound { bucket, .. } => StoreError::NotFound {
+                bucket,
+                key: match version {
+                    Some(v) => format!("{from}?versionId={v}"),
+                    None => from.to_owned(),
+                },
+            },
+            e => e,
+        })?;
         // CopyObject may answer 200 and still fail: the error is in the body.
         let text = String::from_utf8_lossy(&reply.body);
         if let Some(err) = xml::error_body(&text).filter(|e| !e.code.is_empty()) {
@@ -712,7 +816,8 @@ impl ObjectStore for S3Client {
                 key: to.to_owned(),
             });
         }
-        self.head(to).await
+        let version_id = header_str(&reply.headers, "x-amz-version-id");
+        self.head_version(to, version_id.as_deref()).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, StoreError> {

@@ -34,7 +34,7 @@ pub use config::{AddressingStyle, ObjectLock, ObjectLockMode, RetryPolicy, S3Con
 pub use credentials::Credentials;
 pub use error::StoreError;
 pub use local::LocalStore;
-pub use multipart::MultipartUpload;
+pub use multipart::{Completed, MultipartUpload};
 pub use sign::Signer;
 pub use store::{AnyStore, ListEntry, Object, ObjectMeta, ObjectStore, PutOptions, StoreConfig};
 pub use time::{format_unix_ms, parse_rfc3339_ms};

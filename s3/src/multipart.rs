@@ -52,6 +52,14 @@ impl std::fmt::Debug for MultipartUpload {
     }
 }
 
+/// A completed multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    pub etag: String,
+    /// `x-amz-version-id` in a versioned bucket.
+    pub version_id: Option<String>,
+}
+
 impl MultipartUpload {
     pub(crate) fn new(
         client: S3Client,
@@ -105,10 +113,15 @@ impl MultipartUpload {
                 .query("uploadId", upload_id);
             let checksum = checksums.then(|| crc32c_b64(&chunks));
             if let Some(sum) = &checksum {
-                call = call.header(
-                    HeaderName::from_static("x-amz-checksum-crc32c"),
-                    sum.clone(),
-                );
+                call = call
+                    .header(
+                        HeaderName::from_static("x-amz-checksum-crc32c"),
+                        sum.clone(),
+                    )
+                    .header(
+                        HeaderName::from_static("x-amz-sdk-checksum-algorithm"),
+                        "CRC32C",
+                    );
             }
             let reply = client.send(call.body(chunks)).await?;
             let etag = reply
@@ -134,9 +147,9 @@ impl MultipartUpload {
         Ok(())
     }
 
-    /// Waits for every part and completes the upload. Returns the ETag.
-    /// On failure the upload is aborted.
-    pub async fn complete(mut self) -> Result<String, StoreError> {
+    /// Waits for every part and completes the upload. On failure the upload
+    /// is aborted.
+    pub async fn complete(mut self) -> Result<Completed, StoreError> {
         while !self.in_flight.is_empty() {
             if let Err(e) = self.finish_oldest().await {
                 self.abort().await;
@@ -200,7 +213,12 @@ impl MultipartUpload {
                 etag = t.trim_matches('"').to_owned();
             }
         });
-        Ok(etag)
+        let version_id = reply
+            .headers
+            .get("x-amz-version-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Completed { etag, version_id })
     }
 
     /// Cancels the parts in flight and aborts the upload. Best effort: a failed

@@ -44,6 +44,10 @@ pub struct ObjectMeta {
     /// object is not locked or the store has no locks.
     pub lock_mode: Option<String>,
     pub lock_retain_until: Option<String>,
+    /// The version a versioned bucket (every bucket with object lock) gave
+    /// this write or answered this read with (`x-amz-version-id`); `None`
+    /// without versioning and on the local store.
+    pub version_id: Option<String>,
 }
 
 /// An object read whole.
@@ -100,6 +104,44 @@ pub trait ObjectStore {
     async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta, StoreError>;
     /// A short description for messages: `s3://bucket at http://...` or a path.
     fn describe(&self) -> String;
+
+    // Reads of one version of a key. A segment's record keeps the versions
+    // its upload made, so what is served and restored is exactly what was
+    // committed, whatever was written or deleted under the key later. With
+    // `None`, and on stores without versions, they read the key's current
+    // object.
+
+    async fn get_version(&self, key: &str, version: Option<&str>) -> Result<Object, StoreError> {
+        let _unversioned = version;
+        self.get(key).await
+    }
+    async fn get_range_version(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        let _unversioned = version;
+        self.get_range(key, range).await
+    }
+    async fn head_version(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<ObjectMeta, StoreError> {
+        let _unversioned = version;
+        self.head(key).await
+    }
+    /// [`ObjectStore::copy`] of one version of `from`.
+    async fn copy_version(
+        &self,
+        from: &str,
+        version: Option<&str>,
+        to: &str,
+    ) -> Result<ObjectMeta, StoreError> {
+        let _unversioned = version;
+        self.copy(from, to).await
+    }
 }
 
 /// Either store, chosen at start-up. Not `Send`: build one per shard from a
@@ -108,6 +150,16 @@ pub trait ObjectStore {
 pub enum AnyStore {
     Local(crate::LocalStore),
     S3(crate::S3Client),
+}
+
+impl AnyStore {
+    /// The lock every write carries, if any (S3 only).
+    pub fn object_lock(&self) -> Option<crate::ObjectLock> {
+        match self {
+            Self::Local(_) => None,
+            Self::S3(s) => s.config().object_lock,
+        }
+    }
 }
 
 /// How to build an [`AnyStore`] on each shard (`Send`).
@@ -179,6 +231,44 @@ impl ObjectStore for AnyStore {
         match self {
             Self::Local(s) => s.describe(),
             Self::S3(s) => s.describe(),
+        }
+    }
+    async fn get_version(&self, key: &str, version: Option<&str>) -> Result<Object, StoreError> {
+        match self {
+            Self::Local(s) => s.get_version(key, version).await,
+            Self::S3(s) => s.get_version(key, version).await,
+        }
+    }
+    async fn get_range_version(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        match self {
+            Self::Local(s) => s.get_range_version(key, version, range).await,
+            Self::S3(s) => s.get_range_version(key, version, range).await,
+        }
+    }
+    async fn head_version(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<ObjectMeta, StoreError> {
+        match self {
+            Self::Local(s) => s.head_version(key, version).await,
+            Self::S3(s) => s.head_version(key, version).await,
+        }
+    }
+    async fn copy_version(
+        &self,
+        from: &str,
+        version: Option<&str>,
+        to: &str,
+    ) -> Result<ObjectMeta, StoreError> {
+        match self {
+            Self::Local(s) => s.copy_version(from, version, to).await,
+            Self::S3(s) => s.copy_version(from, version, to).await,
         }
     }
 }

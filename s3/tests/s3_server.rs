@@ -33,7 +33,7 @@ fn multipart_upload_of_three_8_mib_parts_and_a_tail() {
             max_in_flight <= s3.config().max_parts_in_flight,
             "in flight {max_in_flight}"
         );
-        let etag = up.complete().await.unwrap();
+        let etag = up.complete().await.unwrap().etag;
         assert!(
             etag.contains('-') || !etag.is_empty(),
             "multipart etag {etag:?}"
@@ -283,4 +283,25 @@ fn checksummed_puts_are_accepted() {
         assert!(s3.get("c").await.unwrap().body == data);
     })
     .unwrap();
+}
+
+#[test]
+fn a_copy_copies_and_a_missing_source_is_named() {
+    with_bucket("copy", |s3| async move {
+        let data = Bytes::from(random_bytes(1000));
+        s3.put("from", data.clone(), &PutOptions::default())
+            .await
+            .unwrap();
+        let meta = s3.copy("from", "to").await.unwrap();
+        assert_eq!(meta.size, 1000);
+        assert!(s3.get("to").await.unwrap().body == data);
+
+        let err = s3.copy("absent", "elsewhere").await.unwrap_err();
+        assert!(err.is_not_found(), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("/absent") && !text.contains("elsewhere"),
+            "{text}"
+        );
+    });
 }

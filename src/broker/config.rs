@@ -67,6 +67,68 @@ impl std::str::FromStr for ByteSize {
     }
 }
 
+/// The object lock mode of `--s3-object-lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Nobody can delete or shorten a locked version, the root account
+    /// included, until its retention ends.
+    Compliance,
+    /// Users with `s3:BypassGovernanceRetention` can.
+    Governance,
+}
+
+impl From<LockMode> for kafscale_s3::ObjectLockMode {
+    fn from(m: LockMode) -> Self {
+        match m {
+            LockMode::Compliance => Self::Compliance,
+            LockMode::Governance => Self::Governance,
+        }
+    }
+}
+
+/// A period written as `30d`, `12h`, `90m` or `3600s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Period(pub Duration);
+
+impl TryFrom<String> for Period {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Period> for String {
+    fn from(p: Period) -> Self {
+        format!("{}s", p.0.as_secs())
+    }
+}
+
+impl std::str::FromStr for Period {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a period (examples: 30d, 12h, 90m, 3600s)"))?;
+        let secs = match unit {
+            "d" => 86_400,
+            "h" => 3_600,
+            "m" => 60,
+            "s" => 1,
+            _ => return Err(format!("{s:?} is not a period: end it in d, h, m or s")),
+        };
+        match n.checked_mul(secs) {
+            Some(0) => Err(format!("{s:?}: a retention must be longer than nothing")),
+            Some(t) => Ok(Self(Duration::from_secs(t))),
+            None => Err(format!("{s:?} is too long")),
+        }
+    }
+}
+
 impl std::fmt::Display for ByteSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)
@@ -141,6 +203,20 @@ pub struct BrokerArgs {
     /// Create the bucket at start-up if it does not exist (quick starts, tests).
     #[arg(long, env = "KAFSCALE_S3_CREATE_BUCKET", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub s3_create_bucket: bool,
+    /// Write every `.kfs` and `.index` with S3 object lock in this mode, so
+    /// no one can delete or replace a committed segment before
+    /// --s3-retention ends. The bucket must have object lock enabled
+    /// (--s3-create-bucket makes it so); start-up checks.
+    #[arg(
+        long,
+        env = "KAFSCALE_S3_OBJECT_LOCK",
+        value_enum,
+        requires = "s3_retention"
+    )]
+    pub s3_object_lock: Option<LockMode>,
+    /// How long each segment stays locked after it is written (`30d`).
+    #[arg(long, env = "KAFSCALE_S3_RETENTION", requires = "s3_object_lock")]
+    pub s3_retention: Option<Period>,
     /// Prefix of every object key and metadata key.
     #[arg(long, env = "KAFSCALE_S3_NAMESPACE", default_value = "default")]
     pub s3_namespace: String,

@@ -16,7 +16,7 @@ use super::errors::ErrorCode;
 use super::partition::{Flushing, PartitionLog};
 use super::shard::Shard;
 use crate::meta::store::MAX_COMMIT_PARTITIONS;
-use crate::meta::{MetaError, SegmentCommit, keys};
+use crate::meta::{MetaError, ObjectVersions, SegmentCommit, keys};
 
 pub async fn run(shard: Rc<Shard>, wake: LocalReceiver<()>) {
     let interval = shard.args.flush_interval();
@@ -78,9 +78,12 @@ async fn flush(shard: &Rc<Shard>, logs: Vec<Rc<PartitionLog>>) {
     let results = futures::future::join_all(uploads).await;
 
     let mut uploaded = Vec::new();
-    for ((log, f), result) in taken.into_iter().zip(results) {
+    for ((log, mut f), result) in taken.into_iter().zip(results) {
         match result {
-            Ok(()) => uploaded.push((log, f)),
+            Ok(versions) => {
+                f.versions = versions;
+                uploaded.push((log, f));
+            }
             Err(code) => log.flush_failed(f, code, None),
         }
     }
@@ -165,7 +168,13 @@ async fn commit(shard: &Shard, uploaded: Vec<(Rc<PartitionLog>, Flushing)>, star
     }
 }
 
-async fn upload(shard: &Shard, log: &PartitionLog, f: &Flushing) -> Result<(), ErrorCode> {
+/// Puts a segment's `.kfs` and `.index`; the versions they got in a
+/// versioned bucket.
+async fn upload(
+    shard: &Shard,
+    log: &PartitionLog,
+    f: &Flushing,
+) -> Result<Option<ObjectVersions>, ErrorCode> {
     let info = &f.sealed.info;
     let (kfs_key, index_key) = keys::segment_object(
         shard.store_namespace(),
@@ -180,19 +189,23 @@ async fn upload(shard: &Shard, log: &PartitionLog, f: &Flushing) -> Result<(), E
     // committed under the same key.
     let put = || async {
         let started = Instant::now();
-        shard
+        let kfs = shard
             .store
             .put_chunks(&kfs_key, f.sealed.segment.pieces().to_vec(), &opts)
             .await?;
         shard.metrics.segment_put.record(started.elapsed());
-        shard
+        let index = shard
             .store
             .put(
                 &index_key,
                 f.sealed.index.clone(),
                 &PutOptions::default().if_absent(),
             )
-            .await
+            .await?;
+        Ok::<_, kafscale_s3::StoreError>(match (kfs.version_id, index.version_id) {
+            (Some(kfs), Some(index)) => Some(ObjectVersions { kfs, index }),
+            _ => None,
+        })
     };
     let mut result = put().await;
     if let Err(e) = &result
@@ -227,11 +240,11 @@ async fn upload(shard: &Shard, log: &PartitionLog, f: &Flushing) -> Result<(), E
         };
     }
     match result {
-        Ok(_) => {
+        Ok(versions) => {
             shard
                 .metrics
                 .add_upload(f.sealed.segment.len() + f.sealed.index.len());
-            Ok(())
+            Ok(versions)
         }
         Err(e) => {
             shard

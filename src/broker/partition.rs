@@ -236,6 +236,8 @@ pub struct Flushing {
     open_txns: Vec<(i64, i64)>,
     /// Where the log starts, when this is its first segment (a mirror).
     pub log_start: Option<i64>,
+    /// What the upload's objects are, in a versioned bucket.
+    pub versions: Option<crate::meta::ObjectVersions>,
 }
 
 impl Flushing {
@@ -244,6 +246,7 @@ impl Flushing {
         SegmentRecord {
             aborted: self.aborted.clone(),
             open_txns: self.open_txns.clone(),
+            versions: self.versions.clone(),
             ..SegmentRecord::from(self.sealed.info)
         }
     }
@@ -563,6 +566,7 @@ impl PartitionLog {
                     aborted: open.aborted,
                     open_txns,
                     log_start: st.start_hint,
+                    versions: None,
                 })
             }
             Err(_) => None,
@@ -777,7 +781,7 @@ impl PartitionLog {
             None => {
                 let raw = shard
                     .store
-                    .get(&index_key)
+                    .get_version(&index_key, seg.index_version())
                     .await
                     .map_err(|e| storage_error(&index_key, &e))?;
                 let idx = Rc::new(Index::parse(&raw.body).map_err(|e| {
@@ -801,7 +805,7 @@ impl PartitionLog {
         let end = body_end.min(pos.saturating_add(span));
         let data = shard
             .store
-            .get_range(&kfs_key, pos..end)
+            .get_range_version(&kfs_key, seg.kfs_version(), pos..end)
             .await
             .map_err(|e| storage_error(&kfs_key, &e))?;
         shard.metrics.add_store_read(data.len());
@@ -823,7 +827,7 @@ impl PartitionLog {
             }
             let head = shard
                 .store
-                .get_range(&kfs_key, at..(at + 12).min(body_end))
+                .get_range_version(&kfs_key, seg.kfs_version(), at..(at + 12).min(body_end))
                 .await
                 .map_err(|e| storage_error(&kfs_key, &e))?;
             let len = head.get(8..12).map_or(0, |l| {
@@ -831,7 +835,7 @@ impl PartitionLog {
             }) + 12;
             let whole = shard
                 .store
-                .get_range(&kfs_key, at..(at + len).min(body_end))
+                .get_range_version(&kfs_key, seg.kfs_version(), at..(at + len).min(body_end))
                 .await
                 .map_err(|e| storage_error(&kfs_key, &e))?;
             batches = take_batches(batches_in_range(whole, at as usize), offset, usize::MAX)?;

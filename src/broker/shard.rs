@@ -493,7 +493,7 @@ impl Shard {
                 log.partition,
                 seg.base_offset,
             );
-            match self.store.get(&kfs).await {
+            match self.store.get_version(&kfs, seg.kfs_version()).await {
                 Ok(obj) => match kafscale_codec::kfs::SegmentReader::open(obj.body) {
                     Ok(r) => batches.extend(r.batches()),
                     Err(e) => {

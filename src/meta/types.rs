@@ -53,6 +53,28 @@ pub struct SegmentRecord {
     /// fetch needs, without reading any segment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub open_txns: Vec<(i64, i64)>,
+    /// The S3 versions the upload made, in a versioned bucket (object
+    /// lock): reads ask for exactly these, so a later write or delete
+    /// marker under the same key changes nothing that is served or restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<ObjectVersions>,
+}
+
+/// S3 version ids of a segment's two objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectVersions {
+    pub kfs: String,
+    pub index: String,
+}
+
+impl SegmentRecord {
+    pub fn kfs_version(&self) -> Option<&str> {
+        self.versions.as_ref().map(|v| v.kfs.as_str())
+    }
+
+    pub fn index_version(&self) -> Option<&str> {
+        self.versions.as_ref().map(|v| v.index.as_str())
+    }
 }
 
 /// A transaction its producer aborted: data from `first_offset`, the abort
@@ -76,6 +98,7 @@ impl From<kafscale_codec::kfs::SegmentInfo> for SegmentRecord {
             max_timestamp: i.max_timestamp,
             aborted: Vec::new(),
             open_txns: Vec::new(),
+            versions: None,
         }
     }
 }

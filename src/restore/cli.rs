@@ -644,7 +644,7 @@ async fn recompute(
     use kafscale_s3::ObjectStore;
     let mut problems = Vec::new();
     for o in &report.objects {
-        match store.head(&o.key).await {
+        match store.head_version(&o.key, o.version_id.as_deref()).await {
             Ok(m) if m.size != o.size || (!o.etag.is_empty() && m.etag != o.etag) => {
                 problems.push(format!(
                     "object {} changed: size {} etag {:?}, the report says size {} etag {:?}",

@@ -209,8 +209,9 @@ impl Sink {
         let mut objects = Vec::new();
         let mut last_batch: Option<(String, RecordBatch)> = None;
         for key in &plan.source_segments {
-            let seg = read_segment(store, key).await?;
-            if let Some(s) = plan.unread.get(key) {
+            let unread = plan.unread.get(key);
+            let seg = read_segment(store, key, unread.and_then(|s| s.kfs_version())).await?;
+            if let Some(s) = unread {
                 if let Some(e) = disagreement(key, s, &seg.reader) {
                     bail!("{e}");
                 }
@@ -401,7 +402,8 @@ impl PartitionPlan {
     pub(super) async fn digest(&self, store: &AnyStore) -> anyhow::Result<(String, u64)> {
         let mut digest = ContentDigest::without_offsets();
         for key in &self.source_segments {
-            let seg = read_segment(store, key).await?;
+            let version = self.unread.get(key).and_then(|s| s.kfs_version());
+            let seg = read_segment(store, key, version).await?;
             for b in seg.reader.batches() {
                 match self.select(key, b)? {
                     Selected::Take(b) => records(key, &b)?.iter().for_each(|r| digest.add(r)),

@@ -217,6 +217,9 @@ pub struct ObjectEvidence {
     pub etag: String,
     pub lock_mode: Option<String>,
     pub lock_retain_until: Option<String>,
+    /// The S3 version read, in a versioned bucket (object lock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
     /// The segment's footer CRC32C and every batch CRC were checked.
     pub crc_verified: bool,
     /// `copied` (whole, server-side), `cut` (read, written anew up to the

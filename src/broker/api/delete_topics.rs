@@ -1,5 +1,6 @@
 //! DeleteTopics (v1-v6): removes the metadata at once, then the segment
-//! objects in the background.
+//! objects in the background (never under object lock: they stay
+//! restorable, and the answer's message says so).
 
 use std::rc::Rc;
 
@@ -66,8 +67,22 @@ pub async fn handle(
                         async move { s.forget_topic(&t) }
                     })
                     .await;
-                let s = shard.clone();
-                glommio::spawn_local(async move { delete_objects(&s, &name).await }).detach();
+                if let Some(lock) = shard.store.object_lock() {
+                    // Locked versions cannot be deleted, and delete markers
+                    // would only hide them from a restore that lists the
+                    // bucket: the objects stay as they are.
+                    let note = format!(
+                        "topic {name} removed from the metadata; its segments stay in the bucket under {} object lock until their retention ends, and `kafscale restore` can still rebuild it from them",
+                        lock.mode.as_header()
+                    );
+                    tracing::info!(topic = %name, "{note}");
+                    if header.api_version >= 5 {
+                        r.error_message = Some(str_bytes(&note));
+                    }
+                } else {
+                    let s = shard.clone();
+                    glommio::spawn_local(async move { delete_objects(&s, &name).await }).detach();
+                }
             }
             Err(e) => {
                 r.error_code = ErrorCode::from(&e).code();
