@@ -111,35 +111,31 @@ pub trait ObjectStore {
     // `None`, and on stores without versions, they read the key's current
     // object.
 
-    async fn get_version(&self, key: &str, version: Option<&str>) -> Result<Object, StoreError> {
-        let _unversioned = version;
+    async fn get_version(&self, key: &str, _version: Option<&str>) -> Result<Object, StoreError> {
         self.get(key).await
     }
     async fn get_range_version(
         &self,
         key: &str,
-        version: Option<&str>,
+        _version: Option<&str>,
         range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
-        let _unversioned = version;
         self.get_range(key, range).await
     }
     async fn head_version(
         &self,
         key: &str,
-        version: Option<&str>,
+        _version: Option<&str>,
     ) -> Result<ObjectMeta, StoreError> {
-        let _unversioned = version;
         self.head(key).await
     }
     /// [`ObjectStore::copy`] of one version of `from`.
     async fn copy_version(
         &self,
         from: &str,
-        version: Option<&str>,
+        _version: Option<&str>,
         to: &str,
     ) -> Result<ObjectMeta, StoreError> {
-        let _unversioned = version;
         self.copy(from, to).await
     }
 }
