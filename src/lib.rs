@@ -4,6 +4,10 @@
 //! pieces it builds on are the `kafscale-codec`, `kafscale-s3` and
 //! `kafscale-shard` crates.
 
+// The unsafe code the data plane needs (sockets, io_uring set-up,
+// allocator tunables) stays in `kafscale-shard`, each use with its SAFETY line.
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod broker;
 pub mod meta;
