@@ -199,6 +199,10 @@ fn kcat(args: &[&str], stdin: &str) -> std::process::Output {
 }
 
 fn kcat_sasl(s: &Secure, tls: bool, mechanism: &str, password: &str) -> Vec<String> {
+    kcat_sasl_as(s, tls, mechanism, ALICE, password)
+}
+
+fn kcat_sasl_as(s: &Secure, tls: bool, mechanism: &str, user: &str, password: &str) -> Vec<String> {
     let port = if tls { s.sasl_ssl } else { s.sasl_plaintext };
     let mut v = vec![
         "-b".to_owned(),
@@ -211,7 +215,7 @@ fn kcat_sasl(s: &Secure, tls: bool, mechanism: &str, password: &str) -> Vec<Stri
         "-X".to_owned(),
         format!("sasl.mechanisms={mechanism}"),
         "-X".to_owned(),
-        format!("sasl.username={ALICE}"),
+        format!("sasl.username={user}"),
         "-X".to_owned(),
         format!("sasl.password={password}"),
     ];
@@ -401,6 +405,163 @@ fn java_round_trip(s: &Secure, libs: &Path) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `kafka-configs` (Kafka's ConfigCommand) against `port`, signed in
+/// as alice with SCRAM-SHA-512 when `sasl`; its output.
+fn kafka_configs(s: &Secure, libs: &Path, sasl: bool, args: &[&str]) -> std::process::Output {
+    let props = s.certs.path().join("admin.properties");
+    std::fs::write(
+        &props,
+        format!(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{ALICE}\" password=\"{ALICE_PASSWORD}\";\n"
+        ),
+    )
+    .unwrap();
+    let port = if sasl {
+        s.sasl_plaintext
+    } else {
+        s.broker.port
+    };
+    let mut cmd = Command::new("java");
+    cmd.args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
+        .arg(format!("{}/*", libs.display()))
+        .arg("kafka.admin.ConfigCommand")
+        .args(["--bootstrap-server", &format!("127.0.0.1:{port}")]);
+    if sasl {
+        cmd.arg("--command-config").arg(&props);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+/// KIP-554 with Kafka's own tool: `kafka-configs --entity-type users`
+/// adds, describes and deletes SCRAM credentials; the new user signs in;
+/// Kafka's rules refuse too few iterations, deleting what does not exist
+/// and anyone who did not authenticate.
+#[test]
+fn kafka_configs_manages_scram_users() {
+    let Some(libs) = kafka_libs() else {
+        return;
+    };
+    let s = Secure::start(&[]);
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let carol = ["--entity-type", "users", "--entity-name", "carol"];
+    let alter = |sasl: bool, change: &[&str]| {
+        let mut args = vec!["--alter"];
+        args.extend(change);
+        args.extend(carol);
+        kafka_configs(&s, &libs, sasl, &args)
+    };
+    let describe = || {
+        let mut args = vec!["--describe"];
+        args.extend(carol);
+        let out = kafka_configs(&s, &libs, true, &args);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // As in Kafka, one request changes a user once: both mechanisms at
+    // once are refused, one after the other work.
+    let out = alter(
+        true,
+        &[
+            "--add-config",
+            "SCRAM-SHA-256=[iterations=4096,password=carol-pw-5d2b],SCRAM-SHA-512=[password=carol-pw-5d2b]",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("A user credential cannot be altered twice in the same request"),
+        "{}",
+        text(&out)
+    );
+    for config in [
+        "SCRAM-SHA-256=[iterations=4096,password=carol-pw-5d2b]",
+        "SCRAM-SHA-512=[password=carol-pw-5d2b]",
+    ] {
+        let out = alter(true, &["--add-config", config]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert!(
+        describe().contains("SCRAM credential configs for user-principal 'carol' are SCRAM-SHA-256=iterations=4096, SCRAM-SHA-512=iterations=4096"),
+        "{}",
+        describe()
+    );
+    assert!(s.users(&["list"], None).contains("carol"));
+    // carol signs in with either mechanism, with the password she was given.
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let mut args = kcat_sasl_as(&s, false, mechanism, "carol", "carol-pw-5d2b");
+        args.extend(["-P", "-t", "carols"].map(String::from));
+        let out = kcat(&strs(&args), "from carol\n");
+        assert!(out.status.success(), "{mechanism}: {}", text(&out));
+        let mut args = kcat_sasl_as(&s, false, mechanism, "carol", "not-the-password");
+        args.extend(["-L"].map(String::from));
+        let out = kcat(&strs(&args), "");
+        assert!(!out.status.success(), "a wrong password signed in");
+    }
+
+    // Kafka's rules.
+    // (Too few iterations the Java client refuses itself.)
+    let out = alter(
+        true,
+        &[
+            "--add-config",
+            "SCRAM-SHA-256=[iterations=20000,password=x-y-z]",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("Too many iterations"), "{}", text(&out));
+    let out = alter(false, &["--delete-config", "SCRAM-SHA-512"]);
+    assert!(
+        !out.status.success(),
+        "an anonymous client deleted a credential"
+    );
+    assert!(
+        text(&out).contains("ClusterAuthorizationException"),
+        "{}",
+        text(&out)
+    );
+    let mut args = vec!["--describe"];
+    args.extend(carol);
+    let out = kafka_configs(&s, &libs, false, &args);
+    assert!(
+        text(&out).contains("ClusterAuthorizationException"),
+        "an anonymous client listed credentials: {}",
+        text(&out)
+    );
+
+    let out = alter(true, &["--delete-config", "SCRAM-SHA-512"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let now = describe();
+    assert!(
+        now.contains("SCRAM-SHA-256=iterations=4096") && !now.contains("SCRAM-SHA-512"),
+        "{now}"
+    );
+    let out = alter(true, &["--delete-config", "SCRAM-SHA-512"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("Attempt to delete a user credential that does not exist"),
+        "{}",
+        text(&out)
+    );
+    let log = s.broker.log();
+    assert!(
+        log.lines().any(|l| l.contains(
+            "SCRAM credential not altered: Attempt to delete a user credential that does not exist"
+        ) && l.contains("User:alice")),
+        "a refused change is logged with who asked:\n{log}"
+    );
+    assert!(
+        !log.contains("carol-pw-5d2b"),
+        "carol's password is in the log"
+    );
+    s.assert_no_password_logged();
 }
 
 #[test]

@@ -23,6 +23,7 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 pub mod produce;
+mod scram_credentials;
 
 /// The APIs and versions this broker serves, as ApiVersions advertises them.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
@@ -53,6 +54,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
@@ -129,6 +133,13 @@ pub async fn handle(
         ApiKey::OffsetCommit => offsets::offset_commit(&shard, &header, body).await,
         ApiKey::OffsetFetch => offsets::offset_fetch(&shard, &header, body).await,
         ApiKey::OffsetDelete => offsets::offset_delete(&shard, &header, body).await,
+        ApiKey::DescribeClientQuotas => no_client_quotas(&header, body),
+        ApiKey::DescribeUserScramCredentials => {
+            scram_credentials::describe(&shard, &caller, &header, body).await
+        }
+        ApiKey::AlterUserScramCredentials => {
+            scram_credentials::alter(&shard, &caller, &header, body).await
+        }
         // A SASL listener's reader answers these itself; here the listener
         // has no SASL.
         ApiKey::SaslHandshake => sasl_not_here(&header, body),
@@ -137,6 +148,17 @@ pub async fn handle(
     };
     drop(reservation);
     result.unwrap_or_else(|why| Reply::Close(format!("{api:?} v{version}: {why}")))
+}
+
+/// DescribeClientQuotas: this broker has no client quotas, so every filter
+/// matches nothing. (`kafka-configs --describe --entity-type users` asks
+/// for quotas before it describes SCRAM credentials.)
+fn no_client_quotas(header: &RequestHeader, body: Bytes) -> Result<Reply, String> {
+    let _req: kafka_protocol::messages::DescribeClientQuotasRequest =
+        decode(body, header.api_version)?;
+    let resp = kafka_protocol::messages::DescribeClientQuotasResponse::default()
+        .with_entries(Some(Vec::new()));
+    respond(header, &resp)
 }
 
 /// Kafka's answer to SASL requests on a listener without SASL.
