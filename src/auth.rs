@@ -17,6 +17,7 @@ pub mod credential;
 pub mod hasher;
 pub mod plain;
 pub mod scram;
+pub mod x500;
 
 pub use credential::{ScramCredential, ScramMechanism, UserSummary};
 

@@ -392,6 +392,8 @@ struct Security {
     ssl: Option<Arc<futures_rustls::rustls::ServerConfig>>,
     sasl_ssl: Option<Arc<futures_rustls::rustls::ServerConfig>>,
     sasl: Option<Arc<sasl::SaslSettings>>,
+    /// `--ssl-principal-mapping-rules`, for clients of mTLS listeners.
+    principal_rules: Arc<crate::auth::x500::PrincipalRules>,
 }
 
 impl Security {
@@ -425,10 +427,15 @@ impl Security {
         } else {
             None
         };
+        let principal_rules = args
+            .ssl_principal_mapping_rules
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--ssl-principal-mapping-rules: {e}"))?;
         Ok(Self {
             ssl,
             sasl_ssl,
             sasl,
+            principal_rules: Arc::new(principal_rules),
         })
     }
 
@@ -442,6 +449,7 @@ impl Security {
             }
             .map(futures_rustls::TlsAcceptor::from),
             sasl: protocol.sasl().then(|| self.sasl.clone()).flatten(),
+            principal_rules: self.principal_rules.clone(),
         }
     }
 }

@@ -920,3 +920,165 @@ fn mutual_tls_needs_a_certificate_from_the_client_ca() {
     );
     assert_eq!(stdout_lines(&out), ["over-mtls-1", "over-mtls-2"]);
 }
+
+/// Kafka names an mTLS client by its certificate's subject as Java's
+/// `X500Principal.getName()` writes it (RFC 2253). Certificates with
+/// escapes, multi-valued RDNs, attributes without a keyword (hex),
+/// non-ASCII and leading/trailing spaces read the same from our broker's
+/// code as from Java 17.
+#[test]
+fn certificate_subjects_are_named_as_java_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let subjects = [
+        "/C=DE/O=Example/OU=payments/CN=alice",
+        r"/O=x/CN=a\,b\+c",
+        "/O=#hash/CN= lead and trail ",
+        r#"/O=x/CN=quote"<>;=back\\slash"#,
+        "/O=Example/CN=alice+UID=a1",
+        "/CN=x/emailAddress=a@b.c",
+        "/DC=com/DC=example/CN=svc",
+        "/CN=x/serialNumber=123",
+        "/O=Straße/CN=Zoë Ünicode",
+        "/CN=x/title=Boss",
+        "/ST=BE/L=Berlin/street=Main St 1/CN=x",
+        "/CN=#x/O=a#b",
+    ];
+    let mut pems = Vec::new();
+    let mut ours = Vec::new();
+    for (i, subject) in subjects.iter().enumerate() {
+        let (pem, der) = (
+            dir.path().join(format!("{i}.pem")),
+            dir.path().join(format!("{i}.der")),
+        );
+        let st = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args([
+                "-nodes",
+                "-keyout",
+                "/dev/null",
+                "-days",
+                "1",
+                "-utf8",
+                "-multivalue-rdn",
+            ])
+            .arg("-subj")
+            .arg(subject)
+            .arg("-out")
+            .arg(&pem)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "openssl could not make a certificate for {subject}"
+        );
+        let st = Command::new("openssl")
+            .args(["x509", "-outform", "der", "-in"])
+            .arg(&pem)
+            .arg("-out")
+            .arg(&der)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let name = kafscale::auth::x500::subject_rfc2253(&std::fs::read(&der).unwrap())
+            .unwrap_or_else(|e| panic!("{subject}: {e}"));
+        ours.push(name);
+        pems.push(pem);
+    }
+    let out = Command::new("java")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/X500Names.java"))
+        .args(&pems)
+        .output()
+        .expect("java");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let java = stdout_lines(&out);
+    assert_eq!(java.len(), subjects.len());
+    for ((subject, ours), java) in subjects.iter().zip(&ours).zip(&java) {
+        assert_eq!(ours, java, "the subject {subject}");
+    }
+    assert!(kafscale::auth::x500::subject_rfc2253(b"\x30\x03\x02\x01\x00").is_err());
+}
+
+/// Runs confluent-kafka's AdminClient over the SSL listener with the client
+/// certificate: it lists the SCRAM users (only an authenticated principal
+/// may) and asks to delete a credential nobody has (refused, and logged
+/// with the principal). Its JSON answer, or the failure.
+fn mtls_admin(s: &Secure) -> Result<serde_json::Value, String> {
+    let script = r#"
+import json, sys
+from confluent_kafka.admin import AdminClient, UserScramCredentialDeletion, ScramMechanism
+conf = json.loads(sys.argv[1])
+admin = AdminClient(conf)
+users = sorted(admin.describe_user_scram_credentials(request_timeout=15).result(timeout=20).keys())
+futures = admin.alter_user_scram_credentials(
+    [UserScramCredentialDeletion("nobody", ScramMechanism.SCRAM_SHA_256)], request_timeout=15)
+try:
+    futures["nobody"].result(timeout=20)
+    refused = None
+except Exception as e:
+    refused = str(e)
+print(json.dumps({"users": users, "refused": refused}))
+"#;
+    let d = s.certs.path();
+    let conf = serde_json::json!({
+        "bootstrap.servers": format!("127.0.0.1:{}", s.ssl),
+        "security.protocol": "SSL",
+        "ssl.ca.location": s.ca(),
+        "ssl.certificate.location": d.join("client.pem"),
+        "ssl.key.location": d.join("client.key"),
+        "socket.timeout.ms": 10000,
+    });
+    let out = Command::new("timeout")
+        .args(["60", "python3", "-c", script, &conf.to_string()])
+        .output()
+        .expect("python3");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// The principal of an mTLS client is its certificate's subject mapped by
+/// `--ssl-principal-mapping-rules`; it counts as authenticated (it may list
+/// SCRAM users); a subject no rule maps is refused at connect.
+#[test]
+fn an_mtls_client_is_named_by_its_mapped_certificate_subject() {
+    let s = Secure::start(&[
+        "--ssl-principal-mapping-rules",
+        "RULE:^CN=kafscale-(.*)$/svc-$1/U,DEFAULT",
+    ]);
+    let answer = mtls_admin(&s).unwrap();
+    assert_eq!(answer["users"], serde_json::json!([ALICE]), "{answer}");
+    let refused = answer["refused"].as_str().unwrap_or_default();
+    assert!(
+        refused.contains("does not exist"),
+        "deleting a missing credential: {answer}"
+    );
+    let log = s.broker.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("SCRAM credential not altered") && l.contains("User:SVC-CLIENT")),
+        "the refusal names the mapped principal:\n{log}"
+    );
+    drop(s);
+
+    let strict = Secure::start(&["--ssl-principal-mapping-rules", "RULE:^CN=someone-else$/x/"]);
+    assert!(mtls_admin(&strict).is_err(), "an unmapped subject got in");
+    let log = strict.broker.log();
+    assert!(
+        log.contains(r#"no --ssl-principal-mapping-rules rule maps the client certificate's subject \"CN=kafscale-client\""#)
+            || log.contains(r#"no --ssl-principal-mapping-rules rule maps the client certificate's subject "CN=kafscale-client""#),
+        "{log}"
+    );
+}

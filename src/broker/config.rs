@@ -187,6 +187,16 @@ pub struct BrokerArgs {
     /// never ask for one, as in Kafka: SASL names their clients.
     #[arg(long, env = "KAFSCALE_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// How an mTLS client's certificate subject (RFC 2253, as Kafka writes
+    /// it) becomes its principal: Kafka's ssl.principal.mapping.rules, e.g.
+    /// `RULE:^CN=(.*?),OU=.*$/$1/L,DEFAULT`. A subject no rule maps is
+    /// refused.
+    #[arg(
+        long,
+        env = "KAFSCALE_SSL_PRINCIPAL_MAPPING_RULES",
+        default_value = "DEFAULT"
+    )]
+    pub ssl_principal_mapping_rules: String,
     /// HTTP listener for /metrics and /healthz.
     #[arg(long, env = "KAFSCALE_METRICS_LISTEN", default_value = "0.0.0.0:9093")]
     pub metrics_listen: SocketAddr,

@@ -127,7 +127,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Rc<ListenerCtx
     match &listener.tls {
         None => {
             let lowat = kafscale_shard::RecvLowat::new(fd);
-            serve_stream(&shard, stream, &listener, &peer, fd, Some(lowat)).await;
+            let anonymous = crate::auth::ANONYMOUS.into();
+            serve_stream(&shard, stream, &listener, &peer, fd, Some(lowat), anonymous).await;
         }
         Some(acceptor) => {
             // The deadline covers the handshake: a client that connects and
@@ -137,7 +138,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Rc<ListenerCtx
                 // The receive mark counts socket bytes, which are not the
                 // bytes TLS hands us: a mark could wait for data already
                 // read. TLS connections go without it.
-                Some(Ok(tls)) => serve_stream(&shard, tls, &listener, &peer, fd, None).await,
+                Some(Ok(tls)) => match certificate_principal(&listener, &tls) {
+                    Ok(principal) => {
+                        serve_stream(&shard, tls, &listener, &peer, fd, None, principal).await
+                    }
+                    Err(why) => {
+                        shard.metrics.tls_failures.fetch_add(1, Relaxed);
+                        tracing::warn!(%peer, "closing connection: {why}");
+                    }
+                },
                 Some(Err(e)) => {
                     shard.metrics.tls_failures.fetch_add(1, Relaxed);
                     tracing::info!(%peer, error = %e, "closing connection: TLS handshake failed");
@@ -152,6 +161,26 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Rc<ListenerCtx
     shard.metrics.connections_open.fetch_sub(1, Relaxed);
 }
 
+/// The principal of a TLS client: its certificate's subject, mapped by
+/// `--ssl-principal-mapping-rules`, or `User:ANONYMOUS` without one (a
+/// SASL_SSL client names itself through SASL later). A certificate whose
+/// subject cannot be read or that no rule maps is refused, as in Kafka.
+fn certificate_principal<S>(
+    listener: &ListenerCtx,
+    tls: &futures_rustls::server::TlsStream<S>,
+) -> Result<Rc<str>, String> {
+    let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+        return Ok(crate::auth::ANONYMOUS.into());
+    };
+    let subject = crate::auth::x500::subject_rfc2253(cert)
+        .map_err(|e| format!("cannot read the client certificate's subject: {e}"))?;
+    let name = listener.principal_rules.apply(&subject).ok_or_else(|| {
+        format!("no --ssl-principal-mapping-rules rule maps the client certificate's subject {subject:?}")
+    })?;
+    tracing::debug!(subject = %subject, principal = %name, "TLS client certificate");
+    Ok(crate::auth::user_principal(&name).into())
+}
+
 async fn serve_stream<S>(
     shard: &Rc<Shard>,
     stream: S,
@@ -159,6 +188,7 @@ async fn serve_stream<S>(
     peer: &str,
     fd: std::os::fd::RawFd,
     lowat: Option<kafscale_shard::RecvLowat>,
+    principal: Rc<str>,
 ) where
     S: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + 'static,
 {
@@ -169,7 +199,7 @@ async fn serve_stream<S>(
         .map(|settings| Session::new(settings.clone(), peer.to_owned()));
     let mut caller = Caller {
         listener: listener.protocol,
-        principal: crate::auth::ANONYMOUS.into(),
+        principal,
     };
     // Each request's task, with a produce request's in-flight mark, which
     // is dropped once its answer is written.

@@ -163,6 +163,8 @@ pub struct ListenerCtx {
     pub protocol: Protocol,
     pub tls: Option<futures_rustls::TlsAcceptor>,
     pub sasl: Option<Arc<super::sasl::SaslSettings>>,
+    /// How a client certificate's subject becomes the principal.
+    pub principal_rules: Arc<crate::auth::x500::PrincipalRules>,
 }
 
 impl std::fmt::Debug for ListenerCtx {
