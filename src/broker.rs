@@ -112,36 +112,48 @@ impl Stopping {
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     args.validate()?;
     let (kafka_listeners, endpoints) = args.listener_plan()?;
-    let security = Security::from_args(&args, &kafka_listeners)?;
     // SIGTERM/SIGINT: drain, leave the cluster (its partitions move now, not
     // after the lease TTL), exit. A second signal exits at once; nothing
     // unflushed was acknowledged either way.
     let stopping: Arc<std::sync::OnceLock<Stopping>> = Arc::default();
     let on_signal = stopping.clone();
     let signalled = std::sync::atomic::AtomicBool::new(false);
-    kafscale_shard::on_termination(move |sig| {
-        if signalled.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            tracing::warn!(signal = sig, "second signal: stopping without draining");
-            std::process::exit(1);
-        }
-        if on_signal.get().is_none() {
-            tracing::info!(signal = sig, "stopping during start-up");
-            std::process::exit(0);
-        }
-        // Drain on a thread of its own, so a second signal is still heard.
-        let s = on_signal.clone();
-        let drain = std::thread::Builder::new()
-            .name("kafscale-drain".into())
-            .spawn(move || s.get().map(|s| s.drain_and_exit(sig)));
-        if let Err(e) = drain {
-            tracing::warn!(error = %e, "cannot start draining; stopping now");
-            if let Some(s) = on_signal.get() {
-                s.cluster.leave();
+    // SIGHUP: the TLS listeners reload their files (once `security` exists).
+    let hangup: Arc<std::sync::OnceLock<Security>> = Arc::default();
+    let on_hangup = hangup.clone();
+    kafscale_shard::on_signals(
+        move |sig| {
+            if signalled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                tracing::warn!(signal = sig, "second signal: stopping without draining");
+                std::process::exit(1);
             }
-            std::process::exit(0);
-        }
-    })
-    .context("cannot install the SIGTERM handler")?;
+            if on_signal.get().is_none() {
+                tracing::info!(signal = sig, "stopping during start-up");
+                std::process::exit(0);
+            }
+            // Drain on a thread of its own, so a second signal is still heard.
+            let s = on_signal.clone();
+            let drain = std::thread::Builder::new()
+                .name("kafscale-drain".into())
+                .spawn(move || s.get().map(|s| s.drain_and_exit(sig)));
+            if let Err(e) = drain {
+                tracing::warn!(error = %e, "cannot start draining; stopping now");
+                if let Some(s) = on_signal.get() {
+                    s.cluster.leave();
+                }
+                std::process::exit(0);
+            }
+        },
+        move || match on_hangup.get() {
+            Some(security) => security.reload_tls(),
+            None => tracing::warn!("SIGHUP during start-up: nothing reloaded"),
+        },
+    )
+    .context("cannot install the signal handlers")?;
+    // After the signal mask is in place: the hasher thread it may start
+    // must not receive SIGTERM.
+    let security = Security::from_args(&args, &kafka_listeners)?;
+    let _ignored = hangup.set(security.clone());
     match kafscale_shard::raise_memlock_limit() {
         status @ kafscale_shard::MemlockStatus::Unchanged { .. } => tracing::warn!("{status}"),
         status => tracing::info!("{status}"),
@@ -389,8 +401,8 @@ const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 struct Security {
     /// The TLS of SSL listeners (with `--tls-client-ca`, mTLS) and of
     /// SASL_SSL ones (never asks for a client certificate).
-    ssl: Option<Arc<futures_rustls::rustls::ServerConfig>>,
-    sasl_ssl: Option<Arc<futures_rustls::rustls::ServerConfig>>,
+    ssl: Option<Arc<listeners::ReloadableTls>>,
+    sasl_ssl: Option<Arc<listeners::ReloadableTls>>,
     sasl: Option<Arc<sasl::SaslSettings>>,
     /// `--ssl-principal-mapping-rules`, for clients of mTLS listeners.
     principal_rules: Arc<crate::auth::x500::PrincipalRules>,
@@ -407,7 +419,10 @@ impl Security {
                         client_ca: args.tls_client_ca.clone(),
                     };
                     let client_auth = protocol == listeners::Protocol::Ssl;
-                    Ok(Some(listeners::server_config(&files, client_auth)?))
+                    Ok(Some(Arc::new(listeners::ReloadableTls::load(
+                        files,
+                        client_auth,
+                    )?)))
                 }
                 _ => Ok(None),
             }
@@ -439,6 +454,23 @@ impl Security {
         })
     }
 
+    /// SIGHUP: the TLS listeners read their certificate, key and client CA
+    /// again. New connections get the new ones; open connections stay as
+    /// they are. A file that does not read keeps what is in use.
+    fn reload_tls(&self) {
+        let kinds = [("SSL", &self.ssl), ("SASL_SSL", &self.sasl_ssl)];
+        for (name, tls) in kinds {
+            let Some(tls) = tls else { continue };
+            match tls.reload() {
+                Ok(()) => tracing::info!(listener = name, "SIGHUP: TLS certificates reloaded"),
+                Err(e) => tracing::warn!(
+                    listener = name,
+                    "SIGHUP: TLS certificates not reloaded, the ones in use stay: {e:#}"
+                ),
+            }
+        }
+    }
+
     fn context(&self, protocol: listeners::Protocol) -> listeners::ListenerCtx {
         listeners::ListenerCtx {
             protocol,
@@ -446,8 +478,7 @@ impl Security {
                 listeners::Protocol::Ssl => self.ssl.clone(),
                 listeners::Protocol::SaslSsl => self.sasl_ssl.clone(),
                 _ => None,
-            }
-            .map(futures_rustls::TlsAcceptor::from),
+            },
             sasl: protocol.sasl().then(|| self.sasl.clone()).flatten(),
             principal_rules: self.principal_rules.clone(),
         }

@@ -1082,3 +1082,83 @@ fn an_mtls_client_is_named_by_its_mapped_certificate_subject() {
         "{log}"
     );
 }
+
+/// The subject of the certificate a TLS listener serves to a new
+/// connection (openssl s_client).
+fn served_subject(port: u16) -> String {
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            "timeout 10 openssl s_client -connect 127.0.0.1:$1 -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -subject -nameopt RFC2253",
+            "served",
+            &port.to_string(),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// SIGHUP makes the TLS listeners read their certificate and key again:
+/// new connections get the new certificate, a connection opened before
+/// keeps working on the same socket, and files that do not read leave the
+/// certificate in use.
+#[test]
+fn certificates_reload_on_sighup_without_dropping_connections() {
+    let s = Secure::start(&[]);
+    let d = s.certs.path().to_owned();
+    assert_eq!(served_subject(s.sasl_ssl), "subject=CN=localhost");
+
+    let config = s.client_config(Mechanism::ScramSha512, true, ALICE_PASSWORD);
+    let (pid, metrics, dir) = (s.broker.pid(), s.broker.metrics_port, d.clone());
+    let (before, after) = common::kafka::run(move || async move {
+        let client = Client::connect(config)
+            .await
+            .expect("connect over SASL_SSL");
+        client.metadata(&[]).await.expect("metadata before");
+        let opened = common::metric(metrics, "kafscale_connections_total");
+        // A new server certificate from the same CA, in place of the old.
+        let st = Command::new("bash")
+            .args([
+                "-c",
+                r#"cd "$1" && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                     -keyout new.key -out new.csr -subj "/CN=localhost-reloaded" 2>/dev/null &&
+                   openssl x509 -req -in new.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                     -out new.pem -days 2 -extfile server.ext 2>/dev/null &&
+                   mv new.key server.key && mv new.pem server.pem"#,
+                "renew",
+                dir.to_str().unwrap(),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "openssl could not renew the certificate");
+        common::signal(pid, "HUP");
+        std::thread::sleep(Duration::from_millis(500));
+        let again = client.metadata(&[]).await.map(|m| m.brokers.len());
+        let still = common::metric(metrics, "kafscale_connections_total");
+        ((opened, again.map_err(|e| e.to_string())), still)
+    });
+    let ((opened, again), still) = (before, after);
+    assert_eq!(again, Ok(1), "the connection opened before the reload");
+    assert_eq!(opened, still, "the client did not need a new connection");
+    assert_eq!(served_subject(s.sasl_ssl), "subject=CN=localhost-reloaded");
+    assert_eq!(served_subject(s.ssl), "subject=CN=localhost-reloaded");
+
+    // A key that does not read: the reloaded certificate stays in use.
+    std::fs::write(d.join("server.key"), "not a key").unwrap();
+    common::signal(s.broker.pid(), "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(served_subject(s.sasl_ssl), "subject=CN=localhost-reloaded");
+    let log = s.broker.log();
+    assert!(
+        log.contains(
+            "SIGHUP: TLS certificates not reloaded, the ones in use stay: cannot read --tls-key"
+        ),
+        "{log}"
+    );
+    let mut args = kcat_sasl(&s, true, "SCRAM-SHA-512", ALICE_PASSWORD);
+    args.extend(["-L"].map(String::from));
+    assert!(
+        kcat(&strs(&args), "").status.success(),
+        "new clients still get in"
+    );
+}

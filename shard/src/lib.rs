@@ -29,7 +29,7 @@ pub use lowat::RecvLowat;
 pub use memlock::{MemlockStatus, raise_memlock_limit};
 pub use outq::unacked_bytes;
 pub use runtime::{RuntimeError, ShardId, block_on, spawn_shards};
-pub use signals::on_termination;
+pub use signals::on_signals;
 pub use stop::{StopListener, StopSender, stop_channel};
 pub use stream::{ConnectError, Stream};
 pub use within::within;

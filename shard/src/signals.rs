@@ -1,11 +1,16 @@
-//! SIGTERM and SIGINT, handled on a thread of their own.
+//! SIGTERM, SIGINT and SIGHUP, handled on a thread of their own.
 
-/// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread
-/// it starts afterwards, and runs `f` with the signal number on a dedicated
-/// thread (`kafscale-signals`) each time one arrives (a second signal can
-/// cut short what the first one started). Call it before starting any other
-/// thread.
-pub fn on_termination(f: impl Fn(i32) + Send + 'static) -> std::io::Result<()> {
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread, and so in every
+/// thread it starts afterwards, and runs `on_stop` with the signal number
+/// (SIGTERM, SIGINT) or `on_hangup` (SIGHUP) on a dedicated thread
+/// (`kafscale-signals`) each time one arrives (a second signal can cut short
+/// what the first one started). Call it before starting any other thread: a
+/// thread started earlier could receive the signal with its default action,
+/// which ends the process.
+pub fn on_signals(
+    on_stop: impl Fn(i32) + Send + 'static,
+    on_hangup: impl Fn() + Send + 'static,
+) -> std::io::Result<()> {
     // SAFETY: sigset_t is plain data initialised by sigemptyset before use;
     // pthread_sigmask only reads the set we own.
     let set = unsafe {
@@ -13,6 +18,7 @@ pub fn on_termination(f: impl Fn(i32) + Send + 'static) -> std::io::Result<()> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc));
@@ -29,7 +35,11 @@ pub fn on_termination(f: impl Fn(i32) + Send + 'static) -> std::io::Result<()> {
                 if rc != 0 {
                     return;
                 }
-                f(sig);
+                if sig == libc::SIGHUP {
+                    on_hangup();
+                } else {
+                    on_stop(sig);
+                }
             }
         })?;
     Ok(())

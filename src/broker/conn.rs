@@ -134,7 +134,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Rc<ListenerCtx
             // The deadline covers the handshake: a client that connects and
             // says nothing holds no place for long.
             let timeout = shard.args.frame_read_timeout();
-            match within(timeout, acceptor.accept(stream)).await {
+            match within(timeout, acceptor.acceptor().accept(stream)).await {
                 // The receive mark counts socket bytes, which are not the
                 // bytes TLS hands us: a mark could wait for data already
                 // read. TLS connections go without it.

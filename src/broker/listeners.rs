@@ -161,7 +161,7 @@ pub fn advertised(
 /// What a shard's connections of one listener need.
 pub struct ListenerCtx {
     pub protocol: Protocol,
-    pub tls: Option<futures_rustls::TlsAcceptor>,
+    pub tls: Option<Arc<ReloadableTls>>,
     pub sasl: Option<Arc<super::sasl::SaslSettings>>,
     /// How a client certificate's subject becomes the principal.
     pub principal_rules: Arc<crate::auth::x500::PrincipalRules>,
@@ -184,6 +184,55 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// With it, clients must present a certificate this CA signed (mTLS).
     pub client_ca: Option<PathBuf>,
+}
+
+/// The TLS configuration of one kind of listener, read again from its
+/// files on SIGHUP. Each new connection takes the configuration current
+/// when it arrives; connections already open keep theirs.
+pub struct ReloadableTls {
+    files: TlsFiles,
+    client_auth: bool,
+    current: std::sync::RwLock<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for ReloadableTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadableTls")
+            .field("files", &self.files)
+            .field("client_auth", &self.client_auth)
+            .finish()
+    }
+}
+
+impl ReloadableTls {
+    pub fn load(files: TlsFiles, client_auth: bool) -> anyhow::Result<Self> {
+        let current = server_config(&files, client_auth)?;
+        Ok(Self {
+            files,
+            client_auth,
+            current: std::sync::RwLock::new(current),
+        })
+    }
+
+    /// The acceptor for a connection arriving now.
+    pub fn acceptor(&self) -> futures_rustls::TlsAcceptor {
+        let config = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        futures_rustls::TlsAcceptor::from(config)
+    }
+
+    /// Reads the files again; on any error the configuration in use stays.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let fresh = server_config(&self.files, self.client_auth)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        Ok(())
+    }
 }
 
 /// The rustls server configuration of a TLS listener. As in Kafka
