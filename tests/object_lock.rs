@@ -291,6 +291,12 @@ fn locked_segments_cannot_be_deleted_or_replaced_and_are_still_served_and_restor
         &bootstrap,
         "--report",
         report.to_str().unwrap(),
+        // What the restore writes is locked by its own flags (two days
+        // here, so it is not the broker's one day carried over).
+        "--s3-object-lock",
+        "compliance",
+        "--s3-retention",
+        "2d",
     ];
     args.extend(store);
     let (code, out, err) = kafscale(&args);
@@ -314,6 +320,18 @@ fn locked_segments_cannot_be_deleted_or_replaced_and_are_still_served_and_restor
     let restored = format!("{ns}/vault.r/");
     let before = s3_lock(&moto, &["versions", &bucket, &restored]);
     assert!(!before.as_array().unwrap().is_empty(), "{before}");
+    let in_two_days = kafscale_s3::format_unix_ms(now_ms() + 47 * 3_600_000);
+    for v in before.as_array().unwrap() {
+        assert_eq!(
+            v["mode"], "COMPLIANCE",
+            "a restored object is not locked: {v}"
+        );
+        let until = v["until"].as_str().unwrap();
+        assert!(
+            until[..13] >= in_two_days[..13],
+            "{until} is not ~2 days away"
+        );
+    }
     let deleted = common::kafka::run(move || async move {
         let c = kafscale_client::Client::connect(kafscale_client::ClientConfig::new(bootstrap))
             .await

@@ -14,6 +14,41 @@ use serde::Serialize;
 
 use crate::server::cpu_seconds;
 
+/// SASL and TLS of the connections (produce, consume and fetch-raw).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SecurityArgs {
+    /// SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); the password
+    /// comes from the KAFSCALE_PERF_SASL_PASSWORD environment variable.
+    #[arg(long)]
+    sasl_mechanism: Option<String>,
+    #[arg(long)]
+    sasl_username: Option<String>,
+    /// CA file for TLS (turns TLS on).
+    #[arg(long)]
+    ssl_ca: Option<std::path::PathBuf>,
+}
+
+impl SecurityArgs {
+    pub fn apply(&self, mut config: ClientConfig) -> anyhow::Result<ClientConfig> {
+        if let Some(m) = &self.sasl_mechanism {
+            let password = std::env::var("KAFSCALE_PERF_SASL_PASSWORD")
+                .context("--sasl-mechanism needs KAFSCALE_PERF_SASL_PASSWORD")?;
+            let user = self
+                .sasl_username
+                .as_deref()
+                .context("--sasl-mechanism needs --sasl-username")?;
+            config = config.with_sasl(Mechanism::parse(m)?, user, Secret::new(password));
+        }
+        if let Some(ca) = &self.ssl_ca {
+            config = config.with_tls(TlsConfig {
+                ca_file: Some(ca.clone()),
+                ..TlsConfig::default()
+            });
+        }
+        Ok(config)
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct FetchRawArgs {
     #[arg(long, default_value = "127.0.0.1:9092")]
@@ -27,15 +62,8 @@ pub struct FetchRawArgs {
     /// default; the broker's append path checks each CRC anyway).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     verify_crc: bool,
-    /// SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); the password
-    /// comes from the KAFSCALE_PERF_SASL_PASSWORD environment variable.
-    #[arg(long)]
-    sasl_mechanism: Option<String>,
-    #[arg(long)]
-    sasl_username: Option<String>,
-    /// CA file for TLS (turns TLS on).
-    #[arg(long)]
-    ssl_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    security: SecurityArgs,
     #[arg(long)]
     json: bool,
 }
@@ -55,22 +83,9 @@ struct FetchReport {
 }
 
 pub fn fetch_raw(a: FetchRawArgs) -> anyhow::Result<()> {
-    let mut config = ClientConfig::new(&a.bootstrap).with_client_id("kafscale-perf");
-    if let Some(m) = &a.sasl_mechanism {
-        let password = std::env::var("KAFSCALE_PERF_SASL_PASSWORD")
-            .context("--sasl-mechanism needs KAFSCALE_PERF_SASL_PASSWORD")?;
-        let user = a
-            .sasl_username
-            .as_deref()
-            .context("--sasl-mechanism needs --sasl-username")?;
-        config = config.with_sasl(Mechanism::parse(m)?, user, Secret::new(password));
-    }
-    if let Some(ca) = &a.ssl_ca {
-        config = config.with_tls(TlsConfig {
-            ca_file: Some(ca.clone()),
-            ..TlsConfig::default()
-        });
-    }
+    let config = a
+        .security
+        .apply(ClientConfig::new(&a.bootstrap).with_client_id("kafscale-perf"))?;
     kafscale_shard::raise_memlock_limit();
     // The broker's allocator settings (src/broker.rs), where the mirror reads.
     kafscale_shard::tune_allocator(8 << 20, 32 << 20);

@@ -58,6 +58,8 @@ struct Common {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    security: fetch_raw::SecurityArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -293,8 +295,10 @@ where
     kafscale_shard::block_on(f).map_err(|e| anyhow::anyhow!("{e}"))?
 }
 
-fn client_config(bootstrap: &str) -> ClientConfig {
-    ClientConfig::new(bootstrap).with_client_id("kafscale-perf")
+fn client_config(common: &Common) -> anyhow::Result<ClientConfig> {
+    common
+        .security
+        .apply(ClientConfig::new(&common.bootstrap).with_client_id("kafscale-perf"))
 }
 
 /// Partition count of a topic, creating it with `partitions` if missing.
@@ -335,7 +339,7 @@ struct Totals {
 }
 
 async fn produce_run(a: ProduceArgs) -> anyhow::Result<(u64, u64, f64, Histogram<u64>)> {
-    let admin = Client::connect(client_config(&a.common.bootstrap)).await?;
+    let admin = Client::connect(client_config(&a.common)?).await?;
     let partitions = ensure_topic(&admin, &a.common.topic, a.partitions).await?;
     let per_batch = ((a.batch_size as usize) / (a.record_size + 8)).max(1);
     let totals = Rc::new(Totals {
@@ -371,7 +375,7 @@ async fn produce_run(a: ProduceArgs) -> anyhow::Result<(u64, u64, f64, Histogram
     let mut workers = Vec::new();
     for c in 0..connections {
         // A client per connection, as separate producers would have.
-        let client = Client::connect(client_config(&a.common.bootstrap)).await?;
+        let client = Client::connect(client_config(&a.common)?).await?;
         let mine: Rc<Vec<i32>> = Rc::new(
             (0..partitions)
                 .filter(|p| *p as usize % connections == c)
@@ -468,7 +472,7 @@ fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
 }
 
 async fn consume_run(a: ConsumeArgs) -> anyhow::Result<(u64, u64, f64, Histogram<u64>)> {
-    let client = Client::connect(client_config(&a.common.bootstrap)).await?;
+    let client = Client::connect(client_config(&a.common)?).await?;
     let partitions = ensure_topic(&client, &a.common.topic, 1).await?;
     let parts: Vec<i32> = (0..partitions).collect();
     let ends = client

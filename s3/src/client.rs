@@ -785,13 +785,26 @@ impl ObjectStore for S3Client {
         if let Some(v) = version {
             let _ = write!(source, "?versionId={}", utf8_percent_encode(v, ENCODE_KEY));
         }
-        let call = self
+        let mut call = self
             .write_headers(
                 Call::new("CopyObject", Method::PUT, Some(to)),
                 &PutOptions::default(),
             )
             .header(HeaderName::from_static("x-amz-copy-source"), source)
             .header(HeaderName::from_static("x-amz-metadata-directive"), "COPY");
+        if self.inner.config.checksums || self.inner.config.object_lock.is_some() {
+            // A locked copy needs an integrity checksum like a locked put;
+            // S3 computes it over the copy (there is no body to sum here).
+            call = call
+                .header(
+                    HeaderName::from_static("x-amz-checksum-algorithm"),
+                    "CRC32C",
+                )
+                .header(
+                    HeaderName::from_static("x-amz-sdk-checksum-algorithm"),
+                    "CRC32C",
+                );
+        }
         // NoSuchKey is about the source, which the call does not name.
         let reply = self.send(call).await.map_err(|e| match e {
             StoreError::NotFound { bucket, .. } => StoreError::NotFound {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
-use kafscale_s3::{Credentials, S3Config, StoreConfig, parse_rfc3339_ms};
+use kafscale_s3::{AnyStore, Credentials, S3Config, StoreConfig, parse_rfc3339_ms};
 
 use super::report::{self, Report};
 use super::{Catalog, Cut, Options, Outcome, Restorer, Tick, sign};
@@ -110,6 +110,20 @@ pub struct StoreArgs {
     /// The REST API of the broker holding the embedded metadata.
     #[arg(long, default_value = "http://127.0.0.1:9093")]
     pub http: String,
+    /// Lock what the restore writes (copied and cut segments, indexes) as
+    /// the broker locks its segments: the same flags and environment
+    /// variables as `kafscale broker`, so a host set up for the broker
+    /// restores locked. Start-up checks the bucket has object lock.
+    #[arg(
+        long,
+        env = "KAFSCALE_S3_OBJECT_LOCK",
+        value_enum,
+        requires = "s3_retention"
+    )]
+    pub s3_object_lock: Option<crate::broker::config::LockMode>,
+    /// How long each object the restore writes stays locked (`30d`).
+    #[arg(long, env = "KAFSCALE_S3_RETENTION", requires = "s3_object_lock")]
+    pub s3_retention: Option<crate::broker::config::Period>,
 }
 
 #[derive(Args, Debug)]
@@ -248,6 +262,25 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// With `--s3-object-lock` the bucket must have object lock, as the
+/// broker checks at start-up: else the restore would stop at its first
+/// write.
+async fn check_object_lock(store: &AnyStore) -> anyhow::Result<()> {
+    if let AnyStore::S3(s) = store
+        && s.config().object_lock.is_some()
+        && !s
+            .object_lock_enabled()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot use the S3 bucket: {e}"))?
+    {
+        bail!(
+            "bucket {} has no object lock, so --s3-object-lock cannot lock what the restore writes",
+            s.bucket()
+        );
+    }
+    Ok(())
+}
+
 impl StoreArgs {
     fn store_config(&self) -> anyhow::Result<StoreConfig> {
         match (&self.s3_endpoint, &self.s3_bucket) {
@@ -255,6 +288,14 @@ impl StoreArgs {
                 let creds = Credentials::from_env().context("S3 credentials")?;
                 let mut cfg = S3Config::new(endpoint, bucket.clone(), creds)?;
                 cfg.region = self.s3_region.clone();
+                cfg.object_lock = match (self.s3_object_lock, self.s3_retention) {
+                    (Some(mode), Some(period)) => Some(kafscale_s3::ObjectLock {
+                        mode: mode.into(),
+                        retain_for: period.0,
+                    }),
+                    (None, None) => None,
+                    _ => bail!("--s3-object-lock and --s3-retention go together"),
+                };
                 Ok(StoreConfig::S3(Box::new(cfg)))
             }
             (None, None) => {
@@ -464,6 +505,7 @@ fn restore(args: RunArgs, temporary: bool) -> anyhow::Result<ExitCode> {
     let ns = args.store.s3_namespace.clone();
     let outcome = kafscale_shard::block_on(move || async move {
         let store = store_config.build()?;
+        check_object_lock(&store).await?;
         let bar = Bar::new();
         let progress = |line: &str| bar.line(line);
         let meter = |t: Tick| bar.tick(t);
