@@ -76,6 +76,43 @@ fn kafscale(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// CreateTopics with topic configs (kafscale-client); the broker's error.
+fn create_topic(port: u16, name: &str, configs: &[(&str, &str)]) -> Result<(), String> {
+    let mut topic = kafscale_client::NewTopic::new(name, 1);
+    for (k, v) in configs {
+        topic.configs.insert((*k).to_owned(), (*v).to_owned());
+    }
+    common::kafka::run(move || async move {
+        let c = kafscale_client::Client::connect(kafscale_client::ClientConfig::new(format!(
+            "127.0.0.1:{port}"
+        )))
+        .await
+        .map_err(|e| e.to_string())?;
+        c.create_topics(&[topic], std::time::Duration::from_secs(30))
+            .await
+            .pop()
+            .unwrap()
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// A topic's own lock retention needs a broker that locks: elsewhere the
+/// setting would promise what nothing does, so it is refused.
+#[test]
+fn a_topic_lock_retention_needs_a_locking_broker() {
+    let b = common::start();
+    let refused = create_topic(
+        b.port,
+        "unlockable",
+        &[("kafscale.object.lock.retention.ms", "86400000")],
+    );
+    let why = refused.expect_err("an unlocked broker took a lock retention");
+    assert!(
+        why.contains("does not lock what it writes (start it with --s3-object-lock)"),
+        "{why}"
+    );
+}
+
 fn kcat_produce(port: u16, topic: &str, lines: &[String]) {
     use std::io::Write;
     let mut child = Command::new("kcat")
@@ -220,6 +257,28 @@ fn locked_segments_cannot_be_deleted_or_replaced_and_are_still_served_and_restor
         let until = v["until"].as_str().unwrap();
         // ISO 8601 in UTC sorts as time; compare the date and hour.
         assert!(until[..13] >= tomorrow[..13], "{until} is not ~1 day away");
+    }
+
+    // A topic can keep its segments locked longer than the broker's day.
+    let three_days = (3 * 24 * 3_600_000u64).to_string();
+    let created = create_topic(
+        b.port,
+        "vault-3d",
+        &[("kafscale.object.lock.retention.ms", three_days.as_str())],
+    );
+    assert_eq!(created, Ok(()));
+    kcat_produce(b.port, "vault-3d", &first);
+    let long = s3_lock(&moto, &["versions", &bucket, &format!("{ns}/vault-3d/")]);
+    let long = long.as_array().unwrap();
+    assert!(long.len() >= 2, "{long:?}");
+    let in_three_days = kafscale_s3::format_unix_ms(now_ms() + 71 * 3_600_000);
+    for v in long {
+        assert_eq!(v["mode"], "COMPLIANCE", "{v}");
+        let until = v["until"].as_str().unwrap();
+        assert!(
+            until[..13] >= in_three_days[..13],
+            "{until} is not ~3 days away"
+        );
     }
 
     // `segments inspect` shows the lock of what it read.

@@ -408,7 +408,7 @@ impl S3Client {
                 )
                 .header(
                     HeaderName::from_static("x-amz-object-lock-retain-until-date"),
-                    iso8601(SystemTime::now() + lock.retain_for),
+                    iso8601(SystemTime::now() + opts.retain_for.unwrap_or(lock.retain_for)),
                 );
         }
         call

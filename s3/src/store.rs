@@ -18,9 +18,17 @@ pub struct PutOptions {
     /// how a fenced writer is kept from overwriting a segment another
     /// writer already put under the same key.
     pub if_absent: bool,
+    /// On a store that locks what it writes: this object's retention
+    /// instead of the store's (a topic's own); ignored otherwise.
+    pub retain_for: Option<std::time::Duration>,
 }
 
 impl PutOptions {
+    pub fn retain_for(mut self, period: Option<std::time::Duration>) -> Self {
+        self.retain_for = period;
+        self
+    }
+
     pub fn with_meta(mut self, name: &str, value: impl ToString) -> Self {
         self.metadata
             .insert(name.to_ascii_lowercase(), value.to_string());

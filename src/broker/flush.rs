@@ -168,6 +168,23 @@ async fn commit(shard: &Shard, uploaded: Vec<(Rc<PartitionLog>, Flushing)>, star
     }
 }
 
+/// On a broker that locks its segments, the topic's own retention
+/// (`kafscale.object.lock.retention.ms`), if it has one. A topic that cannot
+/// be read fails the flush (to be retried) rather than lock for less.
+async fn topic_retention(
+    shard: &Shard,
+    topic: &str,
+) -> Result<Option<std::time::Duration>, ErrorCode> {
+    if shard.store.object_lock().is_none() {
+        return Ok(None);
+    }
+    let meta = shard.topic(topic).await.map_err(|e| ErrorCode::from(&e))?;
+    Ok(meta
+        .and_then(|t| t.config.get(keys::OBJECT_LOCK_RETENTION_MS).cloned())
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis))
+}
+
 /// Puts a segment's `.kfs` and `.index`; the versions they got in a
 /// versioned bucket.
 async fn upload(
@@ -182,7 +199,8 @@ async fn upload(
         log.partition,
         info.base_offset,
     );
-    let opts = keys::object_meta::put_options(info);
+    let retain_for = topic_retention(shard, &log.topic).await?;
+    let opts = keys::object_meta::put_options(info).retain_for(retain_for);
     // The .kfs goes first: an .index without its .kfs never exists. Both
     // are written only if absent, so a writer that lost the partition (its
     // upload still in flight) can never replace a segment its successor
@@ -199,7 +217,7 @@ async fn upload(
             .put(
                 &index_key,
                 f.sealed.index.clone(),
-                &PutOptions::default().if_absent(),
+                &PutOptions::default().if_absent().retain_for(retain_for),
             )
             .await?;
         Ok::<_, kafscale_s3::StoreError>(match (kfs.version_id, index.version_id) {

@@ -129,6 +129,10 @@ pub mod object_meta {
     }
 }
 
+/// Topic config: how long the topic's segments stay locked, in ms, instead
+/// of the broker's `--s3-retention` (only on a broker that locks).
+pub const OBJECT_LOCK_RETENTION_MS: &str = "kafscale.object.lock.retention.ms";
+
 pub fn mirror_sources(ns: &str) -> String {
     format!("/kafscale/{ns}/mirror/sources/")
 }

@@ -76,7 +76,18 @@ pub async fn handle(
             .iter()
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
             .collect();
-        if let Some(why) = config.iter().find_map(|(k, v)| check_config(k, v).err()) {
+        let unlocked = |k: &String| {
+            k == crate::meta::keys::OBJECT_LOCK_RETENTION_MS && shard.store.object_lock().is_none()
+        };
+        let why = config.iter().find_map(|(k, v)| {
+            if unlocked(k) {
+                return Some(format!(
+                    "{k}: this broker does not lock what it writes (start it with --s3-object-lock)"
+                ));
+            }
+            check_config(k, v).err()
+        });
+        if let Some(why) = why {
             r.error_code = ErrorCode::INVALID_CONFIG.code();
             r.error_message = Some(str_bytes(&why));
             resp.topics.push(r);
@@ -122,6 +133,8 @@ pub async fn handle(
 /// The kinds of value a topic setting takes.
 enum Kind {
     Long,
+    /// A long above 0.
+    Positive,
     Int,
     Double,
     Bool,
@@ -176,6 +189,8 @@ const TOPIC_CONFIGS: &[(&str, Kind)] = &[
     ("segment.jitter.ms", Kind::Long),
     ("segment.ms", Kind::Long),
     ("unclean.leader.election.enable", Kind::Bool),
+    // Ours: how long this topic's segments stay locked (--s3-object-lock).
+    (crate::meta::keys::OBJECT_LOCK_RETENTION_MS, Kind::Positive),
 ];
 
 /// Whether `name=value` is a topic setting Kafka would accept: a known name
@@ -187,6 +202,7 @@ fn check_config(name: &str, value: &str) -> Result<(), String> {
     let v = value.trim();
     let ok = match kind {
         Kind::Long => v.parse::<i64>().is_ok(),
+        Kind::Positive => v.parse::<i64>().is_ok_and(|n| n > 0),
         Kind::Int => v.parse::<i32>().is_ok(),
         Kind::Double => v.parse::<f64>().is_ok_and(f64::is_finite),
         Kind::Bool => v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"),
@@ -213,6 +229,10 @@ mod tests {
         assert!(check_config("compression.type", "zstd").is_ok());
         assert!(check_config("preallocate", "TRUE").is_ok());
         assert!(check_config("min.cleanable.dirty.ratio", "0.5").is_ok());
+        assert!(check_config("kafscale.object.lock.retention.ms", "86400000").is_ok());
+        for bad in ["0", "-1", "1d"] {
+            assert!(check_config("kafscale.object.lock.retention.ms", bad).is_err());
+        }
         for (k, v) in [
             ("no.such.config", "1"),
             ("retention.ms", "abc"),
