@@ -617,3 +617,84 @@ fn etcd_store_keeps_groups_with_slashes_apart() {
     );
     groups_with_slashes(&mut store);
 }
+
+/// A small tmpfs of its own (root mounts it; elsewhere the test is
+/// skipped, unless KAFSCALE_TEST_REQUIRE_SERVERS says the machine must run
+/// everything). Unmounted on drop.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if st.is_ok_and(|s| s.success()) {
+            return Some(Self(dir));
+        }
+        assert!(
+            std::env::var_os("KAFSCALE_TEST_REQUIRE_SERVERS").is_none(),
+            "cannot mount a tmpfs (needs root) but KAFSCALE_TEST_REQUIRE_SERVERS is set"
+        );
+        eprintln!("skipped: cannot mount a tmpfs (needs root)");
+        None
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A full disk in the middle of an append: the transaction fails, the part
+/// of its record that reached the file is taken back, and the transactions
+/// acknowledged after it survive a restart. (Before, the next record was
+/// appended after the torn one, and the next open dropped it and everything
+/// after it as a torn tail: acknowledged metadata lost.)
+#[test]
+fn a_full_disk_mid_append_loses_nothing_acknowledged() {
+    use kafscale::meta::kv::{Kv, Op, Txn};
+    use std::io::Write;
+    let Some(disk) = SmallDisk::mount("256k") else {
+        return;
+    };
+    let meta = disk.0.path().join("meta");
+    let put = |k: &str, v: String| Txn {
+        compares: vec![],
+        ops: vec![Op::Put(k.into(), v)],
+    };
+    let mut kv = FileKv::open(&meta).unwrap();
+    assert!(kv.txn(put("before", "1".into())).unwrap());
+    // Fill the disk.
+    let filler = disk.0.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[7u8; 4096]).is_ok() {}
+    drop(f);
+    // A record larger than what is left in the log's last page: the
+    // kernel takes part of it, then ENOSPC.
+    let err = kv.txn(put("big", "x".repeat(64 * 1024))).unwrap_err();
+    assert!(err.to_string().contains("meta.log"), "{err}");
+    let log_len = std::fs::metadata(meta.join("meta.log")).unwrap().len();
+    std::fs::remove_file(&filler).unwrap();
+    // Room again: the next transaction is acknowledged.
+    assert!(kv.txn(put("after", "2".into())).unwrap());
+    assert_eq!(kv.get("big").unwrap(), None);
+    drop(kv);
+    let mut kv = FileKv::open(&meta).expect("the store opens after a failed append");
+    assert_eq!(kv.get("before").unwrap().as_deref(), Some("1"));
+    assert_eq!(
+        kv.get("after").unwrap().as_deref(),
+        Some("2"),
+        "an acknowledged transaction was lost (the failed append left {log_len} bytes)"
+    );
+    assert_eq!(
+        kv.get("big").unwrap(),
+        None,
+        "a failed transaction came back"
+    );
+}

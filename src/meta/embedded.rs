@@ -31,7 +31,11 @@ pub struct FileKv {
     dir: PathBuf,
     map: BTreeMap<String, String>,
     log: File,
+    /// Where the last acknowledged record ends.
     log_len: u64,
+    /// Why writes stopped: a failed append that could not be taken back
+    /// leaves the log's end unknown, so nothing more is appended to it.
+    failed: Option<String>,
     _lock: File,
 }
 
@@ -158,6 +162,7 @@ impl FileKv {
             map,
             log,
             log_len: valid,
+            failed: None,
             _lock: lock,
         })
     }
@@ -207,14 +212,43 @@ impl Kv for FileKv {
         if !holds {
             return Ok(false);
         }
-        let rec = encode(&txn.ops);
         let log_path = self.dir.join("meta.log");
-        self.log.write_all(&rec).map_err(io(&log_path))?;
-        self.log.sync_data().map_err(io(&log_path))?;
+        if let Some(why) = &self.failed {
+            return Err(MetaError::Io {
+                path: log_path.display().to_string(),
+                source: std::io::Error::other(format!(
+                    "no more metadata writes until the broker restarts: {why}"
+                )),
+            });
+        }
+        let rec = encode(&txn.ops);
+        // A write or fsync that fails may leave part of the record (or all
+        // of it, unconfirmed) in the file. It is taken back, so the log ends
+        // where the map does and the next record follows a whole one:
+        // otherwise the next open would meet a record it cannot read.
+        let appended = self.log.write_all(&rec).and_then(|()| self.log.sync_data());
+        if let Err(e) = appended {
+            let taken_back = self
+                .log
+                .set_len(self.log_len)
+                .and_then(|()| self.log.sync_all());
+            if let Err(undo) = taken_back {
+                let why = format!(
+                    "an append failed ({e}) and could not be taken back ({undo}): the log must be repaired by reopening it"
+                );
+                tracing::error!(path = %log_path.display(), "{why}");
+                self.failed = Some(why);
+            }
+            return Err(io(&log_path)(e));
+        }
         self.log_len += rec.len() as u64;
         apply(&mut self.map, txn.ops);
-        if self.log_len > COMPACT_BYTES {
-            self.compact()?;
+        // The transaction is durable whatever happens to the compaction,
+        // which a later one retries.
+        if self.log_len > COMPACT_BYTES
+            && let Err(e) = self.compact()
+        {
+            tracing::warn!(error = %e, "could not fold the metadata log into a snapshot");
         }
         Ok(true)
     }
