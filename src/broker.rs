@@ -538,15 +538,12 @@ async fn run_shard(
         wake_tx,
     ));
 
+    let running = Rc::new(glommio::sync::Semaphore::new(shard::MESH_JOBS_RUNNING));
     for (_, stream) in receivers.streams() {
         let s = shard.clone();
-        glommio::spawn_local(async move {
-            use futures::StreamExt;
-            let mut stream = stream;
-            while let Some(job) = stream.next().await {
-                glommio::spawn_local(job(s.clone())).detach();
-            }
-        })
+        glommio::spawn_local(shard::run_jobs(stream, running.clone(), move |job: Job| {
+            job(s.clone())
+        }))
         .detach();
     }
     glommio::spawn_local(flush::run(shard.clone(), wake_rx)).detach();

@@ -4,7 +4,10 @@
 //! - `logs` holds only partitions this shard owns; only this shard appends to
 //!   them, so no locks guard a partition log.
 //! - Work for a partition owned elsewhere travels as a `Job` over the bounded
-//!   mesh channel to its owner and the answer comes back on a oneshot.
+//!   mesh channel to its owner and the answer comes back on a oneshot. At
+//!   most `MESH_JOBS_RUNNING` of them run at once on a shard; past that the
+//!   shard stops taking jobs off the mesh, whose channels fill, and senders
+//!   wait: the bound holds for work, not only for queued jobs.
 //! - `budget` bounds request bytes held in memory: a connection reserves a
 //!   frame's size before reading its body, and waits when the budget is spent.
 //! - Once `draining` is set (the broker is stopping) it stays set: no append
@@ -36,6 +39,38 @@ use crate::meta::{MetaClient, MetaError, TopicMeta};
 
 /// (topic, partition).
 type PartitionKey = (String, u32);
+
+/// How many jobs from other shards run at once on one shard.
+pub const MESH_JOBS_RUNNING: u64 = 1024;
+
+/// Runs the jobs arriving on `jobs`, at most `running.available()` at once
+/// (all streams of a shard share one `running`): the next job is taken only
+/// once a place is free, so a flood waits in the bounded mesh channel (and
+/// then in its senders) instead of running all at once.
+pub async fn run_jobs<J, Fut>(
+    mut jobs: impl futures::Stream<Item = J> + Unpin,
+    running: Rc<Semaphore>,
+    run: impl Fn(J) -> Fut,
+) where
+    Fut: Future<Output = ()> + 'static,
+{
+    use futures::StreamExt;
+    loop {
+        // The place first, then the job: a job never waits unstarted here.
+        let Ok(place) = running.acquire_static_permit(1).await else {
+            return;
+        };
+        let Some(job) = jobs.next().await else {
+            return;
+        };
+        let work = run(job);
+        glommio::spawn_local(async move {
+            work.await;
+            drop(place);
+        })
+        .detach();
+    }
+}
 
 /// Work sent to another shard: runs there, with that shard's state.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
@@ -680,5 +715,62 @@ impl SegmentCache {
         self.indexes.retain(|k, _| k.0 != topic);
         self.order.retain(|k| k.0 != topic);
         self.used = self.segments.values().map(|s| s.data.held()).sum();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use glommio::sync::Semaphore;
+
+    use super::run_jobs;
+
+    /// Ten jobs that wait for a signal arrive at once: with four places,
+    /// four run and the rest wait unstarted until places free up.
+    #[test]
+    fn no_more_jobs_run_than_there_are_places() {
+        kafscale_shard::raise_memlock_limit();
+        kafscale_shard::block_on(|| async {
+            let (started, running, most) = (
+                Rc::new(Cell::new(0u32)),
+                Rc::new(Cell::new(0u32)),
+                Rc::new(Cell::new(0u32)),
+            );
+            let release = Rc::new(Semaphore::new(0));
+            let (s, r, m, go) = (
+                started.clone(),
+                running.clone(),
+                most.clone(),
+                release.clone(),
+            );
+            glommio::spawn_local(run_jobs(
+                futures::stream::iter(0..10u32),
+                Rc::new(Semaphore::new(4)),
+                move |_| {
+                    s.set(s.get() + 1);
+                    r.set(r.get() + 1);
+                    m.set(m.get().max(r.get()));
+                    let (r, go) = (r.clone(), go.clone());
+                    async move {
+                        let _ = go.acquire(1).await;
+                        r.set(r.get() - 1);
+                    }
+                },
+            ))
+            .detach();
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            assert_eq!(started.get(), 4, "only four places");
+            release.signal(3);
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            assert_eq!(started.get(), 7, "three finished, three more started");
+            release.signal(7);
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            assert_eq!((started.get(), running.get()), (10, 0));
+            assert_eq!(most.get(), 4, "never more than four at once");
+        })
+        .unwrap();
     }
 }
