@@ -541,9 +541,12 @@ async fn run_shard(
     let running = Rc::new(glommio::sync::Semaphore::new(shard::MESH_JOBS_RUNNING));
     for (_, stream) in receivers.streams() {
         let s = shard.clone();
-        glommio::spawn_local(shard::run_jobs(stream, running.clone(), move |job: Job| {
-            job(s.clone())
-        }))
+        glommio::spawn_local(shard::run_jobs(
+            stream,
+            running.clone(),
+            |job: &Job| !job.waits,
+            move |job: Job| (job.work)(s.clone()),
+        ))
         .detach();
     }
     glommio::spawn_local(flush::run(shard.clone(), wake_rx)).detach();

@@ -677,9 +677,11 @@ fn a_full_disk_mid_append_loses_nothing_acknowledged() {
     drop(f);
     // A record larger than what is left in the log's last page: the
     // kernel takes part of it, then ENOSPC.
+    let before = std::fs::metadata(meta.join("meta.log")).unwrap().len();
     let err = kv.txn(put("big", "x".repeat(64 * 1024))).unwrap_err();
     assert!(err.to_string().contains("meta.log"), "{err}");
     let log_len = std::fs::metadata(meta.join("meta.log")).unwrap().len();
+    assert_eq!(log_len, before, "the failed append was taken back");
     std::fs::remove_file(&filler).unwrap();
     // Room again: the next transaction is acknowledged.
     assert!(kv.txn(put("after", "2".into())).unwrap());

@@ -267,6 +267,18 @@ fn locked_segments_cannot_be_deleted_or_replaced_and_are_still_served_and_restor
         &[("kafscale.object.lock.retention.ms", three_days.as_str())],
     );
     assert_eq!(created, Ok(()));
+    // Not shorter than the broker's: a client cannot weaken the operator's lock.
+    let shorter = create_topic(
+        b.port,
+        "vault-1h",
+        &[("kafscale.object.lock.retention.ms", "3600000")],
+    );
+    assert!(
+        shorter
+            .as_ref()
+            .is_err_and(|e| e.contains("a topic can only be locked longer")),
+        "{shorter:?}"
+    );
     kcat_produce(b.port, "vault-3d", &first);
     let long = s3_lock(&moto, &["versions", &bucket, &format!("{ns}/vault-3d/")]);
     let long = long.as_array().unwrap();

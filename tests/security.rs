@@ -942,6 +942,8 @@ fn certificate_subjects_are_named_as_java_names_them() {
         "/CN=x/title=Boss",
         "/ST=BE/L=Berlin/street=Main St 1/CN=x",
         "/CN=#x/O=a#b",
+        "/CN=  two  /O= a b ",
+        "/CN=   /O=x",
     ];
     let mut pems = Vec::new();
     let mut ours = Vec::new();

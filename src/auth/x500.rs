@@ -106,13 +106,15 @@ fn hex_into(out: &mut String, value: &der::Any) -> Result<(), String> {
     Ok(())
 }
 
-/// RFC 2253 2.4 as Java writes it: `,=+<>#;"\` escaped wherever they
-/// are, a leading and a trailing space too.
+/// RFC 2253 2.4 as Java writes it: `,=+<>#;"\\` escaped wherever they
+/// are, and every space of a leading or trailing run of them.
 fn escape_into(out: &mut String, s: &str) {
-    let last = s.chars().count().saturating_sub(1);
-    for (i, c) in s.chars().enumerate() {
+    let chars: Vec<char> = s.chars().collect();
+    let lead = chars.iter().take_while(|&&c| c == ' ').count();
+    let trail = chars.len() - chars.iter().rev().take_while(|&&c| c == ' ').count();
+    for (i, &c) in chars.iter().enumerate() {
         let special = matches!(c, ',' | '=' | '+' | '<' | '>' | '#' | ';' | '"' | '\\')
-            || (c == ' ' && (i == 0 || i == last));
+            || (c == ' ' && (i < lead || i >= trail));
         if special {
             out.push('\\');
         }
@@ -128,7 +130,11 @@ pub struct PrincipalRules(Vec<Rule>);
 enum Rule {
     Default,
     Map {
+        /// The pattern as given: what is replaced, every match of it.
         pattern: Regex,
+        /// The same, anchored: the rule applies if it matches the whole
+        /// subject.
+        whole: Regex,
         replacement: String,
         case: Case,
     },
@@ -170,11 +176,15 @@ impl std::str::FromStr for PrincipalRules {
                     Some('U') => (Case::Upper, &after[1..]),
                     _ => (Case::Keep, after),
                 };
-                let pattern = Regex::new(&format!("^(?:{pattern})$"))
-                    .map_err(|e| format!("rule pattern {pattern:?}: {e}"))?;
+                let bad = |e: regex::Error| format!("rule pattern {pattern:?}: {e}");
+                let whole = Regex::new(&format!("^(?:{pattern})$")).map_err(bad)?;
+                let compiled = Regex::new(&pattern).map_err(bad)?;
+                let groups = compiled.captures_len() - 1;
                 rules.push(Rule::Map {
-                    pattern,
-                    replacement: java_replacement(&replacement),
+                    replacement: java_replacement(&replacement, groups)
+                        .map_err(|e| format!("rule {rest:?}: {e}"))?,
+                    pattern: compiled,
+                    whole,
                     case,
                 });
                 rest = after;
@@ -219,20 +229,43 @@ fn until_slash(s: &str) -> Option<(String, &str)> {
     None
 }
 
-/// Java's `$1` references as the regex crate's `${1}` (there `$1a` would
-/// name group "1a").
-fn java_replacement(r: &str) -> String {
+/// A Kafka rule's replacement (Java's `$1` references) for the regex
+/// crate, where `$1a` would name group "1a": `${1}`. As Kafka does, a
+/// reference past the pattern's `groups` drops its last digits until it
+/// names one (`$12` with one group is `$1` and "2"), and one that names
+/// none stays literal text; with no groups at all a reference is an error
+/// (Kafka fails every connection the rule matches).
+fn java_replacement(r: &str, groups: usize) -> Result<String, String> {
     let mut out = String::new();
     let mut chars = r.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '$' if chars.peek().is_some_and(char::is_ascii_digit) => {
-                let mut n = String::new();
+                let mut digits = String::new();
                 while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
-                    n.push(d);
+                    digits.push(d);
                     chars.next();
                 }
-                out.push_str(&format!("${{{n}}}"));
+                if groups == 0 {
+                    return Err(format!(
+                        "${digits} refers to a group, but the pattern has none"
+                    ));
+                }
+                // Leading digits naming a group; the rest is text.
+                let mut n = digits.len();
+                while n > 1 && digits[..n].parse::<usize>().map_or(true, |g| g > groups) {
+                    n -= 1;
+                }
+                match digits[..n].parse::<usize>() {
+                    Ok(g) if (1..=groups).contains(&g) || digits.starts_with('0') => {
+                        out.push_str(&format!("${{{}}}", &digits[..n]));
+                        out.push_str(&digits[n..]);
+                    }
+                    _ => {
+                        out.push_str("$$");
+                        out.push_str(&digits);
+                    }
+                }
             }
             '$' => out.push_str("$$"),
             '\\' => match chars.next() {
@@ -243,7 +276,7 @@ fn java_replacement(r: &str) -> String {
             _ => out.push(c),
         }
     }
-    out
+    Ok(out)
 }
 
 impl PrincipalRules {
@@ -254,11 +287,15 @@ impl PrincipalRules {
                 Rule::Default => return Some(subject.to_owned()),
                 Rule::Map {
                     pattern,
+                    whole,
                     replacement,
                     case,
                 } => {
-                    if pattern.is_match(subject) {
-                        let out = pattern.replace(subject, replacement.as_str()).into_owned();
+                    if whole.is_match(subject) {
+                        // Kafka replaces every match of the pattern.
+                        let out = pattern
+                            .replace_all(subject, replacement.as_str())
+                            .into_owned();
                         return Some(match case {
                             Case::Keep => out,
                             Case::Lower => out.to_lowercase(),
@@ -315,7 +352,15 @@ mod tests {
 
     #[test]
     fn java_group_references() {
-        assert_eq!(java_replacement("$1@$2x"), "${1}@${2}x");
-        assert_eq!(java_replacement(r"\$1 costs $"), "$$1 costs $$");
+        assert_eq!(java_replacement("$1@$2x", 2).unwrap(), "${1}@${2}x");
+        assert_eq!(java_replacement(r"\$1 costs $", 1).unwrap(), "$$1 costs $$");
+        // Past the groups: digits drop until one is named, else literal.
+        assert_eq!(java_replacement("$12", 1).unwrap(), "${1}2");
+        assert_eq!(java_replacement("$4", 2).unwrap(), "$$4");
+        assert!(java_replacement("$1", 0).is_err());
+        assert_eq!(java_replacement("plain", 0).unwrap(), "plain");
+        let rules: PrincipalRules = "RULE:^CN=(.*)$/$12/".parse().unwrap();
+        assert_eq!(rules.apply("CN=x").as_deref(), Some("x2"));
+        assert!("RULE:^CN=.*$/$1/".parse::<PrincipalRules>().is_err());
     }
 }

@@ -179,10 +179,18 @@ async fn topic_retention(
         return Ok(None);
     }
     let meta = shard.topic(topic).await.map_err(|e| ErrorCode::from(&e))?;
-    Ok(meta
-        .and_then(|t| t.config.get(keys::OBJECT_LOCK_RETENTION_MS).cloned())
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .map(std::time::Duration::from_millis))
+    let Some(ms) = meta.and_then(|t| t.config.get(keys::OBJECT_LOCK_RETENTION_MS).cloned()) else {
+        return Ok(None);
+    };
+    match ms.trim().parse::<u64>() {
+        Ok(ms) => Ok(Some(std::time::Duration::from_millis(ms))),
+        // CreateTopics stores a plain number; anything else was written
+        // by hand, and is not taken for "the broker's retention".
+        Err(_) => {
+            tracing::warn!(topic, value = %ms, "{}: not a number of ms; the topic's segments are not written", keys::OBJECT_LOCK_RETENTION_MS);
+            Err(ErrorCode::KAFKA_STORAGE_ERROR)
+        }
+    }
 }
 
 /// Puts a segment's `.kfs` and `.index`; the versions they got in a

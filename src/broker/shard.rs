@@ -44,24 +44,27 @@ type PartitionKey = (String, u32);
 pub const MESH_JOBS_RUNNING: u64 = 1024;
 
 /// Runs the jobs arriving on `jobs`, at most `running.available()` at once
-/// (all streams of a shard share one `running`): the next job is taken only
-/// once a place is free, so a flood waits in the bounded mesh channel (and
-/// then in its senders) instead of running all at once.
+/// (all streams of a shard share one `running`) unless `bounded` says a job
+/// waits on others: the stream is read on only once the job in hand has a
+/// place, so a flood waits in the bounded mesh channel (and then in its
+/// senders) instead of running all at once.
 pub async fn run_jobs<J, Fut>(
     mut jobs: impl futures::Stream<Item = J> + Unpin,
     running: Rc<Semaphore>,
+    bounded: impl Fn(&J) -> bool,
     run: impl Fn(J) -> Fut,
 ) where
     Fut: Future<Output = ()> + 'static,
 {
     use futures::StreamExt;
-    loop {
-        // The place first, then the job: a job never waits unstarted here.
-        let Ok(place) = running.acquire_static_permit(1).await else {
-            return;
-        };
-        let Some(job) = jobs.next().await else {
-            return;
+    while let Some(job) = jobs.next().await {
+        let place = if bounded(&job) {
+            match running.acquire_static_permit(1).await {
+                Ok(place) => Some(place),
+                Err(_) => return,
+            }
+        } else {
+            None
         };
         let work = run(job);
         glommio::spawn_local(async move {
@@ -73,7 +76,16 @@ pub async fn run_jobs<J, Fut>(
 }
 
 /// Work sent to another shard: runs there, with that shard's state.
-pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+pub type Work = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+pub struct Job {
+    pub work: Work,
+    /// Waits on other jobs (a group member's JoinGroup or SyncGroup waits
+    /// for the rest of its group): it runs outside the bound on running
+    /// jobs, or a full bound of waiting members would keep out the very
+    /// jobs that complete them, and with them every produce and fetch.
+    pub waits: bool,
+}
 
 pub struct Shard {
     pub id: usize,
@@ -288,12 +300,47 @@ impl Shard {
         if shard == self.id {
             return Ok(f(self.clone()).await);
         }
+        self.send_job(shard, f, false).await
+    }
+
+    /// [`Shard::on_shard`] for work that waits on other jobs of the owner
+    /// (see [`Job::waits`]).
+    pub async fn on_shard_waiting<T, F, Fut>(
+        self: &Rc<Self>,
+        shard: usize,
+        f: F,
+    ) -> Result<T, ErrorCode>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        if shard == self.id {
+            return Ok(f(self.clone()).await);
+        }
+        self.send_job(shard, f, true).await
+    }
+
+    async fn send_job<T, F, Fut>(
+        self: &Rc<Self>,
+        shard: usize,
+        f: F,
+        waits: bool,
+    ) -> Result<T, ErrorCode>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |s| {
-            Box::pin(async move {
-                let _ignored = tx.send(f(s).await);
-            })
-        });
+        let job = Job {
+            work: Box::new(move |s| {
+                Box::pin(async move {
+                    let _ignored = tx.send(f(s).await);
+                })
+            }),
+            waits,
+        };
         if self.senders.send_to(shard, job).await.is_err() {
             return Err(ErrorCode::UNKNOWN_SERVER_ERROR);
         }
@@ -729,7 +776,8 @@ mod tests {
     use super::run_jobs;
 
     /// Ten jobs that wait for a signal arrive at once: with four places,
-    /// four run and the rest wait unstarted until places free up.
+    /// four run and the rest wait unstarted until places free up; job 4
+    /// waits on others (a group join) and starts at once, outside the bound.
     #[test]
     fn no_more_jobs_run_than_there_are_places() {
         kafscale_shard::raise_memlock_limit();
@@ -749,27 +797,33 @@ mod tests {
             glommio::spawn_local(run_jobs(
                 futures::stream::iter(0..10u32),
                 Rc::new(Semaphore::new(4)),
-                move |_| {
+                |&job| job != 4,
+                move |job| {
                     s.set(s.get() + 1);
-                    r.set(r.get() + 1);
-                    m.set(m.get().max(r.get()));
+                    let bounded = job != 4;
+                    if bounded {
+                        r.set(r.get() + 1);
+                        m.set(m.get().max(r.get()));
+                    }
                     let (r, go) = (r.clone(), go.clone());
                     async move {
                         let _ = go.acquire(1).await;
-                        r.set(r.get() - 1);
+                        if bounded {
+                            r.set(r.get() - 1);
+                        }
                     }
                 },
             ))
             .detach();
             glommio::timer::sleep(Duration::from_millis(50)).await;
-            assert_eq!(started.get(), 4, "only four places");
+            assert_eq!(started.get(), 5, "four places, and the waiting job 4");
             release.signal(3);
             glommio::timer::sleep(Duration::from_millis(50)).await;
-            assert_eq!(started.get(), 7, "three finished, three more started");
+            assert_eq!(started.get(), 8, "three finished, three more started");
             release.signal(7);
             glommio::timer::sleep(Duration::from_millis(50)).await;
             assert_eq!((started.get(), running.get()), (10, 0));
-            assert_eq!(most.get(), 4, "never more than four at once");
+            assert_eq!(most.get(), 4, "never more than four bounded jobs at once");
         })
         .unwrap();
     }

@@ -184,8 +184,10 @@ impl FileKv {
             .map_err(io(&self.dir))?;
         let log_path = self.dir.join("meta.log");
         self.log.set_len(0).map_err(io(&log_path))?;
-        self.log.sync_all().map_err(io(&log_path))?;
+        // Empty from here, even if the sync fails: a later append's
+        // rollback must not grow the file back to the old length.
         self.log_len = 0;
+        self.log.sync_all().map_err(io(&log_path))?;
         Ok(())
     }
 }

@@ -299,6 +299,12 @@ impl StoreArgs {
                 Ok(StoreConfig::S3(Box::new(cfg)))
             }
             (None, None) => {
+                if self.s3_object_lock.is_some() {
+                    bail!(
+                        "--s3-object-lock (or KAFSCALE_S3_OBJECT_LOCK) locks S3 objects, but this restore writes to the local directory {}",
+                        self.data_dir.display()
+                    );
+                }
                 let dir = self.data_dir.join("objects");
                 if !dir.is_dir() {
                     bail!(

@@ -71,22 +71,15 @@ pub async fn handle(
         if v5 {
             r.num_partitions = partitions;
         }
-        let config: BTreeMap<String, String> = t
+        let mut config: BTreeMap<String, String> = t
             .configs
             .iter()
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
             .collect();
-        let unlocked = |k: &String| {
-            k == crate::meta::keys::OBJECT_LOCK_RETENTION_MS && shard.store.object_lock().is_none()
-        };
-        let why = config.iter().find_map(|(k, v)| {
-            if unlocked(k) {
-                return Some(format!(
-                    "{k}: this broker does not lock what it writes (start it with --s3-object-lock)"
-                ));
-            }
-            check_config(k, v).err()
-        });
+        let why = config
+            .iter()
+            .find_map(|(k, v)| check_config(k, v).err())
+            .or_else(|| lock_retention(shard, &mut config).err());
         if let Some(why) = why {
             r.error_code = ErrorCode::INVALID_CONFIG.code();
             r.error_message = Some(str_bytes(&why));
@@ -128,6 +121,44 @@ pub async fn handle(
         resp.topics.push(r);
     }
     respond(header, &resp)
+}
+
+/// Longest lock a topic may ask for (S3's longest default retention).
+const MAX_LOCK_RETENTION: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
+/// A topic's own lock retention, checked against the broker's and kept
+/// as a plain number: only on a broker that locks, never shorter than its
+/// `--s3-retention` (a client cannot weaken what the operator set) and at
+/// most 100 years.
+fn lock_retention(shard: &Shard, config: &mut BTreeMap<String, String>) -> Result<(), String> {
+    let key = crate::meta::keys::OBJECT_LOCK_RETENTION_MS;
+    let Some(value) = config.get_mut(key) else {
+        return Ok(());
+    };
+    let Some(lock) = shard.store.object_lock() else {
+        return Err(format!(
+            "{key}: this broker does not lock what it writes (start it with --s3-object-lock)"
+        ));
+    };
+    let ms: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid value {value:?} for topic config {key}"))?;
+    let asked = std::time::Duration::from_millis(ms);
+    if asked < lock.retain_for {
+        return Err(format!(
+            "{key}: {ms} ms is shorter than the broker's --s3-retention ({} ms); a topic can only be locked longer",
+            lock.retain_for.as_millis()
+        ));
+    }
+    if asked > MAX_LOCK_RETENTION {
+        return Err(format!(
+            "{key}: {ms} ms is longer than 100 years ({} ms)",
+            MAX_LOCK_RETENTION.as_millis()
+        ));
+    }
+    *value = ms.to_string();
+    Ok(())
 }
 
 /// The kinds of value a topic setting takes.

@@ -122,7 +122,7 @@ pub async fn join_group(
     }
     let owner = shard.group_owner(&group);
     let joined: Joined = shard
-        .on_shard(owner, move |s| async move {
+        .on_shard_waiting(owner, move |s| async move {
             let g = s.group(&group).await;
             Group::join(&g, join).await
         })
@@ -179,7 +179,7 @@ pub async fn sync_group(
     }
     let owner = shard.group_owner(&group);
     let result = shard
-        .on_shard(owner, move |s| async move {
+        .on_shard_waiting(owner, move |s| async move {
             let g = s.group(&group).await;
             let r = Group::sync(&g, &member, generation, assignments).await;
             let (pt, p) = (
