@@ -59,9 +59,6 @@ pub struct Caller {
     pub principal: Rc<str>,
 }
 
-/// Bytes a TLS connection receives at once, under rustls.
-const TLS_READ_BUFFER: usize = 64 * 1024;
-
 /// An answer that is ready now, in the writer's queue like any other.
 fn ready(reply: Reply) -> glommio::Task<Reply> {
     glommio::spawn_local(async move { reply })
@@ -137,10 +134,6 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Rc<ListenerCtx
             // The deadline covers the handshake: a client that connects and
             // says nothing holds no place for long.
             let timeout = shard.args.frame_read_timeout();
-            // rustls reads 4 KiB at a time: below it, a buffer that one
-            // receive fills with several TLS records, so a 1 MiB produce
-            // costs a few dozen receives instead of 256.
-            let stream = stream.buffered_with(glommio::net::Preallocated::new(TLS_READ_BUFFER));
             match within(timeout, acceptor.acceptor().accept(stream)).await {
                 // The receive mark counts socket bytes, which are not the
                 // bytes TLS hands us: a mark could wait for data already
