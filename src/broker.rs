@@ -364,14 +364,7 @@ fn store_config(args: &BrokerArgs) -> anyhow::Result<StoreConfig> {
             let creds = Credentials::from_env().context("S3 credentials")?;
             let mut cfg = S3Config::new(endpoint, bucket.clone(), creds)?;
             cfg.region = args.s3_region.clone();
-            cfg.object_lock = match (args.s3_object_lock, args.s3_retention) {
-                (Some(mode), Some(period)) => Some(kafscale_s3::ObjectLock {
-                    mode: mode.into(),
-                    retain_for: period.0,
-                }),
-                (None, None) => None,
-                _ => bail!("--s3-object-lock and --s3-retention go together"),
-            };
+            cfg.object_lock = config::object_lock(args.s3_object_lock, args.s3_retention)?;
             // Segments larger than the threshold go up as streamed multipart.
             cfg.multipart_threshold = cfg
                 .multipart_threshold

@@ -38,12 +38,16 @@ impl From<ByteSize> for SizeRepr {
     }
 }
 
+/// `8MiB` as ("8", "MiB"): the leading digits and the rest.
+fn number_and_unit(s: &str) -> (&str, &str) {
+    s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()))
+}
+
 impl std::str::FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
+        let (num, unit) = number_and_unit(s);
         let n: u64 = num
             .parse()
             .map_err(|_| format!("{s:?} is not a size (examples: 8388608, 8MiB, 1GiB)"))?;
@@ -78,6 +82,22 @@ pub enum LockMode {
     Governance,
 }
 
+/// `--s3-object-lock` and `--s3-retention` (the broker's and a restore's)
+/// as the S3 client's lock: both or neither.
+pub fn object_lock(
+    mode: Option<LockMode>,
+    retention: Option<Period>,
+) -> anyhow::Result<Option<kafscale_s3::ObjectLock>> {
+    match (mode, retention) {
+        (Some(mode), Some(period)) => Ok(Some(kafscale_s3::ObjectLock {
+            mode: mode.into(),
+            retain_for: period.0,
+        })),
+        (None, None) => Ok(None),
+        _ => bail!("--s3-object-lock and --s3-retention go together"),
+    }
+}
+
 impl From<LockMode> for kafscale_s3::ObjectLockMode {
     fn from(m: LockMode) -> Self {
         match m {
@@ -109,8 +129,7 @@ impl std::str::FromStr for Period {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
+        let (num, unit) = number_and_unit(s);
         let n: u64 = num
             .parse()
             .map_err(|_| format!("{s:?} is not a period (examples: 30d, 12h, 90m, 3600s)"))?;

@@ -297,10 +297,7 @@ impl Shard {
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
-        if shard == self.id {
-            return Ok(f(self.clone()).await);
-        }
-        self.send_job(shard, f, false).await
+        self.run_on(shard, f, false).await
     }
 
     /// [`Shard::on_shard`] for work that waits on other jobs of the owner
@@ -315,13 +312,11 @@ impl Shard {
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
-        if shard == self.id {
-            return Ok(f(self.clone()).await);
-        }
-        self.send_job(shard, f, true).await
+        self.run_on(shard, f, true).await
     }
 
-    async fn send_job<T, F, Fut>(
+    /// Runs `f` here when this is `shard`, else as a [`Job`] sent there.
+    async fn run_on<T, F, Fut>(
         self: &Rc<Self>,
         shard: usize,
         f: F,
@@ -332,6 +327,9 @@ impl Shard {
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
+        if shard == self.id {
+            return Ok(f(self.clone()).await);
+        }
         let (tx, rx) = oneshot::channel();
         let job = Job {
             work: Box::new(move |s| {

@@ -288,14 +288,8 @@ impl StoreArgs {
                 let creds = Credentials::from_env().context("S3 credentials")?;
                 let mut cfg = S3Config::new(endpoint, bucket.clone(), creds)?;
                 cfg.region = self.s3_region.clone();
-                cfg.object_lock = match (self.s3_object_lock, self.s3_retention) {
-                    (Some(mode), Some(period)) => Some(kafscale_s3::ObjectLock {
-                        mode: mode.into(),
-                        retain_for: period.0,
-                    }),
-                    (None, None) => None,
-                    _ => bail!("--s3-object-lock and --s3-retention go together"),
-                };
+                cfg.object_lock =
+                    crate::broker::config::object_lock(self.s3_object_lock, self.s3_retention)?;
                 Ok(StoreConfig::S3(Box::new(cfg)))
             }
             (None, None) => {
