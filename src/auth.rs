@@ -12,6 +12,7 @@
 //! The mechanisms are sans-io: the connection (`broker::sasl`) feeds them
 //! tokens and looks credentials up.
 
+pub mod acl;
 pub mod cli;
 pub mod credential;
 pub mod hasher;

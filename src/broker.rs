@@ -12,6 +12,7 @@
 //! glommio executor per shard, each accepting connections on the shared port
 //! (SO_REUSEPORT) and owning the partitions that hash to it.
 
+mod authorizer;
 mod cluster;
 pub mod config;
 mod conn;
@@ -319,6 +320,14 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::default());
     let limits = limits::ConnectionLimits::new(args.max_connections, args.max_connections_per_ip);
+    let authorizer = Arc::new(authorizer::Authorizer::load(
+        args.authorizer == "acl",
+        &args.super_users,
+        &meta,
+    )?);
+    if cluster.is_clustered() {
+        authorizer.follow(meta.clone())?;
+    }
     let (stop, listeners) =
         kafscale_shard::stop_channel(shards).context("cannot set up stopping")?;
     let (drained_tx, drained_rx) = std::sync::mpsc::channel();
@@ -333,13 +342,14 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let kafka_listeners = Arc::new(kafka_listeners);
     let results = kafscale_shard::spawn_shards(shards, pin, |id| {
         let (listeners, security) = (kafka_listeners.clone(), security.clone());
-        let (args, store, meta, cluster, metrics, limits, mesh) = (
+        let (args, store, meta, cluster, metrics, limits, authorizer, mesh) = (
             args.clone(),
             store.clone(),
             meta.clone(),
             cluster.clone(),
             metrics.clone(),
             limits.clone(),
+            authorizer.clone(),
             mesh.clone(),
         );
         let stop = Stop {
@@ -350,7 +360,11 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
             listeners,
             security,
         };
-        move || run_shard(args, net, store, meta, cluster, metrics, limits, mesh, stop)
+        move || {
+            run_shard(
+                args, net, store, meta, cluster, metrics, limits, authorizer, mesh, stop,
+            )
+        }
     })?;
     for r in results {
         r?;
@@ -499,6 +513,7 @@ async fn run_shard(
     cluster: Arc<cluster::Cluster>,
     metrics: Arc<Metrics>,
     limits: Arc<limits::ConnectionLimits>,
+    authorizer: Arc<authorizer::Authorizer>,
     mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
     stop: Stop,
 ) -> anyhow::Result<()> {
@@ -527,6 +542,7 @@ async fn run_shard(
         cluster,
         metrics.clone(),
         limits,
+        authorizer,
         senders,
         wake_tx,
     ));

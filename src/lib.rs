@@ -8,6 +8,7 @@
 // allocator tunables) stays in `kafscale-shard`, each use with its SAFETY line.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod meta;

@@ -67,8 +67,11 @@ struct S3Args {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KAFSCALE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_new(match std::env::var("KAFSCALE_LOG") {
+                Ok(more) => format!("{},{more}", kafscale::audit::DEFAULT_FILTER),
+                Err(_) => kafscale::audit::DEFAULT_FILTER.to_owned(),
+            })
+            .unwrap_or_else(|_| kafscale::audit::DEFAULT_FILTER.into()),
         )
         .with_writer(std::io::stderr)
         .init();

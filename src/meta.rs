@@ -14,6 +14,7 @@
 //! so the embedded default and etcd behave the same. The key layout is in
 //! [`keys`] and `docs/metadata.md`.
 
+pub mod acls;
 pub mod client;
 pub mod embedded;
 pub mod etcd;

@@ -553,7 +553,7 @@ fn kafka_configs_manages_scram_users() {
     let log = s.broker.log();
     assert!(
         log.lines().any(|l| l.contains(
-            "SCRAM credential not altered: Attempt to delete a user credential that does not exist"
+            r#""action":"AlterUserScramCredentials","target":"user carol: delete SCRAM-SHA-512","outcome":"refused: Attempt to delete a user credential that does not exist""#
         ) && l.contains("User:alice")),
         "a refused change is logged with who asked:\n{log}"
     );
@@ -1070,7 +1070,8 @@ fn an_mtls_client_is_named_by_its_mapped_certificate_subject() {
     let log = s.broker.log();
     assert!(
         log.lines()
-            .any(|l| l.contains("SCRAM credential not altered") && l.contains("User:SVC-CLIENT")),
+            .any(|l| l.contains(r#""principal":"User:SVC-CLIENT""#)
+                && l.contains(r#""outcome":"refused: "#)),
         "the refusal names the mapped principal:\n{log}"
     );
     drop(s);
@@ -1162,5 +1163,295 @@ fn certificates_reload_on_sighup_without_dropping_connections() {
     assert!(
         kcat(&strs(&args), "").status.success(),
         "new clients still get in"
+    );
+}
+
+/// Runs Kafka's own `kafka-acls` (org.apache.kafka.tools.AclCommand)
+/// against the SASL_PLAINTEXT listener, signed in as `user`.
+fn kafka_acls(
+    s: &Secure,
+    libs: &Path,
+    user: &str,
+    password: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let props = s.certs.path().join(format!("acls-{user}.properties"));
+    std::fs::write(
+        &props,
+        format!(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{user}\" password=\"{password}\";\n"
+        ),
+    )
+    .unwrap();
+    Command::new("java")
+        .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
+        .arg(format!("{}/*", libs.display()))
+        .arg("org.apache.kafka.tools.AclCommand")
+        .args([
+            "--bootstrap-server",
+            &format!("127.0.0.1:{}", s.sasl_plaintext),
+        ])
+        .arg("--command-config")
+        .arg(&props)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `--authorizer acl`: bindings made with Kafka's `kafka-acls` decide what
+/// confluent-kafka, kafka-python, kcat and the Java tools may do. No ALLOW
+/// means no; a DENY wins over an ALLOW; a super user may do anything; a
+/// removed binding stops the client; ACLs need ALTER on the cluster; each
+/// change is in the log with its principal.
+#[test]
+fn kafka_acls_decide_who_may_do_what() {
+    let Some(libs) = kafka_libs() else {
+        return;
+    };
+    let s = Secure::start(&[
+        "--authorizer",
+        "acl",
+        "--super-users",
+        &format!("User:{ALICE}"),
+    ]);
+    s.users(&["add", "bob", "--password-stdin"], Some(BOB_PASSWORD));
+    let acls = |user: &str, password: &str, args: &[&str]| {
+        let out = kafka_acls(&s, &libs, user, password, args);
+        (out.status.success(), output_text(&out))
+    };
+    let as_alice = |args: &[&str]| {
+        let (ok, text) = acls(ALICE, ALICE_PASSWORD, args);
+        assert!(ok, "kafka-acls {args:?}: {text}");
+        text
+    };
+
+    // The super user creates the topics (auto-created by producing).
+    for topic in ["orders", "payments", "audit-log", "audit-x"] {
+        let mut args = kcat_sasl(&s, false, "SCRAM-SHA-512", ALICE_PASSWORD);
+        args.extend(["-P", "-t", topic].map(String::from));
+        let out = kcat(&strs(&args), &format!("{topic}-by-alice\n"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Bob has nothing yet: kafka-acls refuses him (ALTER and DESCRIBE on the
+    // cluster), and so does every topic.
+    let (ok, text) = acls("bob", BOB_PASSWORD, &["--list"]);
+    assert!(
+        !ok && text.contains("ClusterAuthorizationException"),
+        "{text}"
+    );
+    let (ok, text) = acls(
+        "bob",
+        BOB_PASSWORD,
+        &[
+            "--add",
+            "--allow-principal",
+            "User:bob",
+            "--operation",
+            "All",
+            "--topic",
+            "*",
+        ],
+    );
+    assert!(
+        !ok && text.contains("ClusterAuthorizationException"),
+        "{text}"
+    );
+    let config = |user: &str, password: &str, topic: &str, group: &str| {
+        serde_json::json!({
+            "bootstrap": format!("127.0.0.1:{}", s.sasl_ssl), "protocol": "SASL_SSL",
+            "mechanism": "SCRAM-SHA-512", "user": user, "password": password,
+            "ca": s.ca(), "topic": topic, "count": 1, "group": group,
+        })
+    };
+    let bob = |topic: &str, group: &str| config("bob", BOB_PASSWORD, topic, group);
+    let answer = python_client("confluent", "produce", bob("orders", ""));
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("TOPIC_AUTHORIZATION_FAILED"),
+        "{answer}"
+    );
+
+    // Grants, as an operator writes them.
+    as_alice(&[
+        "--add",
+        "--allow-principal",
+        "User:bob",
+        "--producer",
+        "--topic",
+        "orders",
+    ]);
+    as_alice(&[
+        "--add",
+        "--allow-principal",
+        "User:bob",
+        "--operation",
+        "Read",
+        "--topic",
+        "orders",
+    ]);
+    as_alice(&[
+        "--add",
+        "--allow-principal",
+        "User:bob",
+        "--operation",
+        "Read",
+        "--group",
+        "app-",
+        "--resource-pattern-type",
+        "prefixed",
+    ]);
+    as_alice(&[
+        "--add",
+        "--allow-principal",
+        "User:bob",
+        "--operation",
+        "All",
+        "--topic",
+        "audit-",
+        "--resource-pattern-type",
+        "prefixed",
+    ]);
+    as_alice(&[
+        "--add",
+        "--deny-principal",
+        "User:bob",
+        "--operation",
+        "Write",
+        "--topic",
+        "audit-log",
+    ]);
+    let listed = as_alice(&["--list", "--principal", "User:bob"]);
+    for want in [
+        "name=orders, patternType=LITERAL",
+        "name=app-, patternType=PREFIXED",
+        "name=audit-log, patternType=LITERAL",
+        "principal=User:bob, host=*, operation=WRITE, permissionType=DENY",
+        "principal=User:bob, host=*, operation=READ, permissionType=ALLOW",
+        "principal=User:bob, host=*, operation=CREATE, permissionType=ALLOW",
+    ] {
+        assert!(listed.contains(want), "{want:?} not in:\n{listed}");
+    }
+
+    // What the grants allow: produce and consume orders in an app- group.
+    let answer = python_client("confluent", "produce", bob("orders", ""));
+    assert_eq!(answer["ok"], true, "{answer}");
+    let answer = python_client("confluent", "consume", bob("orders", "app-billing"));
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(values(&answer), ["orders-by-alice"]);
+    // What they do not: another group, another topic, the DENY.
+    let answer = python_client("confluent", "consume", bob("orders", "other"));
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("GROUP_AUTHORIZATION_FAILED"),
+        "{answer}"
+    );
+    let answer = python_client("kafka-python", "produce", bob("payments", ""));
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("TopicAuthorizationFailed"),
+        "{answer}"
+    );
+    let answer = python_client("kafka-python", "produce", bob("audit-log", ""));
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("TopicAuthorizationFailed"),
+        "{answer}"
+    );
+    let answer = python_client("kafka-python", "produce", bob("audit-x", ""));
+    assert_eq!(answer["ok"], true, "{answer}");
+    // Reading audit-log is still allowed: the DENY is for WRITE.
+    let mut args = kcat_sasl_as(&s, true, "SCRAM-SHA-512", "bob", BOB_PASSWORD);
+    args.extend(["-C", "-t", "audit-log", "-o", "beginning", "-e", "-q"].map(String::from));
+    let out = kcat(&strs(&args), "");
+    assert_eq!(
+        stdout_lines(&out),
+        ["audit-log-by-alice"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Metadata lists only what bob may describe.
+    let mut args = kcat_sasl_as(&s, true, "SCRAM-SHA-512", "bob", BOB_PASSWORD);
+    args.extend(["-L", "-J"].map(String::from));
+    let out = kcat(&strs(&args), "");
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let mut names: Vec<&str> = listing["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["topic"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["audit-log", "audit-x", "orders"]);
+
+    // A removed binding holds at once on the broker that removed it.
+    as_alice(&[
+        "--remove",
+        "--force",
+        "--allow-principal",
+        "User:bob",
+        "--operation",
+        "Read",
+        "--topic",
+        "orders",
+    ]);
+    let answer = python_client("confluent", "consume", bob("orders", "app-billing"));
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("TOPIC_AUTHORIZATION_FAILED"),
+        "{answer}"
+    );
+
+    // The log names who changed what, and no password.
+    let log = s.broker.log();
+    assert!(
+        log.contains(r#""principal":"User:alice","host":"127.0.0.1","action":"CreateAcls","target":"(pattern=ResourcePattern(resourceType=GROUP, name=app-, patternType=PREFIXED), entry=(principal=User:bob, host=*, operation=READ, permissionType=ALLOW))","outcome":"ok""#)
+            && log.contains(r#""action":"DeleteAcls","target":"(pattern=ResourcePattern(resourceType=TOPIC, name=orders, patternType=LITERAL), entry=(principal=User:bob, host=*, operation=READ, permissionType=ALLOW))","outcome":"ok""#),
+        "{log}"
+    );
+    s.assert_no_password_logged();
+}
+
+/// Without `--authorizer acl` the ACL APIs answer SECURITY_DISABLED, as
+/// Kafka's brokers without an authorizer do.
+#[test]
+fn acls_without_an_authorizer_are_refused_as_security_disabled() {
+    let Some(libs) = kafka_libs() else {
+        return;
+    };
+    let s = Secure::start(&[]);
+    let out = kafka_acls(&s, &libs, ALICE, ALICE_PASSWORD, &["--list"]);
+    let text = output_text(&out);
+    assert!(
+        !out.status.success() && text.contains("SecurityDisabledException"),
+        "{text}"
     );
 }

@@ -11,6 +11,7 @@ use kafscale_codec::header::{RequestHeader, encode_response_header};
 use super::conn::{Caller, Reply};
 use super::shard::{Reservation, Shard};
 
+mod acls;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -57,6 +58,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeAcls, 0, 3),
+    (ApiKey::CreateAcls, 0, 3),
+    (ApiKey::DeleteAcls, 0, 3),
 ];
 
 pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
@@ -112,34 +116,37 @@ pub async fn handle(
         ApiKey::ApiVersions => api_versions::handle(&header, body),
         ApiKey::Metadata => metadata::handle(&shard, &caller, &header, body).await,
         ApiKey::Produce => match order {
-            Some(order) => produce::handle(&shard, &header, body, carved, order).await,
+            Some(order) => produce::handle(&shard, &caller, &header, body, carved, order).await,
             None => Err("produce request without its place in the connection's order".into()),
         },
-        ApiKey::Fetch => fetch::handle(&shard, &header, body).await,
-        ApiKey::ListOffsets => list_offsets::handle(&shard, &header, body).await,
-        ApiKey::CreateTopics => create_topics::handle(&shard, &header, body).await,
-        ApiKey::DeleteTopics => delete_topics::handle(&shard, &header, body).await,
-        ApiKey::CreatePartitions => create_partitions::handle(&shard, &header, body).await,
-        ApiKey::DescribeConfigs => describe_configs::handle(&shard, &header, body).await,
-        ApiKey::InitProducerId => init_producer_id::handle(&shard, &header, body).await,
+        ApiKey::Fetch => fetch::handle(&shard, &caller, &header, body).await,
+        ApiKey::ListOffsets => list_offsets::handle(&shard, &caller, &header, body).await,
+        ApiKey::CreateTopics => create_topics::handle(&shard, &caller, &header, body).await,
+        ApiKey::DeleteTopics => delete_topics::handle(&shard, &caller, &header, body).await,
+        ApiKey::CreatePartitions => create_partitions::handle(&shard, &caller, &header, body).await,
+        ApiKey::DescribeConfigs => describe_configs::handle(&shard, &caller, &header, body).await,
+        ApiKey::InitProducerId => init_producer_id::handle(&shard, &caller, &header, body).await,
         ApiKey::FindCoordinator => groups::find_coordinator(&shard, &caller, &header, body).await,
-        ApiKey::JoinGroup => groups::join_group(&shard, &header, body).await,
-        ApiKey::SyncGroup => groups::sync_group(&shard, &header, body).await,
-        ApiKey::Heartbeat => groups::heartbeat(&shard, &header, body).await,
-        ApiKey::LeaveGroup => groups::leave_group(&shard, &header, body).await,
-        ApiKey::DescribeGroups => groups::describe_groups(&shard, &header, body).await,
-        ApiKey::ListGroups => groups::list_groups(&shard, &header, body).await,
-        ApiKey::DeleteGroups => groups::delete_groups(&shard, &header, body).await,
-        ApiKey::OffsetCommit => offsets::offset_commit(&shard, &header, body).await,
-        ApiKey::OffsetFetch => offsets::offset_fetch(&shard, &header, body).await,
-        ApiKey::OffsetDelete => offsets::offset_delete(&shard, &header, body).await,
-        ApiKey::DescribeClientQuotas => no_client_quotas(&header, body),
+        ApiKey::JoinGroup => groups::join_group(&shard, &caller, &header, body).await,
+        ApiKey::SyncGroup => groups::sync_group(&shard, &caller, &header, body).await,
+        ApiKey::Heartbeat => groups::heartbeat(&shard, &caller, &header, body).await,
+        ApiKey::LeaveGroup => groups::leave_group(&shard, &caller, &header, body).await,
+        ApiKey::DescribeGroups => groups::describe_groups(&shard, &caller, &header, body).await,
+        ApiKey::ListGroups => groups::list_groups(&shard, &caller, &header, body).await,
+        ApiKey::DeleteGroups => groups::delete_groups(&shard, &caller, &header, body).await,
+        ApiKey::OffsetCommit => offsets::offset_commit(&shard, &caller, &header, body).await,
+        ApiKey::OffsetFetch => offsets::offset_fetch(&shard, &caller, &header, body).await,
+        ApiKey::OffsetDelete => offsets::offset_delete(&shard, &caller, &header, body).await,
+        ApiKey::DescribeClientQuotas => no_client_quotas(&shard, &caller, &header, body),
         ApiKey::DescribeUserScramCredentials => {
             scram_credentials::describe(&shard, &caller, &header, body).await
         }
         ApiKey::AlterUserScramCredentials => {
             scram_credentials::alter(&shard, &caller, &header, body).await
         }
+        ApiKey::DescribeAcls => acls::describe(&shard, &caller, &header, body).await,
+        ApiKey::CreateAcls => acls::create(&shard, &caller, &header, body).await,
+        ApiKey::DeleteAcls => acls::delete(&shard, &caller, &header, body).await,
         // A SASL listener's reader answers these itself; here the listener
         // has no SASL.
         ApiKey::SaslHandshake => sasl_not_here(&header, body),
@@ -153,9 +160,24 @@ pub async fn handle(
 /// DescribeClientQuotas: this broker has no client quotas, so every filter
 /// matches nothing. (`kafka-configs --describe --entity-type users` asks
 /// for quotas before it describes SCRAM credentials.)
-fn no_client_quotas(header: &RequestHeader, body: Bytes) -> Result<Reply, String> {
+fn no_client_quotas(
+    shard: &Shard,
+    caller: &Caller,
+    header: &RequestHeader,
+    body: Bytes,
+) -> Result<Reply, String> {
     let _req: kafka_protocol::messages::DescribeClientQuotasRequest =
         decode(body, header.api_version)?;
+    let op = crate::auth::acl::Operation::DescribeConfigs;
+    if !shard.authorizer.allows_cluster(caller, op) {
+        let resp = kafka_protocol::messages::DescribeClientQuotasResponse::default()
+            .with_error_code(super::errors::ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code())
+            .with_error_message(Some(str_bytes(&format!(
+                "{} may not describe client quotas ({op} on the cluster)",
+                caller.principal
+            ))));
+        return respond(header, &resp);
+    }
     let resp = kafka_protocol::messages::DescribeClientQuotasResponse::default()
         .with_entries(Some(Vec::new()));
     respond(header, &resp)

@@ -216,6 +216,18 @@ pub struct BrokerArgs {
         default_value = "DEFAULT"
     )]
     pub ssl_principal_mapping_rules: String,
+    /// `acl`: every request is checked against Kafka ACLs (managed with
+    /// `kafka-acls`; nothing is allowed without an ALLOW binding, and a
+    /// DENY wins). `none`: everyone may do everything, as in Kafka without
+    /// an authorizer.
+    #[arg(long, env = "KAFSCALE_AUTHORIZER", default_value = "none", value_parser = ["none", "acl"])]
+    #[serde(default = "no_authorizer")]
+    pub authorizer: String,
+    /// Principals allowed everything with `--authorizer acl`, as Kafka's
+    /// super.users: `User:admin;User:ops`.
+    #[arg(long, env = "KAFSCALE_SUPER_USERS", default_value = "")]
+    #[serde(default)]
+    pub super_users: String,
     /// HTTP listener for /metrics and /healthz.
     #[arg(long, env = "KAFSCALE_METRICS_LISTEN", default_value = "0.0.0.0:9093")]
     pub metrics_listen: SocketAddr,
@@ -465,6 +477,10 @@ impl BrokerArgs {
         };
         (host, i32::from(self.listen.port()))
     }
+}
+
+fn no_authorizer() -> String {
+    "none".into()
 }
 
 #[cfg(test)]

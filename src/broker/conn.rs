@@ -52,11 +52,26 @@ pub enum Reply {
 }
 
 /// Who sent a request: the listener it came in on (which endpoints it is
-/// told) and the principal it authenticated as.
+/// told), the principal it authenticated as and its address as ACLs name
+/// hosts.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub listener: Protocol,
     pub principal: Rc<str>,
+    pub host: Rc<str>,
+}
+
+impl Caller {
+    /// Writes what this caller did (or tried) to the audit trail.
+    pub fn audit(&self, action: &str, target: &str, outcome: &str) {
+        crate::audit::record(&crate::audit::Event {
+            principal: &self.principal,
+            host: &self.host,
+            action,
+            target,
+            outcome,
+        });
+    }
 }
 
 /// An answer that is ready now, in the writer's queue like any other.
@@ -107,6 +122,9 @@ async fn wait_acknowledged(fd: std::os::fd::RawFd) {
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Rc<ListenerCtx>) {
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr.map_or_else(|| "?".into(), |a| a.to_string());
+    let host: Rc<str> = peer_addr
+        .map_or_else(String::new, |a| crate::auth::acl::host_of(a.ip()))
+        .into();
     // Over a limit: closed at once, before anything is read or reserved.
     let _place = match peer_addr.map(|a| shard.connections.admit(a.ip())) {
         Some(Ok(place)) => Some(place),
@@ -127,8 +145,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Rc<ListenerCtx
     match &listener.tls {
         None => {
             let lowat = kafscale_shard::RecvLowat::new(fd);
-            let anonymous = crate::auth::ANONYMOUS.into();
-            serve_stream(&shard, stream, &listener, &peer, fd, Some(lowat), anonymous).await;
+            let caller = Caller {
+                listener: listener.protocol,
+                principal: crate::auth::ANONYMOUS.into(),
+                host,
+            };
+            serve_stream(&shard, stream, &listener, &peer, fd, Some(lowat), caller).await;
         }
         Some(acceptor) => {
             // The deadline covers the handshake: a client that connects and
@@ -140,7 +162,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Rc<ListenerCtx
                 // read. TLS connections go without it.
                 Some(Ok(tls)) => match certificate_principal(&listener, &tls) {
                     Ok(principal) => {
-                        serve_stream(&shard, tls, &listener, &peer, fd, None, principal).await
+                        let caller = Caller {
+                            listener: listener.protocol,
+                            principal,
+                            host,
+                        };
+                        serve_stream(&shard, tls, &listener, &peer, fd, None, caller).await
                     }
                     Err(why) => {
                         shard.metrics.tls_failures.fetch_add(1, Relaxed);
@@ -193,7 +220,7 @@ async fn serve_stream<S>(
     peer: &str,
     fd: std::os::fd::RawFd,
     lowat: Option<kafscale_shard::RecvLowat>,
-    principal: Rc<str>,
+    mut caller: Caller,
 ) where
     S: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + 'static,
 {
@@ -202,10 +229,6 @@ async fn serve_stream<S>(
         .sasl
         .as_ref()
         .map(|settings| Session::new(settings.clone(), peer.to_owned()));
-    let mut caller = Caller {
-        listener: listener.protocol,
-        principal,
-    };
     // Each request's task, with a produce request's in-flight mark, which
     // is dropped once its answer is written.
     let (tx, rx) = local_channel::new_bounded::<(glommio::Task<Reply>, Option<ProduceInFlight>)>(

@@ -38,7 +38,11 @@ impl ErrorCode {
     pub const NON_EMPTY_GROUP: Self = Self(68);
     pub const MEMBER_ID_REQUIRED: Self = Self(79);
     pub const INVALID_RECORD: Self = Self(87);
+    pub const TOPIC_AUTHORIZATION_FAILED: Self = Self(29);
+    pub const GROUP_AUTHORIZATION_FAILED: Self = Self(30);
     pub const CLUSTER_AUTHORIZATION_FAILED: Self = Self(31);
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: Self = Self(53);
+    pub const SECURITY_DISABLED: Self = Self(54);
     pub const RESOURCE_NOT_FOUND: Self = Self(91);
     pub const DUPLICATE_RESOURCE: Self = Self(92);
     pub const UNACCEPTABLE_CREDENTIAL: Self = Self(93);

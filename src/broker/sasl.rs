@@ -314,6 +314,7 @@ impl Session {
     /// One token of the exchange; the answer token, or why it failed (the
     /// connection closes then).
     async fn step_token(&mut self, shard: &Shard, token: &[u8]) -> Result<Vec<u8>, Failure> {
+        let mechanism = self.step_mechanism();
         let step = std::mem::replace(&mut self.step, Step::Start);
         let outcome = self.step_inner(shard, step, token).await;
         match &outcome {
@@ -324,6 +325,13 @@ impl Session {
             Err(f) => {
                 shard.metrics.sasl_failures.fetch_add(1, Relaxed);
                 tracing::warn!(peer = %self.peer, "SASL authentication failed: {}", f.reason);
+                crate::audit::record(&crate::audit::Event {
+                    principal: crate::auth::ANONYMOUS,
+                    host: &self.peer,
+                    action: "SaslAuthenticate",
+                    target: mechanism,
+                    outcome: &format!("failed: {}", f.reason),
+                });
             }
         }
         outcome

@@ -97,6 +97,7 @@ pub struct Shard {
     pub metrics: Arc<Metrics>,
     /// Connections held, in all and per client address (all shards).
     pub connections: Arc<super::limits::ConnectionLimits>,
+    pub authorizer: Arc<super::authorizer::Authorizer>,
     senders: Senders<Job>,
     topics: RefCell<HashMap<String, TopicMeta>>,
     logs: RefCell<HashMap<(String, u32), Rc<PartitionLog>>>,
@@ -165,6 +166,7 @@ impl Shard {
         cluster: Arc<Cluster>,
         metrics: Arc<Metrics>,
         connections: Arc<super::limits::ConnectionLimits>,
+        authorizer: Arc<super::authorizer::Authorizer>,
         senders: Senders<Job>,
         flush_wake: glommio::channels::local_channel::LocalSender<()>,
     ) -> Self {
@@ -184,6 +186,7 @@ impl Shard {
             cluster,
             metrics,
             connections,
+            authorizer,
             senders,
             topics: RefCell::default(),
             logs: RefCell::default(),

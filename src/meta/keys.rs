@@ -14,6 +14,7 @@
 //! mirror/jobs/{name}                                mirror JobSpec
 //! mirror/gaps/{job}/{topic}/{partition:010}/{from:020}   Gap
 //! users/{user}/{mechanism}                        ScramCredential (never a password)
+//! acls/{type}/{pattern}/{name}/{principal}/{host}/{operation}/{permission}   Acl
 //! ```
 //!
 //! Zero-padded numbers make a prefix listing come back in numeric order.
@@ -193,4 +194,22 @@ pub fn user(ns: &str, user: &str) -> String {
 pub fn user_credential(ns: &str, user: &str, mechanism: &str) -> String {
     let user = escape(user);
     format!("/kafscale/{ns}/users/{user}/{mechanism}")
+}
+
+pub fn acls(ns: &str) -> String {
+    format!("/kafscale/{ns}/acls/")
+}
+
+/// One ACL binding's key: every field, names escaped like group ids.
+pub fn acl(ns: &str, acl: &crate::auth::acl::Acl) -> String {
+    format!(
+        "/kafscale/{ns}/acls/{}/{}/{}/{}/{}/{}/{}",
+        acl.resource_type,
+        acl.pattern_type,
+        escape(&acl.name),
+        escape(&acl.principal),
+        escape(&acl.host),
+        acl.operation,
+        acl.permission
+    )
 }

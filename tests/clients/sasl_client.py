@@ -5,7 +5,7 @@ confluent-kafka or kafka-python and print JSON.
       CLIENT  confluent | kafka-python
       ACTION  produce | consume | produce-slowly
       CONFIG  {"bootstrap", "protocol", "mechanism", "user", "password",
-               "ca", "topic", "count", "seconds"}
+               "ca", "topic", "count", "seconds", "group"}
 
 Prints {"ok": true, "values": [...]} or {"ok": false, "error": "..."}; the
 exit status is 0 either way, so the caller asserts on what happened.
@@ -56,7 +56,8 @@ def confluent(action, c):
         if failed or left:
             return {"ok": False, "error": "; ".join(failed + errors) or f"{left} undelivered"}
         return {"ok": True, "values": values}
-    consumer = Consumer({**conf, "group.id": f"g-{time.time()}", "auto.offset.reset": "earliest",
+    group = c.get("group") or f"g-{time.time()}"
+    consumer = Consumer({**conf, "group.id": group, "auto.offset.reset": "earliest",
                          "enable.auto.commit": False})
     consumer.subscribe([c["topic"]])
     values, deadline = [], time.time() + 30

@@ -8,12 +8,14 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use kafscale_codec::header::RequestHeader;
 
 use super::{decode, respond, str_bytes};
-use crate::broker::conn::Reply;
+use crate::auth::acl::{Operation, ResourceType};
+use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
 use crate::broker::shard::Shard;
 
 pub async fn handle(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -23,7 +25,20 @@ pub async fn handle(
         let name = t.name.0.to_string();
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
-        let result = if t.count <= 0 {
+        let result = if !shard.authorizer.allows(
+            caller,
+            Operation::Alter,
+            ResourceType::Topic,
+            &name,
+        ) {
+            Err((
+                ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                format!(
+                    "{} may not add partitions to topic {name:?} (ALTER on the topic)",
+                    caller.principal
+                ),
+            ))
+        } else if t.count <= 0 {
             Err((
                 ErrorCode::INVALID_PARTITIONS,
                 format!("partition count must be positive, got {}", t.count),
@@ -53,6 +68,11 @@ pub async fn handle(
             let (n, count) = (name.clone(), t.count as u32);
             match shard.meta.call(move |m| m.add_partitions(&n, count)).await {
                 Ok(_) => {
+                    caller.audit(
+                        "CreatePartitions",
+                        &format!("topic {name}, {count} partitions"),
+                        "ok",
+                    );
                     let forget = name.clone();
                     // Shards reload the topic (not the partitions they own).
                     shard

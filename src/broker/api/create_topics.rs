@@ -12,13 +12,15 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafscale_codec::header::RequestHeader;
 
 use super::{decode, respond, str_bytes, topic_uuid};
-use crate::broker::conn::Reply;
+use crate::auth::acl::{Operation, ResourceType};
+use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
 use crate::broker::shard::{Shard, valid_topic_name};
 use crate::meta::MetaError;
 
 pub async fn handle(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -41,7 +43,18 @@ pub async fn handle(
         } else {
             t.num_partitions
         };
-        let error = if !valid_topic_name(&name) {
+        let az = &shard.authorizer;
+        let error = if !az.allows_cluster(caller, Operation::Create)
+            && !az.allows(caller, Operation::Create, ResourceType::Topic, &name)
+        {
+            Some((
+                ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                format!(
+                    "{} may not create topic {name:?} (CREATE on the cluster or the topic)",
+                    caller.principal
+                ),
+            ))
+        } else if !valid_topic_name(&name) {
             Some((
                 ErrorCode::INVALID_TOPIC_EXCEPTION,
                 format!("{name:?} is not a legal topic name"),
@@ -107,7 +120,11 @@ pub async fn handle(
                 if header.api_version >= 7 {
                     r.topic_id = topic_uuid(&meta.id);
                 }
-                tracing::info!(topic = %meta.name, partitions, "created topic");
+                caller.audit(
+                    "CreateTopics",
+                    &format!("topic {}, {partitions} partitions", meta.name),
+                    "ok",
+                );
             }
             Err(e @ MetaError::TopicExists { .. }) => {
                 r.error_code = ErrorCode::TOPIC_ALREADY_EXISTS.code();

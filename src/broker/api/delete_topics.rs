@@ -11,12 +11,14 @@ use kafscale_codec::header::RequestHeader;
 use kafscale_s3::ObjectStore;
 
 use super::{decode, respond, str_bytes, topic_hex, topic_uuid};
-use crate::broker::conn::Reply;
+use crate::auth::acl::{Operation, ResourceType};
+use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
 use crate::broker::shard::Shard;
 
 pub async fn handle(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -53,9 +55,24 @@ pub async fn handle(
             resp.responses.push(r);
             continue;
         };
+        if !shard
+            .authorizer
+            .allows(caller, Operation::Delete, ResourceType::Topic, &name)
+        {
+            r.error_code = ErrorCode::TOPIC_AUTHORIZATION_FAILED.code();
+            if header.api_version >= 5 {
+                r.error_message = Some(str_bytes(&format!(
+                    "{} may not delete topic {name:?} (DELETE on the topic)",
+                    caller.principal
+                )));
+            }
+            resp.responses.push(r);
+            continue;
+        }
         let n = name.clone();
         match shard.meta.call(move |m| m.delete_topic(&n)).await {
             Ok(meta) => {
+                caller.audit("DeleteTopics", &format!("topic {}", meta.name), "ok");
                 r.name = Some(TopicName(str_bytes(&meta.name)));
                 if header.api_version >= 6 {
                     r.topic_id = topic_uuid(&meta.id);

@@ -10,7 +10,8 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafscale_codec::header::RequestHeader;
 
 use super::{decode, respond, str_bytes};
-use crate::broker::conn::Reply;
+use crate::auth::acl::{Operation, ResourceType};
+use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
 use crate::broker::shard::Shard;
 
@@ -23,6 +24,7 @@ const STATIC_BROKER_CONFIG: i8 = 4;
 
 pub async fn handle(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -46,6 +48,27 @@ pub async fn handle(
         r.resource_name = res.resource_name.clone();
         // (name, value, source, the default it overrides)
         let mut entries: Vec<(String, String, i8, Option<String>)> = Vec::new();
+        let (kind, name) = match res.resource_type {
+            TOPIC => (ResourceType::Topic, res.resource_name.as_str()),
+            _ => (ResourceType::Cluster, crate::auth::acl::CLUSTER_NAME),
+        };
+        if !shard
+            .authorizer
+            .allows(caller, Operation::DescribeConfigs, kind, name)
+        {
+            // Kafka's answer: the resource's error, no entries.
+            r.error_code = match kind {
+                ResourceType::Topic => ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                _ => ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+            }
+            .code();
+            r.error_message = Some(str_bytes(&format!(
+                "{} may not describe the configs of {kind} {name} (DESCRIBE_CONFIGS)",
+                caller.principal
+            )));
+            resp.results.push(r);
+            continue;
+        }
         match res.resource_type {
             TOPIC => match shard.topic(res.resource_name.as_str()).await {
                 Ok(Some(t)) => {

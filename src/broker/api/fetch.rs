@@ -11,7 +11,8 @@ use kafscale_codec::fetch::{FetchPartition, FetchTopic, encode_fetch_response};
 use kafscale_codec::header::RequestHeader;
 
 use super::{decode, topic_hex, topic_uuid};
-use crate::broker::conn::Reply;
+use crate::auth::acl::{Operation, ResourceType};
+use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
 use crate::broker::partition::ReadResult;
 use crate::broker::shard::Shard;
@@ -55,6 +56,7 @@ async fn read_partition(
 
 pub async fn handle(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -86,6 +88,17 @@ pub async fn handle(
             let m = shard.topic(t.topic.0.as_str()).await.ok().flatten();
             (m, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
         };
+        // Kafka answers an unknown topic id as unknown, and a named topic
+        // the caller may not read as unauthorized, whether it exists or not.
+        let readable = |name: &str| {
+            shard
+                .authorizer
+                .allows(caller, Operation::Read, ResourceType::Topic, name)
+        };
+        let denied = match &meta {
+            Some(m) => !readable(&m.name),
+            None => version < 13 && !readable(t.topic.0.as_str()),
+        };
         let ti = topics.len();
         topics.push(FetchTopic {
             name: t.topic.0.to_string(),
@@ -98,6 +111,7 @@ pub async fn handle(
         }
         for p in t.partitions {
             let error = match &meta {
+                _ if denied => ErrorCode::TOPIC_AUTHORIZATION_FAILED,
                 None => missing,
                 Some(m) if p.partition < 0 || p.partition as u32 >= m.partitions => {
                     ErrorCode::UNKNOWN_TOPIC_OR_PARTITION

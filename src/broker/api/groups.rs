@@ -17,10 +17,18 @@ use kafka_protocol::messages::*;
 use kafscale_codec::header::RequestHeader;
 
 use super::{decode, respond, str_bytes};
+use crate::auth::acl::{Operation, ResourceType};
 use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
 use crate::broker::group::{Group, JoinRequest, Joined, State};
 use crate::broker::shard::Shard;
+
+/// Whether `caller` may do `op` on `group`.
+fn may(shard: &Shard, caller: &Caller, op: Operation, group: &str) -> bool {
+    shard
+        .authorizer
+        .allows(caller, op, ResourceType::Group, group)
+}
 
 fn opt(s: &Option<String>) -> Option<kafka_protocol::protocol::StrBytes> {
     s.as_deref().map(str_bytes)
@@ -46,10 +54,19 @@ pub async fn find_coordinator(
     };
     let mut resp = FindCoordinatorResponse::default();
     // Key type 0 is a group; 1 (transactions) is not served.
-    let error = if req.key_type == 0 {
-        ErrorCode::NONE
-    } else {
-        ErrorCode::COORDINATOR_NOT_AVAILABLE
+    let error = |key: &str| match req.key_type {
+        0 if !may(shard, caller, Operation::Describe, key) => ErrorCode::GROUP_AUTHORIZATION_FAILED,
+        0 => ErrorCode::NONE,
+        _ if !shard.authorizer.allows(
+            caller,
+            Operation::Describe,
+            ResourceType::TransactionalId,
+            key,
+        ) =>
+        {
+            ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        }
+        _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
     };
     if v >= 4 {
         resp.coordinators = req
@@ -59,12 +76,12 @@ pub async fn find_coordinator(
                 let mut c = Coordinator::default();
                 c.key = k.clone();
                 (c.node_id, c.host, c.port) = at(k);
-                c.error_code = error.code();
+                c.error_code = error(k).code();
                 c
             })
             .collect();
     } else {
-        resp.error_code = error.code();
+        resp.error_code = error(&req.key).code();
         (resp.node_id, resp.host, resp.port) = at(&req.key);
     }
     respond(header, &resp)
@@ -72,6 +89,7 @@ pub async fn find_coordinator(
 
 pub async fn join_group(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -81,6 +99,11 @@ pub async fn join_group(
     let mut resp = JoinGroupResponse::default();
     resp.generation_id = -1;
     let session = req.session_timeout_ms;
+    if !may(shard, caller, Operation::Read, &group) {
+        resp.error_code = ErrorCode::GROUP_AUTHORIZATION_FAILED.code();
+        resp.member_id = req.member_id;
+        return respond(header, &resp);
+    }
     if group.is_empty() || !(1_000..=1_800_000).contains(&session) {
         resp.error_code = if group.is_empty() {
             ErrorCode::INVALID_GROUP_ID
@@ -158,6 +181,7 @@ pub async fn join_group(
 
 pub async fn sync_group(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -171,7 +195,10 @@ pub async fn sync_group(
         .iter()
         .map(|a| (a.member_id.to_string(), a.assignment.clone()))
         .collect();
-    let code = shard.cluster.coordinate(&group).await;
+    let code = match may(shard, caller, Operation::Read, &group) {
+        true => shard.cluster.coordinate(&group).await,
+        false => ErrorCode::GROUP_AUTHORIZATION_FAILED,
+    };
     if code != ErrorCode::NONE {
         let mut resp = SyncGroupResponse::default();
         resp.error_code = code.code();
@@ -204,6 +231,7 @@ pub async fn sync_group(
 
 pub async fn heartbeat(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -211,7 +239,10 @@ pub async fn heartbeat(
     let group = req.group_id.0.to_string();
     let (member, generation) = (req.member_id.to_string(), req.generation_id);
     let mut resp = HeartbeatResponse::default();
-    let code = shard.cluster.coordinate(&group).await;
+    let code = match may(shard, caller, Operation::Read, &group) {
+        true => shard.cluster.coordinate(&group).await,
+        false => ErrorCode::GROUP_AUTHORIZATION_FAILED,
+    };
     if code != ErrorCode::NONE {
         resp.error_code = code.code();
         return respond(header, &resp);
@@ -232,6 +263,7 @@ pub async fn heartbeat(
 
 pub async fn leave_group(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -252,7 +284,10 @@ pub async fn leave_group(
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let code = shard.cluster.coordinate(&group).await;
+    let code = match may(shard, caller, Operation::Read, &group) {
+        true => shard.cluster.coordinate(&group).await,
+        false => ErrorCode::GROUP_AUTHORIZATION_FAILED,
+    };
     if code != ErrorCode::NONE {
         let mut resp = LeaveGroupResponse::default();
         resp.error_code = code.code();
@@ -345,6 +380,7 @@ async fn describe_one(shard: &Rc<Shard>, group: String) -> Option<Described> {
 
 pub async fn describe_groups(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -354,7 +390,10 @@ pub async fn describe_groups(
     for id in req.groups {
         let mut d = DescribedGroup::default();
         d.group_id = id.clone();
-        let code = shard.cluster.coordinate(&id.0).await;
+        let code = match may(shard, caller, Operation::Describe, &id.0) {
+            true => shard.cluster.coordinate(&id.0).await,
+            false => ErrorCode::GROUP_AUTHORIZATION_FAILED,
+        };
         if code != ErrorCode::NONE {
             d.error_code = code.code();
             resp.groups.push(d);
@@ -390,6 +429,7 @@ pub async fn describe_groups(
 
 pub async fn list_groups(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -409,6 +449,11 @@ pub async fn list_groups(
     names.dedup();
     // Each broker lists the groups it coordinates (admin clients ask them all).
     names.retain(|n| shard.cluster.coordinator_of(n) == shard.cluster.id());
+    // As in Kafka: DESCRIBE on the cluster lists every group, otherwise
+    // only those the caller may describe.
+    if !shard.authorizer.allows_cluster(caller, Operation::Describe) {
+        names.retain(|n| may(shard, caller, Operation::Describe, n));
+    }
     let mut resp = ListGroupsResponse::default();
     for name in names {
         let (state, ptype) = match describe_one(shard, name.clone()).await {
@@ -431,6 +476,7 @@ pub async fn list_groups(
 
 pub async fn delete_groups(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -440,7 +486,10 @@ pub async fn delete_groups(
         let name = id.0.to_string();
         let owner = shard.group_owner(&name);
         let n = name.clone();
-        let code = shard.cluster.coordinate(&name).await;
+        let code = match may(shard, caller, Operation::Delete, &name) {
+            true => shard.cluster.coordinate(&name).await,
+            false => ErrorCode::GROUP_AUTHORIZATION_FAILED,
+        };
         let code = if code != ErrorCode::NONE {
             code
         } else {
@@ -471,6 +520,9 @@ pub async fn delete_groups(
                 .await
                 .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)
         };
+        if code == ErrorCode::NONE {
+            caller.audit("DeleteGroups", &format!("group {name}"), "ok");
+        }
         let mut r = DeletableGroupResult::default();
         r.group_id = id;
         r.error_code = code.code();

@@ -8,12 +8,14 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use kafscale_codec::header::RequestHeader;
 
 use super::{decode, respond};
-use crate::broker::conn::Reply;
+use crate::auth::acl::{Operation, ResourceType};
+use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
 use crate::broker::shard::Shard;
 
 pub async fn handle(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -21,8 +23,24 @@ pub async fn handle(
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
-    if req.transactional_id.is_some() {
+    if let Some(id) = &req.transactional_id {
+        if !shard
+            .authorizer
+            .allows(caller, Operation::Write, ResourceType::TransactionalId, id)
+        {
+            resp.error_code = ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code();
+            return respond(header, &resp);
+        }
         resp.error_code = ErrorCode::COORDINATOR_NOT_AVAILABLE.code();
+        return respond(header, &resp);
+    }
+    // KIP-679: an idempotent producer needs IDEMPOTENT_WRITE on the
+    // cluster or WRITE on some topic.
+    let az = &shard.authorizer;
+    if !az.allows_cluster(caller, Operation::IdempotentWrite)
+        && !az.allows_some(caller, Operation::Write, ResourceType::Topic)
+    {
+        resp.error_code = ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code();
         return respond(header, &resp);
     }
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {

@@ -11,7 +11,8 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafscale_codec::header::RequestHeader;
 
 use super::{decode, respond};
-use crate::broker::conn::Reply;
+use crate::auth::acl::{Operation, ResourceType};
+use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
 use crate::broker::shard::Shard;
 
@@ -32,6 +33,7 @@ async fn lookup(
 
 pub async fn handle(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -40,7 +42,14 @@ pub async fn handle(
     let mut resp = ListOffsetsResponse::default();
     for t in req.topics {
         let name = t.name.0.to_string();
-        let known = shard.topic(&name).await.ok().flatten();
+        let denied =
+            !shard
+                .authorizer
+                .allows(caller, Operation::Describe, ResourceType::Topic, &name);
+        let known = match denied {
+            true => None,
+            false => shard.topic(&name).await.ok().flatten(),
+        };
         let futs = t.partitions.iter().map(|p| {
             let (s, topic, partition, ts) =
                 (shard.clone(), name.clone(), p.partition_index, p.timestamp);
@@ -48,6 +57,9 @@ pub async fn handle(
                 .as_ref()
                 .is_some_and(|m| partition >= 0 && (partition as u32) < m.partitions);
             async move {
+                if denied {
+                    return Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED);
+                }
                 if !exists {
                     return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
                 }

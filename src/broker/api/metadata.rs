@@ -11,6 +11,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafscale_codec::header::RequestHeader;
 
 use super::{decode, respond, str_bytes, topic_uuid};
+use crate::auth::acl::{Operation, ResourceType};
 use crate::broker::cluster::Cluster;
 use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
@@ -62,6 +63,12 @@ pub async fn handle(
         ),
     };
     let allow_create = header.api_version < 4 || req.allow_auto_topic_creation;
+    let az = &shard.authorizer;
+    let describable = |t: &str| az.allows(caller, Operation::Describe, ResourceType::Topic, t);
+    let creatable = |t: &str| {
+        az.allows_cluster(caller, Operation::Create)
+            || az.allows(caller, Operation::Create, ResourceType::Topic, t)
+    };
     match wanted {
         None => {
             // No answer rather than an empty list, which a client would take
@@ -69,8 +76,9 @@ pub async fn handle(
             let topics = shard.meta.topics().await.map_err(|e| {
                 format!("the metadata store cannot list the topics ({e}); not answering with none")
             })?;
-            for t in topics {
-                resp.topics.push(topic_entry(&t, cluster));
+            // As in Kafka, topics the caller may not describe are not listed.
+            for t in topics.iter().filter(|t| describable(&t.name)) {
+                resp.topics.push(topic_entry(t, cluster));
             }
         }
         Some(list) => {
@@ -84,11 +92,24 @@ pub async fn handle(
                         ));
                         continue;
                     }
-                    (Some(n), _) => shard.topic_or_create(n, allow_create).await,
+                    (Some(n), _) if !describable(n) => {
+                        resp.topics.push(error_entry(
+                            Some(n),
+                            None,
+                            ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                        ));
+                        continue;
+                    }
+                    (Some(n), _) => shard.topic_or_create(n, allow_create && creatable(n)).await,
                     (None, Some(id)) => shard.topic_by_id(&super::topic_hex(&id)).await,
                     (None, None) => Ok(None),
                 };
                 match found {
+                    Ok(Some(t)) if !describable(&t.name) => resp.topics.push(error_entry(
+                        None,
+                        id,
+                        ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                    )),
                     Ok(Some(t)) => resp.topics.push(topic_entry(&t, cluster)),
                     Ok(None) if name.is_none() => {
                         resp.topics

@@ -20,13 +20,15 @@ use kafka_protocol::messages::*;
 use kafscale_codec::header::RequestHeader;
 
 use super::{decode, respond, str_bytes};
-use crate::broker::conn::Reply;
+use crate::auth::acl::{Operation, ResourceType};
+use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
 use crate::broker::shard::Shard;
 use crate::meta::CommittedOffset;
 
 pub async fn offset_commit(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -36,7 +38,12 @@ pub async fn offset_commit(
     let member = req.member_id.to_string();
     let generation = req.generation_id_or_member_epoch;
     // Members commit with their generation; admin tools commit with -1 and no member.
-    let coordinating = shard.cluster.coordinate(&group).await;
+    let az = &shard.authorizer;
+    let coordinating = match az.allows(caller, Operation::Read, ResourceType::Group, &group) {
+        true => shard.cluster.coordinate(&group).await,
+        false => ErrorCode::GROUP_AUTHORIZATION_FAILED,
+    };
+    let readable = |topic: &str| az.allows(caller, Operation::Read, ResourceType::Topic, topic);
     let check = if coordinating != ErrorCode::NONE {
         coordinating
     } else if generation < 0 && member.is_empty() {
@@ -59,7 +66,7 @@ pub async fn offset_commit(
             .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)
     };
     let mut offsets = Vec::new();
-    for t in &req.topics {
+    for t in req.topics.iter().filter(|t| readable(&t.name)) {
         // A negative partition index names no partition: answered
         // UNKNOWN_TOPIC_OR_PARTITION below, never stored.
         for p in t.partitions.iter().filter(|p| p.partition_index >= 0) {
@@ -94,6 +101,7 @@ pub async fn offset_commit(
         .map(|t| {
             let mut rt = OffsetCommitResponseTopic::default();
             rt.name = t.name.clone();
+            let code = topic_code(code, readable(&t.name));
             rt.partitions = t
                 .partitions
                 .iter()
@@ -111,15 +119,25 @@ pub async fn offset_commit(
 }
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
-/// A partition's committed offset: (partition, offset or -1, metadata).
-type Committed = (i32, i64, Option<String>);
+/// A partition's committed offset: (partition, offset or -1, metadata, error).
+type Committed = (i32, i64, Option<String>, ErrorCode);
+/// (topic, partition, offset or -1, metadata, error).
+type Row = (String, i32, i64, Option<String>, ErrorCode);
 
-/// (topic, partition, offset or -1, metadata) for what was asked; all when `None`.
+/// The committed offsets asked for; all when `None`. As in Kafka, a topic
+/// the caller may not describe is left out of "all" and answered
+/// TOPIC_AUTHORIZATION_FAILED when named.
 async fn fetch_group(
     shard: &Shard,
+    caller: &Caller,
     group: String,
     wanted: Wanted,
-) -> Result<Vec<(String, i32, i64, Option<String>)>, ErrorCode> {
+) -> Result<Vec<Row>, ErrorCode> {
+    let az = &shard.authorizer;
+    if !az.allows(caller, Operation::Describe, ResourceType::Group, &group) {
+        return Err(ErrorCode::GROUP_AUTHORIZATION_FAILED);
+    }
+    let describable = |t: &str| az.allows(caller, Operation::Describe, ResourceType::Topic, t);
     let code = shard.cluster.coordinate(&group).await;
     if code != ErrorCode::NONE {
         return Err(code);
@@ -132,30 +150,34 @@ async fn fetch_group(
     Ok(match wanted {
         None => stored
             .into_iter()
-            .map(|(t, p, o)| (t, p as i32, o.offset, o.metadata))
+            .filter(|(t, _, _)| describable(t))
+            .map(|(t, p, o)| (t, p as i32, o.offset, o.metadata, ErrorCode::NONE))
             .collect(),
         Some(list) => list
             .into_iter()
             .flat_map(|(t, parts)| parts.into_iter().map(move |p| (t.clone(), p)))
             .map(|(t, p)| {
+                if !describable(&t) {
+                    return (t, p, -1, None, ErrorCode::TOPIC_AUTHORIZATION_FAILED);
+                }
                 let hit = stored
                     .iter()
                     .find(|(st, sp, _)| *st == t && *sp as i32 == p);
                 match hit {
-                    Some((_, _, o)) => (t, p, o.offset, o.metadata.clone()),
-                    None => (t, p, -1, None),
+                    Some((_, _, o)) => (t, p, o.offset, o.metadata.clone(), ErrorCode::NONE),
+                    None => (t, p, -1, None, ErrorCode::NONE),
                 }
             })
             .collect(),
     })
 }
 
-fn by_topic(rows: Vec<(String, i32, i64, Option<String>)>) -> Vec<(String, Vec<Committed>)> {
+fn by_topic(rows: Vec<Row>) -> Vec<(String, Vec<Committed>)> {
     let mut out: Vec<(String, Vec<Committed>)> = Vec::new();
-    for (t, p, o, m) in rows {
+    for (t, p, o, m, e) in rows {
         match out.iter_mut().find(|(name, _)| *name == t) {
-            Some((_, v)) => v.push((p, o, m)),
-            None => out.push((t, vec![(p, o, m)])),
+            Some((_, v)) => v.push((p, o, m, e)),
+            None => out.push((t, vec![(p, o, m, e)])),
         }
     }
     out
@@ -163,6 +185,7 @@ fn by_topic(rows: Vec<(String, i32, i64, Option<String>)>) -> Vec<(String, Vec<C
 
 pub async fn offset_fetch(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
@@ -178,7 +201,7 @@ pub async fn offset_fetch(
             });
             let mut rg = OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id.clone();
-            match fetch_group(shard, g.group_id.0.to_string(), wanted).await {
+            match fetch_group(shard, caller, g.group_id.0.to_string(), wanted).await {
                 Ok(rows) => {
                     rg.topics = by_topic(rows)
                         .into_iter()
@@ -187,9 +210,10 @@ pub async fn offset_fetch(
                             rt.name = TopicName(str_bytes(&t));
                             rt.partitions = parts
                                 .into_iter()
-                                .map(|(p, o, m)| {
+                                .map(|(p, o, m, e)| {
                                     let mut rp = OffsetFetchResponsePartitions::default();
                                     rp.partition_index = p;
+                                    rp.error_code = e.code();
                                     rp.committed_offset = o;
                                     rp.metadata = Some(str_bytes(&m.unwrap_or_default()));
                                     rp
@@ -210,7 +234,7 @@ pub async fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    match fetch_group(shard, req.group_id.0.to_string(), wanted).await {
+    match fetch_group(shard, caller, req.group_id.0.to_string(), wanted).await {
         Ok(rows) => {
             resp.topics = by_topic(rows)
                 .into_iter()
@@ -219,9 +243,10 @@ pub async fn offset_fetch(
                     rt.name = TopicName(str_bytes(&t));
                     rt.partitions = parts
                         .into_iter()
-                        .map(|(p, o, m)| {
+                        .map(|(p, o, m, e)| {
                             let mut rp = OffsetFetchResponsePartition::default();
                             rp.partition_index = p;
+                            rp.error_code = e.code();
                             rp.committed_offset = o;
                             rp.metadata = Some(str_bytes(&m.unwrap_or_default()));
                             rp
@@ -239,14 +264,18 @@ pub async fn offset_fetch(
 
 pub async fn offset_delete(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
 ) -> Result<Reply, String> {
     let req: OffsetDeleteRequest = decode(body, header.api_version)?;
     let group = req.group_id.0.to_string();
+    let az = &shard.authorizer;
+    let readable = |topic: &str| az.allows(caller, Operation::Read, ResourceType::Topic, topic);
     let parts: Vec<(String, u32)> = req
         .topics
         .iter()
+        .filter(|t| readable(&t.name))
         .flat_map(|t| {
             t.partitions
                 .iter()
@@ -255,7 +284,10 @@ pub async fn offset_delete(
         })
         .collect();
     let mut resp = OffsetDeleteResponse::default();
-    let coordinating = shard.cluster.coordinate(&group).await;
+    let coordinating = match az.allows(caller, Operation::Delete, ResourceType::Group, &group) {
+        true => shard.cluster.coordinate(&group).await,
+        false => ErrorCode::GROUP_AUTHORIZATION_FAILED,
+    };
     if coordinating != ErrorCode::NONE {
         resp.error_code = coordinating.code();
         return respond(header, &resp);
@@ -274,6 +306,7 @@ pub async fn offset_delete(
         .map(|t| {
             let mut rt = OffsetDeleteResponseTopic::default();
             rt.name = t.name.clone();
+            let code = topic_code(code, readable(&t.name));
             rt.partitions = t
                 .partitions
                 .iter()
@@ -288,6 +321,16 @@ pub async fn offset_delete(
         })
         .collect();
     respond(header, &resp)
+}
+
+/// A topic's answer: the request's, unless the caller may not read it
+/// (a group the caller may not use is answered as such everywhere).
+fn topic_code(request: ErrorCode, readable: bool) -> ErrorCode {
+    if readable || request == ErrorCode::GROUP_AUTHORIZATION_FAILED {
+        request
+    } else {
+        ErrorCode::TOPIC_AUTHORIZATION_FAILED
+    }
 }
 
 /// The answer for one partition of an offset request: a negative index

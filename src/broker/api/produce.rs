@@ -13,7 +13,8 @@ use kafscale_codec::header::RequestHeader;
 use kafscale_codec::produce::parse_produce;
 
 use super::{decode, respond};
-use crate::broker::conn::Reply;
+use crate::auth::acl::{Operation, ResourceType};
+use crate::broker::conn::{Caller, Reply};
 use crate::broker::errors::ErrorCode;
 use crate::broker::partition::{Appended, Durable, ProducedRecords};
 use crate::broker::shard::Shard;
@@ -158,6 +159,7 @@ pub struct Order {
 
 pub async fn handle(
     shard: &Rc<Shard>,
+    caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
     carved: Option<Carved>,
@@ -197,8 +199,15 @@ pub async fn handle(
         let mut tr = TopicProduceResponse::default();
         tr.name = TopicName(StrBytes::from_string(name.clone()));
         resp.responses.push(tr);
+        // As in Kafka, a topic the caller may not write to is refused
+        // before anything tells whether it exists.
+        let denied = refuse_all.is_none()
+            && !shard
+                .authorizer
+                .allows(caller, Operation::Write, ResourceType::Topic, &name);
         let known = match refuse_all {
             Some(_) => None,
+            None if denied => None,
             None => shard.topic(&name).await.ok().flatten(),
         };
         // A mirror's copy takes records only from its job (as Kafka refuses
@@ -231,7 +240,9 @@ pub async fn handle(
             let exists = known
                 .as_ref()
                 .is_some_and(|m| index >= 0 && (index as u32) < m.partitions);
-            let refused = refuse_all.or((!exists).then_some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
+            let refused = refuse_all
+                .or(denied.then_some(ErrorCode::TOPIC_AUTHORIZATION_FAILED))
+                .or((!exists).then_some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
             let slot = match (refused, records) {
                 (Some(code), _) => Slot::Now(code),
                 (None, _) if read_only.is_some() => Slot::Refused(

@@ -11,10 +11,11 @@
 //! The rules are Kafka's: a user may appear once per request (else
 //! DUPLICATE_RESOURCE), 4096 to 16384 iterations (UNACCEPTABLE_CREDENTIAL),
 //! deleting a credential that does not exist is RESOURCE_NOT_FOUND, an
-//! unknown mechanism UNSUPPORTED_SASL_MECHANISM. Until ACLs exist, both
-//! APIs need an authenticated principal: a client that did not
-//! authenticate (`User:ANONYMOUS`) gets CLUSTER_AUTHORIZATION_FAILED, so a
-//! plaintext listener cannot list users or change their passwords.
+//! unknown mechanism UNSUPPORTED_SASL_MECHANISM. With `--authorizer acl`,
+//! describing needs DESCRIBE and altering ALTER on the cluster, as in
+//! Kafka. Without, both need an authenticated principal: a client that did
+//! not authenticate (`User:ANONYMOUS`) gets CLUSTER_AUTHORIZATION_FAILED,
+//! so a plaintext listener cannot list users or change their passwords.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -31,6 +32,7 @@ use kafka_protocol::messages::{
 use kafscale_codec::header::RequestHeader;
 
 use super::{decode, respond, str_bytes};
+use crate::auth::acl::Operation;
 use crate::auth::credential::{MAX_ITERATIONS, MIN_ITERATIONS};
 use crate::auth::{ANONYMOUS, ScramCredential, ScramMechanism};
 use crate::broker::conn::{Caller, Reply};
@@ -42,6 +44,26 @@ use crate::meta::MetaError;
 const NEEDS_AUTHENTICATION: &str =
     "SCRAM credentials can only be described or altered by an authenticated principal (SASL)";
 
+/// Why `caller` may not do `op` on the cluster's credentials, if not.
+fn refused(shard: &Shard, caller: &Caller, op: Operation) -> Option<String> {
+    let az = &shard.authorizer;
+    if az.enabled() {
+        (!az.allows_cluster(caller, op)).then(|| {
+            format!(
+                "{} may not {} SCRAM credentials ({op} on the cluster)",
+                caller.principal,
+                if op == Operation::Alter {
+                    "alter"
+                } else {
+                    "describe"
+                }
+            )
+        })
+    } else {
+        (&*caller.principal == ANONYMOUS).then(|| NEEDS_AUTHENTICATION.to_owned())
+    }
+}
+
 pub async fn describe(
     shard: &Rc<Shard>,
     caller: &Caller,
@@ -50,9 +72,9 @@ pub async fn describe(
 ) -> Result<Reply, String> {
     let req: DescribeUserScramCredentialsRequest = decode(body, header.api_version)?;
     let mut resp = DescribeUserScramCredentialsResponse::default();
-    if &*caller.principal == ANONYMOUS {
+    if let Some(why) = refused(shard, caller, Operation::Describe) {
         resp.error_code = ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code();
-        resp.error_message = Some(str_bytes(NEEDS_AUTHENTICATION));
+        resp.error_message = Some(str_bytes(&why));
         return respond(header, &resp);
     }
     let all = match shard.meta.call(|m| m.scram_credentials()).await {
@@ -167,16 +189,16 @@ pub async fn alter(
             None => changes.push((user, change)),
         }
     }
-    let anonymous = &*caller.principal == ANONYMOUS;
+    let refusal = refused(shard, caller, Operation::Alter);
     let mut users = Vec::with_capacity(changes.len());
     let mut results: Vec<Result<(), Refusal>> = Vec::with_capacity(changes.len());
     // (position in `results`, user, change) of what the store is to do.
     let mut valid = Vec::new();
     for (i, (user, change)) in changes.into_iter().enumerate() {
         match change {
-            Ok(_) if anonymous => results.push(Err((
+            Ok(_) if refusal.is_some() => results.push(Err((
                 ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
-                NEEDS_AUTHENTICATION.into(),
+                refusal.clone().unwrap_or_default(),
             ))),
             Ok(change) => {
                 valid.push((i, user.clone(), change));
@@ -195,18 +217,13 @@ pub async fn alter(
         Err(e) => described.iter().map(|_| Err(meta_error(&e))).collect(),
     };
     for ((i, change), outcome) in described.into_iter().zip(outcomes) {
+        let target = format!("user {}: {change}", users[i]);
         match &outcome {
-            Ok(()) => tracing::info!(
-                principal = %caller.principal,
-                user = %users[i],
-                %change,
-                "SCRAM credential altered (AlterUserScramCredentials)"
-            ),
-            Err((_, why)) => tracing::warn!(
-                principal = %caller.principal,
-                user = %users[i],
-                %change,
-                "SCRAM credential not altered: {why}"
+            Ok(()) => caller.audit("AlterUserScramCredentials", &target, "ok"),
+            Err((_, why)) => caller.audit(
+                "AlterUserScramCredentials",
+                &target,
+                &format!("refused: {why}"),
             ),
         }
         results[i] = outcome;

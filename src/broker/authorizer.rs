@@ -1,0 +1,147 @@
+//! Who may do what: Kafka's ACLs (`--authorizer acl`), kept in the metadata
+//! store and held by every broker in memory.
+//!
+//! Each broker loads the bindings at start-up (it does not serve before it
+//! has them) and, with etcd, reads them again every second, so a change made
+//! through one broker holds on the others within about a second, as Kafka's
+//! brokers follow their metadata log. The broker that made a change holds
+//! it before it answers.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::anyhow;
+
+use super::conn::Caller;
+use crate::auth::acl::{Acl, AclSet, Operation, ResourceType};
+use crate::meta::MetaClient;
+
+/// How often a clustered broker reads the bindings again.
+const REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub struct Authorizer {
+    /// Without `--authorizer acl` everyone may do everything, as in Kafka
+    /// without an authorizer.
+    enabled: bool,
+    super_users: HashSet<String>,
+    acls: RwLock<Arc<AclSet>>,
+}
+
+impl Authorizer {
+    /// With `enabled`, the bindings now in the metadata store; `super_users`
+    /// as Kafka's super.users (`User:a;User:b`).
+    pub fn load(enabled: bool, super_users: &str, meta: &MetaClient) -> anyhow::Result<Self> {
+        let super_users = super_users
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                if s.split_once(':').is_some_and(|(k, n)| !k.is_empty() && !n.is_empty()) {
+                    Ok(s.to_owned())
+                } else {
+                    Err(anyhow!(
+                        "--super-users: {s:?} is not a principal (write User:NAME; separate several with ';')"
+                    ))
+                }
+            })
+            .collect::<anyhow::Result<HashSet<_>>>()?;
+        let me = Self {
+            enabled,
+            super_users,
+            acls: RwLock::default(),
+        };
+        if enabled {
+            let acls = meta
+                .call_blocking(|m| m.acls())
+                .map_err(|e| anyhow!("cannot read the ACLs from the metadata store: {e}"))?;
+            me.replace(acls);
+        }
+        Ok(me)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn is_super_user(&self, principal: &str) -> bool {
+        self.super_users.contains(principal)
+    }
+
+    /// Whether `caller` may do `op` on the resource `(kind, name)`.
+    pub fn allows(&self, caller: &Caller, op: Operation, kind: ResourceType, name: &str) -> bool {
+        !self.enabled
+            || self.is_super_user(&caller.principal)
+            || self
+                .set()
+                .allows(&caller.principal, &caller.host, op, kind, name)
+    }
+
+    /// Whether `caller` may do `op` on the cluster.
+    pub fn allows_cluster(&self, caller: &Caller, op: Operation) -> bool {
+        self.allows(
+            caller,
+            op,
+            ResourceType::Cluster,
+            crate::auth::acl::CLUSTER_NAME,
+        )
+    }
+
+    /// Whether `caller` may do `op` on some resource of type `kind`.
+    pub fn allows_some(&self, caller: &Caller, op: Operation, kind: ResourceType) -> bool {
+        !self.enabled
+            || self.is_super_user(&caller.principal)
+            || self
+                .set()
+                .allows_some(&caller.principal, &caller.host, op, kind)
+    }
+
+    /// The bindings held now.
+    pub fn set(&self) -> Arc<AclSet> {
+        self.acls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, acls: Vec<Acl>) {
+        let set = Arc::new(AclSet::new(acls));
+        *self.acls.write().unwrap_or_else(|e| e.into_inner()) = set;
+    }
+
+    /// Reads the bindings again every second, on a thread of its own (the
+    /// metadata client blocks), for as long as the broker runs.
+    pub fn follow(self: &Arc<Self>, meta: MetaClient) -> anyhow::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let me = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("kafscale-acls".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    std::thread::sleep(REFRESH);
+                    let Some(me) = me.upgrade() else { return };
+                    match meta.call_blocking(|m| m.acls()) {
+                        Ok(mut acls) => {
+                            if failing {
+                                tracing::info!("ACLs read from the metadata store again");
+                            }
+                            failing = false;
+                            acls.sort();
+                            acls.dedup();
+                            if acls.as_slice() != me.set().all() {
+                                me.replace(acls);
+                            }
+                        }
+                        Err(e) => {
+                            if !failing {
+                                tracing::warn!(error = %e, "cannot read the ACLs from the metadata store; keeping those held");
+                            }
+                            failing = true;
+                        }
+                    }
+                }
+            })?;
+        Ok(())
+    }
+}
