@@ -1455,3 +1455,89 @@ fn acls_without_an_authorizer_are_refused_as_security_disabled() {
         "{text}"
     );
 }
+
+/// With etcd, a binding made through one broker holds on the others within
+/// a few seconds (each reads the bindings every second).
+#[test]
+fn acls_made_through_one_broker_hold_on_every_broker() {
+    let (Some(libs), Ok(etcd)) = (kafka_libs(), std::env::var("KAFSCALE_TEST_ETCD_ENDPOINTS"))
+    else {
+        assert!(
+            std::env::var_os("KAFSCALE_TEST_REQUIRE_SERVERS").is_none(),
+            "KAFSCALE_TEST_ETCD_ENDPOINTS is not set but KAFSCALE_TEST_REQUIRE_SERVERS is"
+        );
+        eprintln!("skipped: no etcd (scripts/test starts it)");
+        return;
+    };
+    let ns = format!("acl-{}", std::process::id());
+    let super_user = format!("User:{ALICE}");
+    let broker = |id: &str| {
+        Secure::start(&[
+            "--authorizer",
+            "acl",
+            "--super-users",
+            &super_user,
+            "--etcd-endpoints",
+            &etcd,
+            "--s3-namespace",
+            &ns,
+            "--broker-id",
+            id,
+        ])
+    };
+    let (a, b) = (broker("0"), broker("1"));
+    a.users(&["add", "bob", "--password-stdin"], Some(BOB_PASSWORD));
+    let mut args = kcat_sasl(&a, false, "SCRAM-SHA-512", ALICE_PASSWORD);
+    args.extend(["-P", "-t", "shared"].map(String::from));
+    let out = kcat(&strs(&args), "by-alice\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What bob's Metadata lists through one broker (kcat asks the one it
+    // is given).
+    let listed_by = |s: &Secure| -> Vec<String> {
+        let mut args = kcat_sasl_as(s, false, "SCRAM-SHA-512", "bob", BOB_PASSWORD);
+        args.extend(["-L", "-J"].map(String::from));
+        let out = kcat(&strs(&args), "");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        v["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["topic"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(listed_by(&a).is_empty() && listed_by(&b).is_empty());
+    let out = kafka_acls(
+        &a,
+        &libs,
+        ALICE,
+        ALICE_PASSWORD,
+        &[
+            "--add",
+            "--allow-principal",
+            "User:bob",
+            "--operation",
+            "Describe",
+            "--topic",
+            "shared",
+        ],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    // Whichever broker the tool sent CreateAcls to, the other one learns of
+    // it from etcd.
+    for s in [&a, &b] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while listed_by(s) != ["shared"] {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker {} never held the new ACL",
+                s.broker.port
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
