@@ -18,6 +18,8 @@ pub mod credential;
 pub mod hasher;
 pub mod plain;
 pub mod scram;
+pub mod token;
+pub mod token_cli;
 pub mod x500;
 
 pub use credential::{ScramCredential, ScramMechanism, UserSummary};

@@ -20,6 +20,7 @@ mod errors;
 mod flush;
 mod group;
 mod http;
+mod http_auth;
 mod limits;
 pub mod listeners;
 mod metrics;
@@ -328,6 +329,24 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     if cluster.is_clustered() {
         authorizer.follow(meta.clone())?;
     }
+    let tokens = http_auth::bootstrap(&args, &meta, cluster.id())?;
+    let gate = http_auth::Gate {
+        tokens: tokens.is_some(),
+        all: args.http_auth_all,
+        meta: meta.clone(),
+    };
+    match &tokens {
+        Some((_, file)) => eprintln!(
+            "REST API on http://{}/v1/: bearer tokens; an admin token is in {}",
+            args.metrics_listen,
+            file.display()
+        ),
+        None => eprintln!(
+            "REST API on http://{}/v1/: no authentication (--http-auth none)",
+            args.metrics_listen
+        ),
+    }
+    let peer_token = tokens.map(|(t, _)| t);
     let (stop, listeners) =
         kafscale_shard::stop_channel(shards).context("cannot set up stopping")?;
     let (drained_tx, drained_rx) = std::sync::mpsc::channel();
@@ -359,6 +378,8 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         let net = Net {
             listeners,
             security,
+            gate: gate.clone(),
+            peer_token: peer_token.clone(),
         };
         move || {
             run_shard(
@@ -496,6 +517,10 @@ impl Security {
 struct Net {
     listeners: Arc<Vec<listeners::Listener>>,
     security: Security,
+    /// Who may use the HTTP port (served by shard 0).
+    gate: http_auth::Gate,
+    /// This broker's token for its peers' REST APIs.
+    peer_token: Option<String>,
 }
 
 /// A shard's part in stopping: when told, drain and report.
@@ -582,8 +607,14 @@ async fn run_shard(
     glommio::spawn_local(mirror::supervise(shard.clone())).detach();
     if id == 0 {
         let l = http::bind(args.metrics_listen)?;
-        let api = rest::Api::new(shard.meta.clone(), metrics.clone(), shard.cluster.clone());
-        glommio::spawn_local(http::serve(l, metrics, api)).detach();
+        let api = rest::Api::new(
+            shard.meta.clone(),
+            metrics.clone(),
+            shard.cluster.clone(),
+            net.peer_token.clone(),
+        );
+        let gate = Rc::new(net.gate.clone());
+        glommio::spawn_local(http::serve(l, metrics, api, gate)).detach();
     }
     let accepting: Vec<_> = sockets
         .into_iter()

@@ -30,6 +30,8 @@ enum Command {
     Restore(Box<kafscale::restore::cli::RestoreArgs>),
     /// SCRAM users of the SASL listeners, through any broker's REST API.
     Users(kafscale::auth::cli::UsersArgs),
+    /// Bearer tokens of the REST API (roles viewer, operator, admin).
+    Tokens(kafscale::auth::token_cli::TokensArgs),
     /// Work with .kfs segments.
     Segments {
         #[command(subcommand)]
@@ -99,6 +101,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Mirror(args) => kafscale::mirror::cli::run(args),
         Command::Restore(args) => kafscale::restore::cli::run(*args),
         Command::Users(args) => kafscale::auth::cli::run(args),
+        Command::Tokens(args) => kafscale::auth::token_cli::run(args),
         Command::Segments {
             command: SegmentsCommand::Inspect { target, json, s3 },
         } => {

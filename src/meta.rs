@@ -23,6 +23,7 @@ pub mod kv;
 pub mod mirror;
 pub mod restore;
 pub mod store;
+pub mod tokens;
 mod types;
 pub mod users;
 

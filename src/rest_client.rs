@@ -7,15 +7,49 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 
+/// The bootstrap admin token a broker writes in its data directory.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// The bearer token the CLIs send: `KAFSCALE_HTTP_TOKEN`, else the file
+/// `KAFSCALE_HTTP_TOKEN_FILE`, else the broker's bootstrap token in
+/// `data_dir` (or `KAFSCALE_DATA_DIR`, or `./data`, the broker's default)
+/// when that file exists; none otherwise.
+pub fn cli_token(data_dir: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    if let Ok(t) = std::env::var("KAFSCALE_HTTP_TOKEN") {
+        return Ok(Some(t.trim().to_owned()));
+    }
+    let (path, named) = match std::env::var_os("KAFSCALE_HTTP_TOKEN_FILE") {
+        Some(p) => (std::path::PathBuf::from(p), true),
+        None => {
+            let dir = data_dir
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_else(|| {
+                    std::env::var_os("KAFSCALE_DATA_DIR")
+                        .map_or_else(|| "./data".into(), Into::into)
+                });
+            (dir.join(TOKEN_FILE), false)
+        }
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(t.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => Ok(None),
+        Err(e) => Err(anyhow!(
+            "cannot read the bearer token in {}: {e}",
+            path.display()
+        )),
+    }
+}
+
 /// Sends `method path` with a JSON `body` (empty for none) to `target`
-/// (`HOST:PORT`) and returns the status and the whole answer. Errors are one
-/// sentence naming the target. Name resolution runs on the executor's
-/// blocking pool.
+/// (`HOST:PORT`), with the bearer `token` if any, and returns the status
+/// and the whole answer. Errors are one sentence naming the target. Name
+/// resolution runs on the executor's blocking pool.
 pub async fn round_trip(
     target: &str,
     method: Method,
     path: &str,
     body: Bytes,
+    token: Option<&str>,
 ) -> Result<(StatusCode, Bytes), String> {
     let t = target.to_owned();
     let addr = glommio::executor()
@@ -36,11 +70,15 @@ pub async fn round_trip(
         let _ignored = conn.await;
     })
     .detach();
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
         .header(hyper::header::HOST, target)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
         .body(Full::new(body))
         .map_err(|e| format!("http://{target}{path}: {e}"))?;
     let resp = sender
@@ -69,6 +107,7 @@ pub fn error_message(body: &[u8]) -> String {
 #[derive(Debug)]
 pub struct Http {
     host: String,
+    token: Option<String>,
 }
 
 impl Http {
@@ -77,7 +116,10 @@ impl Http {
             .strip_prefix("http://")
             .ok_or_else(|| anyhow!("--http {url}: expected http://HOST:PORT"))?;
         let host = rest.trim_end_matches('/').to_owned();
-        Ok(Self { host })
+        Ok(Self {
+            host,
+            token: cli_token(None)?,
+        })
     }
 
     /// Sends a request; a non-2xx answer is an error with the API's message.
@@ -92,8 +134,9 @@ impl Http {
             None => Bytes::new(),
         };
         let (host, m, p) = (self.host.clone(), method.clone(), path.to_owned());
+        let token = self.token.clone();
         let (status, bytes) = kafscale_shard::block_on(move || async move {
-            crate::rest_client::round_trip(&host, m, &p, body).await
+            crate::rest_client::round_trip(&host, m, &p, body, token.as_deref()).await
         })?
         .map_err(|e| anyhow!("{e}"))?;
         if !status.is_success() {

@@ -145,14 +145,17 @@ pub enum Catalog {
     /// The metadata store itself (etcd, or an embedded store no broker holds).
     Direct { meta: MetaClient, label: String },
     /// A running broker's REST API (`HOST:PORT`), for the embedded store it holds.
-    Rest { target: String },
+    Rest {
+        target: String,
+        token: Option<String>,
+    },
 }
 
 impl Catalog {
     pub fn label(&self) -> String {
         match self {
             Self::Direct { label, .. } => label.clone(),
-            Self::Rest { target } => format!("the broker's REST API at http://{target}"),
+            Self::Rest { target, .. } => format!("the broker's REST API at http://{target}"),
         }
     }
 
@@ -162,12 +165,17 @@ impl Catalog {
                 let t = topic.to_owned();
                 Ok(meta.call(move |s| s.topic_snapshot(&t)).await?)
             }
-            Self::Rest { target } => {
+            Self::Rest { target, token } => {
                 let path = format!("/v1/restore/topics/{topic}");
-                let (status, body) =
-                    crate::rest_client::round_trip(target, hyper::Method::GET, &path, Bytes::new())
-                        .await
-                        .map_err(|e| anyhow!("{e}"))?;
+                let (status, body) = crate::rest_client::round_trip(
+                    target,
+                    hyper::Method::GET,
+                    &path,
+                    Bytes::new(),
+                    token.as_deref(),
+                )
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
                 match status {
                     hyper::StatusCode::OK => Ok(Some(
                         serde_json::from_slice(&body).context("the broker's topic snapshot")?,
@@ -187,13 +195,18 @@ impl Catalog {
             Self::Direct { meta, .. } => Ok(meta
                 .call(move |s| s.create_restored_topic(&req.name, req.config, &req.partitions))
                 .await?),
-            Self::Rest { target } => {
+            Self::Rest { target, token } => {
                 let body = Bytes::from(serde_json::to_vec(&req)?);
                 let path = "/v1/restore/topics";
-                let (status, body) =
-                    crate::rest_client::round_trip(target, hyper::Method::POST, path, body)
-                        .await
-                        .map_err(|e| anyhow!("{e}"))?;
+                let (status, body) = crate::rest_client::round_trip(
+                    target,
+                    hyper::Method::POST,
+                    path,
+                    body,
+                    token.as_deref(),
+                )
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
                 if !status.is_success() {
                     bail!("{}", crate::rest_client::error_message(&body));
                 }
@@ -567,7 +580,7 @@ impl Restorer<'_> {
                 self.clear_leftovers(name).await?;
                 Ok(format!("from {label} and the bucket"))
             }
-            Catalog::Rest { target } => bail!(
+            Catalog::Rest { target, .. } => bail!(
                 "no broker to delete it through (the metadata is held by the broker at http://{target}; pass --bootstrap)"
             ),
         }

@@ -27,11 +27,16 @@ fn unique(name: &str) -> String {
 trait Http {
     fn http_port(&self) -> u16;
     fn kafka_port(&self) -> u16;
+    /// The broker's admin token file, which the CLI is pointed at.
+    fn token_file(&self) -> std::path::PathBuf;
 }
 
 impl Http for Broker {
     fn http_port(&self) -> u16 {
         self.metrics_port
+    }
+    fn token_file(&self) -> std::path::PathBuf {
+        Broker::token_file(self)
     }
     fn kafka_port(&self) -> u16 {
         self.port
@@ -44,6 +49,7 @@ fn cli(b: &impl Http, args: &[&str]) -> (bool, String, String) {
         .arg("mirror")
         .args(args)
         .args(["--http", &format!("http://127.0.0.1:{}", b.http_port())])
+        .env("KAFSCALE_HTTP_TOKEN_FILE", b.token_file())
         .output()
         .unwrap();
     (
@@ -545,10 +551,12 @@ fn bad_sources_give_one_clear_status_line_and_stop_nothing_else() {
     assert!(!ok && err.contains("not a regular expression"), "{err}");
     let (ok, _, err) = cli(&b, &["sources", "remove", "good"]);
     assert!(!ok && err.contains("used by job ok"), "{err}");
-    let stored = common::http_post(
+    let stored = common::http_as(
         b.metrics_port,
+        "POST",
         "/v1/mirror/sources",
         r#"{"name":"p","bootstrap":["h:1"],"security_protocol":"SASL_SSL","sasl_mechanism":"PLAIN","sasl_username":"u","sasl_password":"hunter2"}"#,
+        Some(&b.token()),
     );
     assert!(
         stored.starts_with("HTTP/1.1 400") && stored.contains("never stored"),
@@ -805,11 +813,15 @@ struct Node {
     child: std::process::Child,
     port: u16,
     metrics_port: u16,
+    data_dir: std::path::PathBuf,
 }
 
 impl Http for Node {
     fn http_port(&self) -> u16 {
         self.metrics_port
+    }
+    fn token_file(&self) -> std::path::PathBuf {
+        self.data_dir.join("admin.token")
     }
     fn kafka_port(&self) -> u16 {
         self.port
@@ -872,11 +884,12 @@ impl Cluster {
     fn node(&self, id: i32, extra: &[&str]) -> Node {
         let port = common::free_port();
         let metrics_port = common::free_port();
+        let data_dir = self.dir.path().join(format!("b{id}"));
         let child = Command::new(env!("CARGO_BIN_EXE_kafscale"))
             .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .arg("--data-dir")
-            .arg(self.dir.path().join(format!("b{id}")))
+            .arg(&data_dir)
             .args(["--flush-interval-ms", "50", "--shards", "2"])
             .args(["--s3-endpoint", &self.s3, "--s3-bucket", &self.ns])
             .args(["--s3-create-bucket", "--s3-namespace", &self.ns])
@@ -909,6 +922,7 @@ impl Cluster {
             child,
             port,
             metrics_port,
+            data_dir,
         }
     }
 }

@@ -98,6 +98,7 @@ impl Secure {
                 "--http",
                 &format!("http://127.0.0.1:{}", self.broker.metrics_port),
             ])
+            .env("KAFSCALE_HTTP_TOKEN_FILE", self.broker.token_file())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1384,6 +1385,15 @@ fn kafka_acls_decide_who_may_do_what() {
     );
     let answer = python_client("kafka-python", "produce", bob("audit-x", ""));
     assert_eq!(answer["ok"], true, "{answer}");
+    // A topic bob would auto-create but may not: unauthorized, not unknown.
+    let answer = python_client("kafka-python", "produce", bob("audit-new", ""));
+    assert_eq!(answer["ok"], true, "{answer}");
+    let answer = python_client("kafka-python", "produce", bob("elsewhere", ""));
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("TopicAuthorizationFailed"),
+        "{answer}"
+    );
     // Reading audit-log is still allowed: the DENY is for WRITE.
     let mut args = kcat_sasl_as(&s, true, "SCRAM-SHA-512", "bob", BOB_PASSWORD);
     args.extend(["-C", "-t", "audit-log", "-o", "beginning", "-e", "-q"].map(String::from));
@@ -1407,7 +1417,7 @@ fn kafka_acls_decide_who_may_do_what() {
         .map(|t| t["topic"].as_str().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["audit-log", "audit-x", "orders"]);
+    assert_eq!(names, ["audit-log", "audit-new", "audit-x", "orders"]);
 
     // A removed binding holds at once on the broker that removed it.
     as_alice(&[
@@ -1540,4 +1550,149 @@ fn acls_made_through_one_broker_hold_on_every_broker() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Runs `kafscale tokens|users ...` with `token` as its bearer token.
+fn kafscale_as(b: &common::Broker, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .args(args)
+        .args(["--http", &format!("http://127.0.0.1:{}", b.metrics_port)])
+        .env("KAFSCALE_HTTP_TOKEN", token)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The status line's code of a raw HTTP answer.
+fn status_of(answer: &str) -> &str {
+    answer.split(' ').nth(1).unwrap_or_default()
+}
+
+/// The REST API needs a bearer token whose role covers the request: none
+/// gets 401 (with `WWW-Authenticate: Bearer`), too small a role 403;
+/// `kafscale tokens` makes and removes tokens with the admin token the
+/// broker wrote at start-up; /metrics and /healthz stay open unless
+/// --http-auth-all; every change and refusal is in the audit trail, and no
+/// secret is in the log.
+#[test]
+fn the_rest_api_needs_a_token_with_the_role_for_the_request() {
+    let b = common::start();
+    let port = b.metrics_port;
+    let admin = b.token();
+    let source = r#"{"name":"s1","bootstrap":["127.0.0.1:1"]}"#;
+
+    let anonymous = common::http(port, "POST", "/v1/mirror/sources", source);
+    assert_eq!(status_of(&anonymous), "401", "{anonymous}");
+    assert!(
+        anonymous.contains("WWW-Authenticate: Bearer")
+            || anonymous.contains("www-authenticate: Bearer"),
+        "{anonymous}"
+    );
+    assert!(
+        anonymous.contains("needs a bearer token with the operator role"),
+        "{anonymous}"
+    );
+    assert_eq!(
+        status_of(&common::http(port, "GET", "/v1/users", "")),
+        "401"
+    );
+    let forged = format!("{}.{}", admin.split('.').next().unwrap(), "0".repeat(64));
+    let wrong = common::http_as(port, "GET", "/v1/users", "", Some(&forged));
+    assert!(
+        status_of(&wrong) == "401" && wrong.contains("invalid bearer token"),
+        "{wrong}"
+    );
+    for open in ["/metrics", "/healthz", "/v1/openapi.json"] {
+        assert_eq!(
+            status_of(&common::http(port, "GET", open, "")),
+            "200",
+            "{open}"
+        );
+    }
+
+    // The admin token makes the others; each is printed once.
+    let made = |name: &str, role: &str| {
+        let out = kafscale_as(&b, &admin, &["tokens", "add", name, "--role", role]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (operator, viewer) = (made("ci", "operator"), made("dashboards", "viewer"));
+    assert!(operator.starts_with("ci.") && viewer.starts_with("dashboards."));
+
+    let as_viewer = common::http_as(port, "GET", "/v1/mirror/sources", "", Some(&viewer));
+    assert_eq!(status_of(&as_viewer), "200", "{as_viewer}");
+    let refused = common::http_as(port, "POST", "/v1/mirror/sources", source, Some(&viewer));
+    assert_eq!(status_of(&refused), "403", "{refused}");
+    assert!(
+        refused.contains(r#"token \"dashboards\" has the viewer role"#),
+        "{refused}"
+    );
+    let added = common::http_as(port, "POST", "/v1/mirror/sources", source, Some(&operator));
+    assert!(status_of(&added).starts_with('2'), "{added}");
+    // Users and tokens are the admin's.
+    let out = kafscale_as(&b, &operator, &["tokens", "add", "mine", "--role", "admin"]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("has the operator role")
+    );
+    let out = kafscale_as(&b, &viewer, &["users", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Listed without secrets; a removed token is refused from then on.
+    let out = kafscale_as(&b, &admin, &["tokens", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["role"].as_str().unwrap()))
+        .collect();
+    for want in [
+        ("admin-0", "admin"),
+        ("broker-0", "viewer"),
+        ("ci", "operator"),
+        ("dashboards", "viewer"),
+    ] {
+        assert!(names.contains(&want), "{want:?} not in {names:?}");
+    }
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(operator.split('.').nth(1).unwrap()));
+    let out = kafscale_as(&b, &admin, &["tokens", "remove", "ci"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gone = common::http_as(port, "GET", "/v1/mirror/sources", "", Some(&operator));
+    assert_eq!(status_of(&gone), "401", "{gone}");
+
+    let log = b.log();
+    for want in [
+        r#""principal":"Token:ci","host":"127.0.0.1","action":"POST /v1/mirror/sources","target":"s1","outcome":"ok""#,
+        r#""principal":"HTTP:ANONYMOUS","host":"127.0.0.1","action":"POST /v1/mirror/sources","target":"/v1/mirror/sources","outcome":"refused: POST /v1/mirror/sources needs a bearer token"#,
+        r#""principal":"Token:admin-0","host":"127.0.0.1","action":"DELETE /v1/tokens/ci","target":"/v1/tokens/ci","outcome":"ok""#,
+        r#""principal":"Token:dashboards","host":"127.0.0.1","action":"POST /v1/mirror/sources","target":"/v1/mirror/sources","outcome":"refused: token \"dashboards\" has the viewer role"#,
+    ] {
+        assert!(log.contains(want), "{want} not in:\n{log}");
+    }
+    for secret in [&admin, &operator, &viewer] {
+        assert!(
+            !log.contains(secret.split('.').nth(1).unwrap()),
+            "a token secret is in the log"
+        );
+    }
+    drop(b);
+
+    let b = common::start_with(&["--http-auth-all"]);
+    let closed = common::http(b.metrics_port, "GET", "/metrics", "");
+    assert_eq!(status_of(&closed), "401", "{closed}");
+    let open = common::http_as(b.metrics_port, "GET", "/metrics", "", Some(&b.token()));
+    assert_eq!(status_of(&open), "200");
 }

@@ -420,9 +420,11 @@ impl AclSet {
     }
 
     /// Whether `principal` may do `op` on some resource of type `kind`
-    /// (Kafka's authorizeByResourceType, used for idempotent producers):
-    /// an ALLOW on any name, unless a DENY covers every name (`*` or the
-    /// empty prefix).
+    /// (Kafka's authorizeByResourceType, used for idempotent producers).
+    /// Only bindings for `op` itself or ALL count (nothing is implied).
+    /// Any DENY on `*` refuses and any ALLOW on `*` allows; otherwise some
+    /// ALLOW must be left that no DENY dominates: a LITERAL DENY of the
+    /// same name, or a PREFIXED DENY on a prefix of its name.
     pub fn allows_some(
         &self,
         principal: &str,
@@ -430,21 +432,37 @@ impl AclSet {
         op: Operation,
         kind: ResourceType,
     ) -> bool {
-        let principals = [principal, WILDCARD_PRINCIPAL];
-        let mut allowed = false;
-        for acl in self.all.iter().filter(|a| a.resource_type == kind) {
-            match acl.decides(principals, host, op) {
-                Some(Permission::Deny)
-                    if (acl.pattern_type == PatternType::Literal && acl.name == WILDCARD)
-                        || (acl.pattern_type == PatternType::Prefixed && acl.name.is_empty()) =>
-                {
-                    return false;
-                }
-                Some(Permission::Allow) => allowed = true,
-                _ => {}
-            }
+        let applies = |a: &&Acl| {
+            a.resource_type == kind
+                && (a.principal == principal || a.principal == WILDCARD_PRINCIPAL)
+                && (a.host == WILDCARD || a.host == host)
+                && (a.operation == op || a.operation == Operation::All)
+        };
+        let relevant: Vec<&Acl> = self.all.iter().filter(applies).collect();
+        let denies = |p: PatternType| {
+            relevant
+                .iter()
+                .filter(move |a| a.permission == Permission::Deny && a.pattern_type == p)
+                .map(|a| a.name.as_str())
+        };
+        if denies(PatternType::Literal).any(|n| n == WILDCARD) {
+            return false;
         }
-        allowed
+        let allows = relevant
+            .iter()
+            .filter(|a| a.permission == Permission::Allow);
+        if allows
+            .clone()
+            .any(|a| a.pattern_type == PatternType::Literal && a.name == WILDCARD)
+        {
+            return true;
+        }
+        allows.into_iter().any(|a| {
+            let literal_denied = a.pattern_type == PatternType::Literal
+                && denies(PatternType::Literal).any(|n| n == a.name);
+            let prefix_denied = denies(PatternType::Prefixed).any(|n| a.name.starts_with(n));
+            !literal_denied && !prefix_denied
+        })
     }
 }
 
@@ -541,6 +559,20 @@ mod tests {
             acl(Topic, Prefixed, "app-", "User:a", Write, Allow),
             acl(Topic, Literal, WILDCARD, "User:a", Write, Deny),
         ]);
+        assert!(!set.allows_some("User:a", "h", Write, Topic));
+        // A DENY of the same name, or on a prefix of it, leaves nothing.
+        let set = AclSet::new(vec![
+            acl(Topic, Literal, "t", "User:a", Write, Allow),
+            acl(Topic, Literal, "t", "User:a", Write, Deny),
+        ]);
+        assert!(!set.allows_some("User:a", "h", Write, Topic));
+        let set = AclSet::new(vec![
+            acl(Topic, Literal, "app-x", "User:a", Write, Allow),
+            acl(Topic, Prefixed, "app-", "User:a", Write, Deny),
+        ]);
+        assert!(!set.allows_some("User:a", "h", Write, Topic));
+        // Nothing is implied here: READ does not count for WRITE.
+        let set = AclSet::new(vec![acl(Topic, Literal, "t", "User:a", Read, Allow)]);
         assert!(!set.allows_some("User:a", "h", Write, Topic));
     }
 

@@ -120,18 +120,24 @@ impl Authorizer {
                 let mut failing = false;
                 loop {
                     std::thread::sleep(REFRESH);
-                    let Some(me) = me.upgrade() else { return };
-                    match meta.call_blocking(|m| m.acls()) {
-                        Ok(mut acls) => {
+                    let Some(held) = me.upgrade() else { return };
+                    // Read and replaced on the metadata thread, so no
+                    // change this broker makes meanwhile is undone.
+                    let read = meta.call_blocking(move |m| {
+                        let mut acls = m.acls()?;
+                        acls.sort();
+                        acls.dedup();
+                        if acls.as_slice() != held.set().all() {
+                            held.replace(acls);
+                        }
+                        Ok(())
+                    });
+                    match read {
+                        Ok(()) => {
                             if failing {
                                 tracing::info!("ACLs read from the metadata store again");
                             }
                             failing = false;
-                            acls.sort();
-                            acls.dedup();
-                            if acls.as_slice() != me.set().all() {
-                                me.replace(acls);
-                            }
                         }
                         Err(e) => {
                             if !failing {

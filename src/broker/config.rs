@@ -228,6 +228,21 @@ pub struct BrokerArgs {
     #[arg(long, env = "KAFSCALE_SUPER_USERS", default_value = "")]
     #[serde(default)]
     pub super_users: String,
+    /// `token`: the REST API (`/v1/...`) needs a bearer token (`kafscale
+    /// tokens add`; roles viewer, operator, admin). `none`: anyone who
+    /// reaches the HTTP port may do anything.
+    #[arg(long, env = "KAFSCALE_HTTP_AUTH", default_value = "token", value_parser = ["token", "none"])]
+    #[serde(default = "token_auth")]
+    pub http_auth: String,
+    /// /metrics and /healthz need a (viewer) token too.
+    #[arg(long, env = "KAFSCALE_HTTP_AUTH_ALL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default)]
+    pub http_auth_all: bool,
+    /// The admin token this broker registers at start-up: read from this
+    /// file if it exists, else made and written to it (mode 0600). Default:
+    /// `admin.token` in --data-dir, where the CLIs look for it.
+    #[arg(long, env = "KAFSCALE_HTTP_TOKEN_FILE")]
+    pub http_token_file: Option<PathBuf>,
     /// HTTP listener for /metrics and /healthz.
     #[arg(long, env = "KAFSCALE_METRICS_LISTEN", default_value = "0.0.0.0:9093")]
     pub metrics_listen: SocketAddr,
@@ -481,6 +496,10 @@ impl BrokerArgs {
 
 fn no_authorizer() -> String {
     "none".into()
+}
+
+fn token_auth() -> String {
+    "token".into()
 }
 
 #[cfg(test)]

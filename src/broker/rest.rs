@@ -1,5 +1,5 @@
 //! The REST API on the HTTP port (`/v1/...`, JSON): mirror sources and
-//! jobs. Described by the OpenAPI document it serves at `/v1/openapi.json`
+//! jobs, restores, users and tokens (who may call what: `http_auth`). Described by the OpenAPI document it serves at `/v1/openapi.json`
 //! (`docs/openapi.json`). Every broker serves it; everything it changes is
 //! in the metadata store, where every broker's runners pick it up. A job's
 //! status is asked of every live broker at once (`.../report`: that
@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::cluster::Cluster;
 use super::metrics::Metrics;
+use crate::auth::token::Role;
 use crate::auth::{ScramCredential, ScramMechanism};
 use crate::meta::BrokerInfo;
 use crate::meta::store::now_ms;
@@ -35,6 +36,8 @@ pub struct Api {
     meta: MetaClient,
     metrics: Arc<Metrics>,
     cluster: Arc<Cluster>,
+    /// This broker's own token for asking its peers (viewer).
+    peer_token: Option<Rc<str>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -86,11 +89,17 @@ struct JobSummary {
 }
 
 impl Api {
-    pub fn new(meta: MetaClient, metrics: Arc<Metrics>, cluster: Arc<Cluster>) -> Rc<Self> {
+    pub fn new(
+        meta: MetaClient,
+        metrics: Arc<Metrics>,
+        cluster: Arc<Cluster>,
+        peer_token: Option<String>,
+    ) -> Rc<Self> {
         Rc::new(Self {
             meta,
             metrics,
             cluster,
+            peer_token: peer_token.map(Into::into),
         })
     }
 
@@ -128,6 +137,9 @@ impl Api {
             }
             ["restore", "topics", name] if get => self.topic_snapshot(name).await,
             ["restore", "topics"] if post => self.create_restored(body).await,
+            ["tokens"] if get => self.list_tokens().await,
+            ["tokens"] if post => self.add_token(body).await,
+            ["tokens", name] if delete => self.remove_token(name).await,
             ["users"] if get => self.list_users().await,
             ["users"] if post => self.add_user(body).await,
             ["users", name] if delete => self.remove_user(&unescape(name), None).await,
@@ -143,6 +155,8 @@ impl Api {
             ["mirror", "jobs", name, "pause"] if post => self.set_paused(name, true).await,
             ["mirror", "jobs", name, "resume"] if post => self.set_paused(name, false).await,
             ["openapi.json"]
+            | ["tokens"]
+            | ["tokens", _]
             | ["users"]
             | ["users", _]
             | ["users", _, _]
@@ -211,6 +225,63 @@ impl Api {
                 tracing::info!(topic = %t.name, partitions = t.partitions, "restored topic created");
                 json(StatusCode::CREATED, &t)
             }
+            Err(e) => meta_error(&e),
+        }
+    }
+
+    /// Tokens without their hashes.
+    async fn list_tokens(&self) -> Answer {
+        match self.meta.call(|m| m.tokens()).await {
+            Ok(t) => {
+                let listed: Vec<_> = t
+                    .iter()
+                    .map(|t| serde_json::json!({"name": t.name, "role": t.role, "created_ms": t.created_ms}))
+                    .collect();
+                json(StatusCode::OK, &listed)
+            }
+            Err(e) => meta_error(&e),
+        }
+    }
+
+    /// Makes a token; its secret is in this answer and nowhere else.
+    async fn add_token(&self, body: Bytes) -> Answer {
+        let req: NewToken = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a token request: {e}")),
+        };
+        let Some(role) = Role::parse(&req.role) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("role {:?}: expected admin, operator or viewer", req.role),
+            );
+        };
+        let (token, stored) = match crate::auth::token::generate(&req.name, role, now_ms()) {
+            Ok(t) => t,
+            Err(why) => return error(StatusCode::BAD_REQUEST, why),
+        };
+        let name = req.name.clone();
+        let created = self
+            .meta
+            .call(move |m| match m.token(&name)? {
+                Some(_) => Err(MetaError::Exists {
+                    what: format!("token {name:?}"),
+                }),
+                None => m.put_token(&stored),
+            })
+            .await;
+        match created {
+            Ok(()) => json(
+                StatusCode::CREATED,
+                &serde_json::json!({"name": req.name, "role": role, "token": token}),
+            ),
+            Err(e) => meta_error(&e),
+        }
+    }
+
+    async fn remove_token(&self, name: &str) -> Answer {
+        let n = name.to_owned();
+        match self.meta.call(move |m| m.delete_token(&n)).await {
+            Ok(()) => json(StatusCode::OK, &serde_json::json!({ "removed": name })),
             Err(e) => meta_error(&e),
         }
     }
@@ -499,7 +570,8 @@ impl Api {
             .into_iter()
             .filter(|b| b.id != me)
             .collect();
-        let asked = peers.iter().map(|b| peer_report(b, name));
+        let token = self.peer_token.as_deref();
+        let asked = peers.iter().map(|b| peer_report(b, name, token));
         let answers = futures::future::join_all(asked).await;
         let mut reports: Vec<JobReport> = Vec::new();
         let mut unanswered = Vec::new();
@@ -587,7 +659,11 @@ fn merge(spec: &JobSpec, reports: Vec<JobReport>, gaps: Vec<crate::mirror::Gap>)
 
 /// Another broker's part of a job (`GET .../report` on its HTTP port):
 /// `None` when it runs none.
-async fn peer_report(b: &BrokerInfo, job: &str) -> Result<Option<JobReport>, String> {
+async fn peer_report(
+    b: &BrokerInfo,
+    job: &str,
+    token: Option<&str>,
+) -> Result<Option<JobReport>, String> {
     if b.http_port == 0 {
         return Err("its HTTP port is not known (an older version?)".into());
     }
@@ -595,7 +671,8 @@ async fn peer_report(b: &BrokerInfo, job: &str) -> Result<Option<JobReport>, Str
     let path = format!("/v1/mirror/jobs/{job}/report");
     let ask = async {
         let (status, body) =
-            crate::rest_client::round_trip(&target, Method::GET, &path, Bytes::new()).await?;
+            crate::rest_client::round_trip(&target, Method::GET, &path, Bytes::new(), token)
+                .await?;
         match status {
             StatusCode::OK => serde_json::from_slice(&body)
                 .map(Some)
@@ -607,6 +684,14 @@ async fn peer_report(b: &BrokerInfo, job: &str) -> Result<Option<JobReport>, Str
     kafscale_shard::within(PEER_TIMEOUT, ask)
         .await
         .unwrap_or_else(|| Err(format!("no answer within {PEER_TIMEOUT:?}")))
+}
+
+/// The body of `POST /v1/tokens`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: String,
 }
 
 /// The body of `POST /v1/users`.
@@ -654,6 +739,9 @@ mod tests {
             ("/v1/users", "post"),
             ("/v1/users/{name}", "delete"),
             ("/v1/users/{name}/{mechanism}", "delete"),
+            ("/v1/tokens", "get"),
+            ("/v1/tokens", "post"),
+            ("/v1/tokens/{name}", "delete"),
         ];
         for (path, method) in routes {
             assert!(

@@ -15,6 +15,7 @@
 //! mirror/gaps/{job}/{topic}/{partition:010}/{from:020}   Gap
 //! users/{user}/{mechanism}                        ScramCredential (never a password)
 //! acls/{type}/{pattern}/{name}/{principal}/{host}/{operation}/{permission}   Acl
+//! tokens/{name}                                    StoredToken (REST bearer token; SHA-256, never the secret)
 //! ```
 //!
 //! Zero-padded numbers make a prefix listing come back in numeric order.
@@ -212,4 +213,13 @@ pub fn acl(ns: &str, acl: &crate::auth::acl::Acl) -> String {
         acl.operation,
         acl.permission
     )
+}
+
+pub fn tokens(ns: &str) -> String {
+    format!("/kafscale/{ns}/tokens/")
+}
+
+/// Token names are `[A-Za-z0-9_-]` (checked where they are made).
+pub fn token(ns: &str, name: &str) -> String {
+    format!("/kafscale/{ns}/tokens/{name}")
 }

@@ -349,7 +349,8 @@ impl StoreArgs {
                     .ok_or_else(|| anyhow!("--http {}: expected http://HOST:PORT", self.http))?
                     .trim_end_matches('/')
                     .to_owned();
-                Ok((Catalog::Rest { target }, None))
+                let token = crate::rest_client::cli_token(Some(&self.data_dir))?;
+                Ok((Catalog::Rest { target, token }, None))
             }
             Err(e) => Err(anyhow!("cannot open the metadata store: {e}")),
         }

@@ -41,6 +41,20 @@ impl Broker {
         self._dir.path()
     }
 
+    /// The admin token the broker wrote at start-up (`kafscale` CLIs read
+    /// it through `KAFSCALE_HTTP_TOKEN_FILE`).
+    pub fn token_file(&self) -> std::path::PathBuf {
+        self.data_dir().join("admin.token")
+    }
+
+    /// That admin token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.token_file())
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
     /// What the broker wrote to stderr so far (its log), across restarts.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("broker.log")).unwrap_or_default()
@@ -219,11 +233,17 @@ pub fn closed(s: &mut TcpStream) -> bool {
 /// A plain HTTP/1.1 request to the broker's HTTP port: the whole response
 /// (status line, headers, body) as text.
 pub fn http(port: u16, method: &str, path: &str, body: &str) -> String {
+    http_as(port, method, path, body, None)
+}
+
+/// [`http`] with `Authorization: Bearer {token}`.
+pub fn http_as(port: u16, method: &str, path: &str, body: &str, token: Option<&str>) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -55,14 +55,14 @@ pub async fn handle(
             resp.responses.push(r);
             continue;
         };
-        if !shard
-            .authorizer
-            .allows(caller, Operation::Delete, ResourceType::Topic, &name)
+        let az = &shard.authorizer;
+        if !az.allows_cluster(caller, Operation::Delete)
+            && !az.allows(caller, Operation::Delete, ResourceType::Topic, &name)
         {
             r.error_code = ErrorCode::TOPIC_AUTHORIZATION_FAILED.code();
             if header.api_version >= 5 {
                 r.error_message = Some(str_bytes(&format!(
-                    "{} may not delete topic {name:?} (DELETE on the topic)",
+                    "{} may not delete topic {name:?} (DELETE on the topic or the cluster)",
                     caller.principal
                 )));
             }

@@ -57,7 +57,7 @@ pub async fn find_coordinator(
     let error = |key: &str| match req.key_type {
         0 if !may(shard, caller, Operation::Describe, key) => ErrorCode::GROUP_AUTHORIZATION_FAILED,
         0 => ErrorCode::NONE,
-        _ if !shard.authorizer.allows(
+        1 if !shard.authorizer.allows(
             caller,
             Operation::Describe,
             ResourceType::TransactionalId,
@@ -66,7 +66,13 @@ pub async fn find_coordinator(
         {
             ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
         }
-        _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+        1 => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+        _ => ErrorCode::INVALID_REQUEST,
+    };
+    // As in Kafka, a refused key names no coordinator.
+    let at = |key: &str, error: ErrorCode| match error {
+        ErrorCode::NONE => at(key),
+        _ => (BrokerId(-1), str_bytes(""), -1),
     };
     if v >= 4 {
         resp.coordinators = req
@@ -75,14 +81,16 @@ pub async fn find_coordinator(
             .map(|k| {
                 let mut c = Coordinator::default();
                 c.key = k.clone();
-                (c.node_id, c.host, c.port) = at(k);
-                c.error_code = error(k).code();
+                let e = error(k);
+                (c.node_id, c.host, c.port) = at(k, e);
+                c.error_code = e.code();
                 c
             })
             .collect();
     } else {
-        resp.error_code = error(&req.key).code();
-        (resp.node_id, resp.host, resp.port) = at(&req.key);
+        let e = error(&req.key);
+        resp.error_code = e.code();
+        (resp.node_id, resp.host, resp.port) = at(&req.key, e);
     }
     respond(header, &resp)
 }

@@ -100,7 +100,24 @@ pub async fn handle(
                         ));
                         continue;
                     }
-                    (Some(n), _) => shard.topic_or_create(n, allow_create && creatable(n)).await,
+                    // As in Kafka, a topic the client would have created
+                    // but may not is refused as unauthorized.
+                    (Some(n), _)
+                        if allow_create && shard.args.auto_create_topics && !creatable(n) =>
+                    {
+                        match shard.topic_or_create(n, false).await {
+                            Ok(None) => {
+                                resp.topics.push(error_entry(
+                                    Some(n),
+                                    None,
+                                    ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                                ));
+                                continue;
+                            }
+                            found => found,
+                        }
+                    }
+                    (Some(n), _) => shard.topic_or_create(n, allow_create).await,
                     (None, Some(id)) => shard.topic_by_id(&super::topic_hex(&id)).await,
                     (None, None) => Ok(None),
                 };
