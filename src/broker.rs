@@ -12,6 +12,7 @@
 //! glommio executor per shard, each accepting connections on the shared port
 //! (SO_REUSEPORT) and owning the partitions that hash to it.
 
+mod audit_topic;
 mod authorizer;
 mod cluster;
 pub mod config;
@@ -615,6 +616,9 @@ async fn run_shard(
         );
         let gate = Rc::new(net.gate.clone());
         glommio::spawn_local(http::serve(l, metrics, api, gate)).detach();
+        if args.audit_topic {
+            glommio::spawn_local(audit_topic::run(shard.clone())).detach();
+        }
     }
     let accepting: Vec<_> = sockets
         .into_iter()

@@ -1391,7 +1391,10 @@ fn kafka_acls_decide_who_may_do_what() {
     let answer = python_client("kafka-python", "produce", bob("elsewhere", ""));
     assert_eq!(answer["ok"], false, "{answer}");
     assert!(
-        answer["error"].as_str().unwrap().contains("TopicAuthorizationFailed"),
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("TopicAuthorizationFailed"),
         "{answer}"
     );
     // Reading audit-log is still allowed: the DENY is for WRITE.
@@ -1695,4 +1698,100 @@ fn the_rest_api_needs_a_token_with_the_role_for_the_request() {
     assert_eq!(status_of(&closed), "401", "{closed}");
     let open = common::http_as(b.metrics_port, "GET", "/metrics", "", Some(&b.token()));
     assert_eq!(status_of(&open), "200");
+}
+
+/// The audit trail is also the read-only topic `__kafscale_audit`: what
+/// the log records shows up there as records (value the JSON line, header
+/// `broker`), and no client may produce to it or delete it.
+#[test]
+fn the_audit_trail_is_a_topic_no_client_can_change() {
+    let b = common::start();
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let deleted = {
+        let bootstrap = bootstrap.clone();
+        kafscale_shard::block_on(move || async move {
+            let c = Client::connect(ClientConfig::new(bootstrap)).await.unwrap();
+            let made = c
+                .create_topics(
+                    &[kafscale_client::NewTopic::new("orders", 2)],
+                    Duration::from_secs(10),
+                )
+                .await;
+            assert!(made.iter().all(Result::is_ok), "{made:?}");
+            // Wait for the trail's topic, then try to delete it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while c.metadata(&["__kafscale_audit"]).await.map_or(true, |m| {
+                m.topic("__kafscale_audit")
+                    .is_none_or(|t| t.partitions.is_empty())
+            }) {
+                assert!(std::time::Instant::now() < deadline, "no audit topic");
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+            }
+            c.delete_topics(&["__kafscale_audit"], Duration::from_secs(10))
+                .await
+                .remove(0)
+                .map_err(|e| e.to_string())
+        })
+        .unwrap()
+    };
+    let why = deleted.expect_err("the audit topic was deleted");
+    assert!(why.contains("audit trail and cannot be deleted"), "{why}");
+
+    let read = || {
+        let out = kcat(
+            &[
+                "-b",
+                &bootstrap,
+                "-C",
+                "-t",
+                "__kafscale_audit",
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+                "-f",
+                "%h|%s\n",
+            ],
+            "",
+        );
+        stdout_lines(&out)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let want = r#""principal":"User:ANONYMOUS","host":"127.0.0.1","action":"DeleteTopics","target":"topic __kafscale_audit","outcome":"refused: the audit trail""#;
+    let records = loop {
+        let records = read();
+        if records.iter().any(|r| r.contains(want)) {
+            break records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not in the topic: {records:?}\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let created = records
+        .iter()
+        .find(|r| {
+            r.contains(
+                r#""action":"CreateTopics","target":"topic orders, 2 partitions","outcome":"ok""#,
+            )
+        })
+        .unwrap_or_else(|| panic!("{records:?}"));
+    assert!(created.starts_with("broker=0|{\"time\":"), "{created}");
+
+    // Producing to it is refused, and nothing is added.
+    let before = read().len();
+    let out = kcat(
+        &["-b", &bootstrap, "-P", "-t", "__kafscale_audit"],
+        "forged\n",
+    );
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Invalid topic"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(read().iter().all(|r| !r.ends_with("|forged")));
+    assert!(read().len() >= before);
 }

@@ -243,6 +243,11 @@ pub struct BrokerArgs {
     /// `admin.token` in --data-dir, where the CLIs look for it.
     #[arg(long, env = "KAFSCALE_HTTP_TOKEN_FILE")]
     pub http_token_file: Option<PathBuf>,
+    /// Also write the audit trail to the read-only topic `__kafscale_audit`
+    /// (it is always on the log).
+    #[arg(long, env = "KAFSCALE_AUDIT_TOPIC", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default = "yes")]
+    pub audit_topic: bool,
     /// HTTP listener for /metrics and /healthz.
     #[arg(long, env = "KAFSCALE_METRICS_LISTEN", default_value = "0.0.0.0:9093")]
     pub metrics_listen: SocketAddr,
@@ -496,6 +501,10 @@ impl BrokerArgs {
 
 fn no_authorizer() -> String {
     "none".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn token_auth() -> String {

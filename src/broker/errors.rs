@@ -43,6 +43,7 @@ impl ErrorCode {
     pub const CLUSTER_AUTHORIZATION_FAILED: Self = Self(31);
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: Self = Self(53);
     pub const SECURITY_DISABLED: Self = Self(54);
+    pub const TOPIC_DELETION_DISABLED: Self = Self(73);
     pub const RESOURCE_NOT_FOUND: Self = Self(91);
     pub const DUPLICATE_RESOURCE: Self = Self(92);
     pub const UNACCEPTABLE_CREDENTIAL: Self = Self(93);

@@ -385,7 +385,12 @@ impl Shard {
         if let Some(t) = self.topic(name).await? {
             return Ok(Some(t));
         }
-        if !(allow_create && self.args.auto_create_topics && valid_topic_name(name)) {
+        // The audit trail's name is the brokers' (see audit_topic).
+        if !(allow_create
+            && self.args.auto_create_topics
+            && valid_topic_name(name)
+            && name != super::audit_topic::TOPIC)
+        {
             return Ok(None);
         }
         match self

@@ -54,6 +54,11 @@ pub async fn handle(
                     caller.principal
                 ),
             ))
+        } else if name == crate::broker::audit_topic::TOPIC {
+            Some((
+                ErrorCode::INVALID_TOPIC_EXCEPTION,
+                format!("{name} is the brokers' audit trail; they create it"),
+            ))
         } else if !valid_topic_name(&name) {
             Some((
                 ErrorCode::INVALID_TOPIC_EXCEPTION,

@@ -69,6 +69,27 @@ pub async fn handle(
             resp.responses.push(r);
             continue;
         }
+        let internal = shard
+            .topic(&name)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|t| t.config.contains_key(crate::broker::audit_topic::INTERNAL));
+        if internal {
+            r.error_code = ErrorCode::TOPIC_DELETION_DISABLED.code();
+            if header.api_version >= 5 {
+                r.error_message = Some(str_bytes(&format!(
+                    "topic {name} is the brokers' audit trail and cannot be deleted"
+                )));
+            }
+            caller.audit(
+                "DeleteTopics",
+                &format!("topic {name}"),
+                "refused: the audit trail",
+            );
+            resp.responses.push(r);
+            continue;
+        }
         let n = name.clone();
         match shard.meta.call(move |m| m.delete_topic(&n)).await {
             Ok(meta) => {

@@ -109,7 +109,7 @@ impl Carved {
 type AppendResult = Result<(i64, i64, Option<Durable>), ErrorCode>;
 
 /// Appends on the owner shard. Returns (base offset, log start, durability).
-async fn append_on_owner(
+pub(crate) async fn append_on_owner(
     shard: Rc<Shard>,
     topic: String,
     partition: u32,
@@ -137,7 +137,7 @@ async fn append_on_owner(
 }
 
 /// Waits until the appended records are durable. Returns (error, base offset, log start).
-async fn durable(appended: AppendResult) -> (ErrorCode, i64, i64) {
+pub(crate) async fn durable(appended: AppendResult) -> (ErrorCode, i64, i64) {
     match appended {
         Err(code) => (code, -1, -1),
         Ok((base, start, None)) => (ErrorCode::NONE, base, start),
@@ -213,6 +213,12 @@ pub async fn handle(
         // A mirror's copy takes records only from its job (as Kafka refuses
         // produce to internal topics: INVALID_TOPIC_EXCEPTION).
         let read_only: Option<Rc<str>> = known.as_ref().and_then(|m| {
+            if m.config.contains_key(crate::broker::audit_topic::INTERNAL) {
+                return Some(
+                    format!("topic {name} is the brokers' audit trail; only they write to it")
+                        .into(),
+                );
+            }
             if let Some(of) = m.config.get(crate::restore::topic_config::OF) {
                 return Some(
                     format!(
