@@ -1422,6 +1422,42 @@ fn kafka_acls_decide_who_may_do_what() {
     names.sort();
     assert_eq!(names, ["audit-log", "audit-new", "audit-x", "orders"]);
 
+    // KIP-430: the admin client is told what bob may do.
+    let answer = python_client("confluent", "authorized", bob("audit-log", ""));
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(
+        answer["topic"],
+        serde_json::json!([
+            "ALTER",
+            "ALTER_CONFIGS",
+            "CREATE",
+            "DELETE",
+            "DESCRIBE",
+            "DESCRIBE_CONFIGS",
+            "READ"
+        ]),
+        "ALL on audit- but WRITE denied on audit-log: {answer}"
+    );
+    assert_eq!(answer["cluster"], serde_json::json!([]), "{answer}");
+    let answer = python_client(
+        "confluent",
+        "authorized",
+        config(ALICE, ALICE_PASSWORD, "audit-log", ""),
+    );
+    assert_eq!(
+        answer["cluster"],
+        serde_json::json!([
+            "ALTER",
+            "ALTER_CONFIGS",
+            "CLUSTER_ACTION",
+            "CREATE",
+            "DESCRIBE",
+            "DESCRIBE_CONFIGS",
+            "IDEMPOTENT_WRITE"
+        ]),
+        "the super user may do everything: {answer}"
+    );
+
     // A removed binding holds at once on the broker that removed it.
     as_alice(&[
         "--remove",

@@ -98,6 +98,39 @@ kafka_enum!(
     }
 );
 
+impl ResourceType {
+    /// The operations a resource of this type has (Kafka's
+    /// AclEntry.supportedOperations), for authorized-operations bitmasks.
+    pub fn operations(self) -> &'static [Operation] {
+        use Operation::*;
+        match self {
+            Self::Topic => &[
+                Read,
+                Write,
+                Create,
+                Describe,
+                Delete,
+                Alter,
+                DescribeConfigs,
+                AlterConfigs,
+            ],
+            Self::Group => &[Read, Describe, Delete, DescribeConfigs, AlterConfigs],
+            Self::Cluster => &[
+                Create,
+                ClusterAction,
+                DescribeConfigs,
+                AlterConfigs,
+                IdempotentWrite,
+                Alter,
+                Describe,
+            ],
+            Self::TransactionalId => &[Describe, Write],
+            Self::DelegationToken => &[Describe],
+            Self::User => &[CreateTokens, DescribeTokens],
+        }
+    }
+}
+
 /// Kafka's codes for "any" in filters.
 const ANY: i8 = 1;
 /// PatternType MATCH in filters: every pattern that would apply to the name.

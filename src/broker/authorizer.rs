@@ -97,6 +97,16 @@ impl Authorizer {
                 .allows_some(&caller.principal, &caller.host, op, kind)
     }
 
+    /// Kafka's authorized-operations bitmask of `(kind, name)` for `caller`:
+    /// bit `1 << code` of each operation of the type it may do (all of them
+    /// without `--authorizer acl`).
+    pub fn authorized_operations(&self, caller: &Caller, kind: ResourceType, name: &str) -> i32 {
+        kind.operations()
+            .iter()
+            .filter(|&&op| self.allows(caller, op, kind, name))
+            .fold(0, |bits, op| bits | 1 << op.code())
+    }
+
     /// The bindings held now.
     pub fn set(&self) -> Arc<AclSet> {
         self.acls.read().unwrap_or_else(|e| e.into_inner()).clone()

@@ -3,7 +3,7 @@ confluent-kafka or kafka-python and print JSON.
 
     sasl_client.py CLIENT ACTION CONFIG_JSON
       CLIENT  confluent | kafka-python
-      ACTION  produce | consume | produce-slowly
+      ACTION  produce | consume | produce-slowly | authorized
       CONFIG  {"bootstrap", "protocol", "mechanism", "user", "password",
                "ca", "topic", "count", "seconds", "group"}
 
@@ -56,6 +56,18 @@ def confluent(action, c):
         if failed or left:
             return {"ok": False, "error": "; ".join(failed + errors) or f"{left} undelivered"}
         return {"ok": True, "values": values}
+    if action == "authorized":
+        # KIP-430: what the admin client is told it may do.
+        from confluent_kafka import TopicCollection
+        from confluent_kafka.admin import AdminClient
+        a = AdminClient(conf)
+        try:
+            t = a.describe_topics(TopicCollection([c["topic"]]), include_authorized_operations=True)[c["topic"]].result(20)
+            cl = a.describe_cluster(include_authorized_operations=True).result(20)
+        except KafkaException as e:
+            return {"ok": False, "error": str(e)}
+        names = lambda ops: sorted(o.name for o in (ops or []))
+        return {"ok": True, "topic": names(t.authorized_operations), "cluster": names(cl.authorized_operations)}
     group = c.get("group") or f"g-{time.time()}"
     consumer = Consumer({**conf, "group.id": group, "auto.offset.reset": "earliest",
                          "enable.auto.commit": False})

@@ -394,10 +394,17 @@ pub async fn describe_groups(
 ) -> Result<Reply, String> {
     let v = header.api_version;
     let req: DescribeGroupsRequest = decode(body, v)?;
+    let include_ops = req.include_authorized_operations;
     let mut resp = DescribeGroupsResponse::default();
     for id in req.groups {
         let mut d = DescribedGroup::default();
         d.group_id = id.clone();
+        if include_ops {
+            d.authorized_operations =
+                shard
+                    .authorizer
+                    .authorized_operations(caller, ResourceType::Group, &id.0);
+        }
         let code = match may(shard, caller, Operation::Describe, &id.0) {
             true => shard.cluster.coordinate(&id.0).await,
             false => ErrorCode::GROUP_AUTHORIZATION_FAILED,

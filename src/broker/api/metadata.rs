@@ -25,6 +25,10 @@ pub async fn handle(
     body: Bytes,
 ) -> Result<Reply, String> {
     let req: MetadataRequest = decode(body, header.api_version)?;
+    let (topic_ops, cluster_ops) = (
+        req.include_topic_authorized_operations,
+        req.include_cluster_authorized_operations,
+    );
     let mut resp = MetadataResponse::default();
     resp.brokers = shard
         .cluster
@@ -145,6 +149,23 @@ pub async fn handle(
                 }
             }
         }
+    }
+    // KIP-430: what the caller may do, when asked.
+    let az = &shard.authorizer;
+    if topic_ops {
+        for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations =
+                    az.authorized_operations(caller, ResourceType::Topic, name);
+            }
+        }
+    }
+    if cluster_ops {
+        resp.cluster_authorized_operations = az.authorized_operations(
+            caller,
+            ResourceType::Cluster,
+            crate::auth::acl::CLUSTER_NAME,
+        );
     }
     respond(header, &resp)
 }
