@@ -1806,6 +1806,23 @@ fn the_audit_trail_is_a_topic_no_client_can_change() {
         );
         std::thread::sleep(Duration::from_millis(300));
     };
+    // kcat auto-creates a topic by producing to it: recorded as well.
+    let out = kcat(&["-b", &bootstrap, "-P", "-t", "auto-made"], "x\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let auto = r#""action":"CreateTopics","target":"topic auto-made, 1 partitions (auto-created by Metadata)","outcome":"ok""#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !read().iter().any(|r| r.contains(auto)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "auto-creation not in the trail: {:?}",
+            read()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let created = records
         .iter()
         .find(|r| {

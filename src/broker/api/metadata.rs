@@ -121,6 +121,21 @@ pub async fn handle(
                             found => found,
                         }
                     }
+                    (Some(n), _) if allow_create && shard.args.auto_create_topics => {
+                        let existed = matches!(shard.topic(n).await, Ok(Some(_)));
+                        let found = shard.topic_or_create(n, true).await;
+                        if let (false, Ok(Some(t))) = (existed, &found) {
+                            caller.audit(
+                                "CreateTopics",
+                                &format!(
+                                    "topic {n}, {} partitions (auto-created by Metadata)",
+                                    t.partitions
+                                ),
+                                "ok",
+                            );
+                        }
+                        found
+                    }
                     (Some(n), _) => shard.topic_or_create(n, allow_create).await,
                     (None, Some(id)) => shard.topic_by_id(&super::topic_hex(&id)).await,
                     (None, None) => Ok(None),
