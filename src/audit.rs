@@ -61,6 +61,24 @@ pub fn give_back(lines: Vec<String>) {
     }
 }
 
+/// The brokers' topic of the trail (see `broker::audit_topic`).
+pub const TOPIC: &str = "__kafscale_audit";
+/// The topic config that marks it as theirs.
+pub const INTERNAL: &str = "kafscale.internal";
+
+/// Refuses what only the brokers may do to the trail's topic: create it
+/// (without the marker), grow it or delete it. Checked in the metadata
+/// store, so no path (Kafka APIs, mirror jobs, restores) gets past it.
+pub fn guard(name: &str, marked: bool, what: &str) -> Result<(), crate::meta::MetaError> {
+    if name == TOPIC && !marked {
+        return Err(crate::meta::MetaError::InUse {
+            what: format!("topic {TOPIC} ({what})"),
+            by: "the brokers' audit trail".into(),
+        });
+    }
+    Ok(())
+}
+
 /// The log target of audit records.
 pub const TARGET: &str = "kafscale::audit";
 

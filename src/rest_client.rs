@@ -10,16 +10,25 @@ use hyper::{Method, Request, StatusCode};
 /// The bootstrap admin token a broker writes in its data directory.
 pub const TOKEN_FILE: &str = "admin.token";
 
-/// The bearer token the CLIs send: `KAFSCALE_HTTP_TOKEN`, else the file
-/// `KAFSCALE_HTTP_TOKEN_FILE`, else the broker's bootstrap token in
+/// The bearer token the CLIs send to `target` (`HOST:PORT`):
+/// `KAFSCALE_HTTP_TOKEN`, else the file `KAFSCALE_HTTP_TOKEN_FILE`, else,
+/// for a broker on this machine (a loopback target), its bootstrap token in
 /// `data_dir` (or `KAFSCALE_DATA_DIR`, or `./data`, the broker's default)
 /// when that file exists; none otherwise.
-pub fn cli_token(data_dir: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
-    if let Ok(t) = std::env::var("KAFSCALE_HTTP_TOKEN") {
+pub fn cli_token(
+    data_dir: Option<&std::path::Path>,
+    target: &str,
+) -> anyhow::Result<Option<String>> {
+    if let Ok(t) = std::env::var("KAFSCALE_HTTP_TOKEN")
+        && !t.trim().is_empty()
+    {
         return Ok(Some(t.trim().to_owned()));
     }
+    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+    let local = matches!(host, "localhost" | "[::1]") || host.starts_with("127.");
     let (path, named) = match std::env::var_os("KAFSCALE_HTTP_TOKEN_FILE") {
         Some(p) => (std::path::PathBuf::from(p), true),
+        None if !local => return Ok(None),
         None => {
             let dir = data_dir
                 .map(std::path::Path::to_path_buf)
@@ -116,10 +125,8 @@ impl Http {
             .strip_prefix("http://")
             .ok_or_else(|| anyhow!("--http {url}: expected http://HOST:PORT"))?;
         let host = rest.trim_end_matches('/').to_owned();
-        Ok(Self {
-            host,
-            token: cli_token(None)?,
-        })
+        let token = cli_token(None, &host)?;
+        Ok(Self { host, token })
     }
 
     /// Sends a request; a non-2xx answer is an error with the API's message.

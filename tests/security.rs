@@ -1672,6 +1672,13 @@ fn the_rest_api_needs_a_token_with_the_role_for_the_request() {
     );
     let added = common::http_as(port, "POST", "/v1/mirror/sources", source, Some(&operator));
     assert!(status_of(&added).starts_with('2'), "{added}");
+    // The route the gate judges is the route served: no doubled prefix
+    // turns an admin route into an operator one.
+    for sneaky in ["/v1//v1/tokens", "/v1/v1/tokens", "/v1//tokens"] {
+        let body = r#"{"name":"escalated","role":"admin"}"#;
+        let answer = common::http_as(port, "POST", sneaky, body, Some(&operator));
+        assert!(!status_of(&answer).starts_with('2'), "{sneaky}: {answer}");
+    }
     // Users and tokens are the admin's.
     let out = kafscale_as(&b, &operator, &["tokens", "add", "mine", "--role", "admin"]);
     assert!(
@@ -1771,6 +1778,20 @@ fn the_audit_trail_is_a_topic_no_client_can_change() {
         .unwrap()
     };
     let why = deleted.expect_err("the audit topic was deleted");
+    let grown = {
+        let bootstrap = bootstrap.clone();
+        kafscale_shard::block_on(move || async move {
+            let c = Client::connect(ClientConfig::new(bootstrap)).await.unwrap();
+            c.create_partitions("__kafscale_audit", 128, Duration::from_secs(10))
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .unwrap()
+    };
+    assert!(
+        grown.as_ref().is_err_and(|e| e.contains("audit trail")),
+        "{grown:?}"
+    );
     assert!(why.contains("audit trail and cannot be deleted"), "{why}");
 
     let read = || {

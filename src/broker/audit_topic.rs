@@ -22,10 +22,10 @@ use super::shard::Shard;
 use crate::meta::MetaError;
 use crate::meta::store::now_ms;
 
-pub const TOPIC: &str = "__kafscale_audit";
-/// The topic config that marks a topic as the broker's own.
-pub const INTERNAL: &str = "kafscale.internal";
-const PARTITIONS: u32 = 8;
+pub use crate::audit::{INTERNAL, TOPIC};
+/// Enough that every broker of a cluster very likely owns one (owners are
+/// hashed: with 10 brokers one owns none of 64 with probability 0.1%).
+const PARTITIONS: u32 = 64;
 /// Records per batch at most.
 const BATCH: usize = 1000;
 
@@ -78,7 +78,7 @@ pub async fn run(shard: Rc<Shard>) {
 
 /// The topic, created if it is not there.
 async fn ensure(shard: &Rc<Shard>) -> Result<crate::meta::TopicMeta, String> {
-    Ok(match shard.topic(TOPIC).await.map_err(|e| e.to_string())? {
+    let topic = match shard.topic(TOPIC).await.map_err(|e| e.to_string())? {
         Some(t) => t,
         None => {
             let config = BTreeMap::from([(INTERNAL.to_owned(), "audit".to_owned())]);
@@ -96,7 +96,13 @@ async fn ensure(shard: &Rc<Shard>) -> Result<crate::meta::TopicMeta, String> {
                 Err(e) => return Err(format!("cannot create it: {e}")),
             }
         }
-    })
+    };
+    if !topic.config.contains_key(INTERNAL) {
+        return Err(format!(
+            "a topic {TOPIC} exists that the brokers did not make"
+        ));
+    }
+    Ok(topic)
 }
 
 /// Appends `lines` as one batch and waits until it is durable.

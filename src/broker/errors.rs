@@ -63,6 +63,8 @@ impl From<&crate::meta::MetaError> for ErrorCode {
             M::Conflict { .. } | M::Fenced { .. } | M::OwnedBy { .. } => {
                 Self::NOT_LEADER_OR_FOLLOWER
             }
+            // Refused for good (a name only the brokers may use).
+            M::InUse { .. } => Self::INVALID_REQUEST,
             // etcd unreachable, queue full, I/O: retriable for the client.
             _ => Self::KAFKA_STORAGE_ERROR,
         }

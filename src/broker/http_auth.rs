@@ -66,13 +66,16 @@ impl Gate {
         path: &str,
         authorization: Option<&str>,
     ) -> Result<String, Refused> {
+        let needed = needs(method, path, self.all).filter(|_| self.tokens);
         let presented = authorization.and_then(|h| {
             let (scheme, rest) = h.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
         });
-        let who = match (presented, self.tokens) {
-            (_, false) | (None, _) => None,
-            (Some(t), true) => Some(self.lookup(t).await.map_err(|(status, why)| Refused {
+        // Open routes never ask the store (a stale token or an etcd blip
+        // must not fail a health probe).
+        let who = match (presented, needed) {
+            (_, None) | (None, _) => None,
+            (Some(t), Some(_)) => Some(self.lookup(t).await.map_err(|(status, why)| Refused {
                 principal: ANONYMOUS.to_owned(),
                 status,
                 why,
@@ -81,7 +84,7 @@ impl Gate {
         let principal = who
             .as_ref()
             .map_or_else(|| ANONYMOUS.to_owned(), |(n, _)| format!("Token:{n}"));
-        let Some(needed) = needs(method, path, self.all).filter(|_| self.tokens) else {
+        let Some(needed) = needed else {
             return Ok(principal);
         };
         match who {
@@ -144,6 +147,7 @@ pub fn bootstrap(
         .http_token_file
         .clone()
         .unwrap_or_else(|| args.data_dir.join(crate::rest_client::TOKEN_FILE));
+    let mut made = false;
     let admin = match std::fs::read_to_string(&file) {
         Ok(text) => {
             let (name, secret) = token::split(&text).ok_or_else(|| {
@@ -170,17 +174,37 @@ pub fn bootstrap(
             writeln!(f, "{text}")
                 .and_then(|()| f.sync_all())
                 .with_context(|| format!("cannot write the admin token to {}", file.display()))?;
+            made = true;
             stored
         }
         Err(e) => return Err(anyhow!("cannot read {}: {e}", file.display())),
     };
     let (peer, peer_stored) = token::generate(&format!("broker-{broker_id}"), Role::Viewer, now)
         .map_err(|e| anyhow!(e))?;
-    meta.call_blocking(move |m| {
-        m.put_token(&admin)?;
-        m.put_token(&peer_stored)
-    })
-    .map_err(|e| anyhow!("cannot register the REST API's tokens: {e}"))?;
+    // A token of the file's name already stored stays as it is: a removed
+    // one is not brought back by a restart unless the file was made anew
+    // (revoking the bootstrap token means removing it and its file).
+    let name = admin.name.clone();
+    let kept = meta
+        .call_blocking(move |m| {
+            let kept = match m.token(&admin.name)? {
+                Some(t) if !made => Some(t.sha256 == admin.sha256),
+                _ => {
+                    m.put_token(&admin)?;
+                    None
+                }
+            };
+            m.put_token(&peer_stored)?;
+            Ok(kept)
+        })
+        .map_err(|e| anyhow!("cannot register the REST API's tokens: {e}"))?;
+    if kept == Some(false) {
+        tracing::warn!(
+            token = %name,
+            file = %file.display(),
+            "the metadata store holds another secret for this token name; the file's token is not accepted"
+        );
+    }
     Ok(Some((peer, file)))
 }
 

@@ -104,11 +104,20 @@ impl Api {
     }
 
     pub async fn handle(&self, method: &Method, path: &str, body: Bytes) -> Answer {
+        // The same path the gate judged (http_auth::needs): one "/v1/",
+        // no empty segments.
         let segments: Vec<&str> = path
-            .trim_start_matches("/v1/")
+            .strip_prefix("/v1/")
+            .unwrap_or(path)
             .trim_end_matches('/')
             .split('/')
             .collect();
+        if segments.iter().any(|s| s.is_empty()) {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no such resource: {path} (see /v1/openapi.json)"),
+            );
+        }
         let get = method == Method::GET;
         let post = method == Method::POST;
         let delete = method == Method::DELETE;

@@ -66,6 +66,7 @@ impl MetaStore {
         config: BTreeMap<String, String>,
         partitions: &[PartitionSnapshot],
     ) -> Result<TopicMeta, MetaError> {
+        crate::audit::guard(name, false, "restore into")?;
         let ns = self.namespace().to_owned();
         let topic_key = keys::topic(&ns, name);
         let meta = TopicMeta {

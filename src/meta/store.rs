@@ -93,6 +93,7 @@ impl MetaStore {
         partitions: u32,
         config: BTreeMap<String, String>,
     ) -> Result<TopicMeta, MetaError> {
+        crate::audit::guard(name, config.contains_key(crate::audit::INTERNAL), "create")?;
         let topic_key = keys::topic(&self.ns, name);
         let meta = TopicMeta {
             name: name.to_owned(),
@@ -161,6 +162,7 @@ impl MetaStore {
             });
         };
         let meta: TopicMeta = from_json(&key, &raw)?;
+        crate::audit::guard(name, false, "delete")?;
         let txn = Txn {
             compares: vec![Compare::Equals(key.clone(), raw)],
             ops: vec![
@@ -187,6 +189,7 @@ impl MetaStore {
             });
         };
         let mut meta: TopicMeta = from_json(&key, &raw)?;
+        crate::audit::guard(name, false, "add partitions")?;
         if total <= meta.partitions {
             return Err(MetaError::BadPartitionCount {
                 topic: name.to_owned(),

@@ -349,7 +349,7 @@ impl StoreArgs {
                     .ok_or_else(|| anyhow!("--http {}: expected http://HOST:PORT", self.http))?
                     .trim_end_matches('/')
                     .to_owned();
-                let token = crate::rest_client::cli_token(Some(&self.data_dir))?;
+                let token = crate::rest_client::cli_token(Some(&self.data_dir), &target)?;
                 Ok((Catalog::Rest { target, token }, None))
             }
             Err(e) => Err(anyhow!("cannot open the metadata store: {e}")),
