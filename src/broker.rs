@@ -12,6 +12,7 @@
 //! glommio executor per shard, each accepting connections on the shared port
 //! (SO_REUSEPORT) and owning the partitions that hash to it.
 
+mod answers;
 mod audit_topic;
 mod authorizer;
 mod cluster;

@@ -434,3 +434,161 @@ fn connections_over_the_limits_are_closed_at_once_and_places_come_back() {
         .expect("kafscale_connections_refused_total");
     assert!(refused >= 2, "{refused} refused");
 }
+
+/// A broker's resident memory.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// A Fetch (v11) of every partition of `topic` from offset 0.
+fn fetch_from_start(topic: &str, partitions: i32, max_bytes: i32) -> FetchRequest {
+    let mut ft = kafscale_codec::kafka_protocol::messages::fetch_request::FetchTopic::default();
+    ft.topic = TopicName(StrBytes::from_string(topic.into()));
+    ft.partitions = (0..partitions)
+        .map(|i| {
+            let mut fp =
+                kafscale_codec::kafka_protocol::messages::fetch_request::FetchPartition::default();
+            fp.partition = i;
+            fp.fetch_offset = 0;
+            fp.partition_max_bytes = max_bytes;
+            fp
+        })
+        .collect();
+    let mut req = FetchRequest::default();
+    req.max_bytes = max_bytes;
+    req.max_wait_ms = 100;
+    req.topics = vec![ft];
+    req
+}
+
+#[test]
+fn answers_clients_never_read_stay_inside_the_memory_budget_and_are_given_up() {
+    let b = common::start_with(&[
+        "--memory-budget",
+        "64MiB",
+        "--fetch-cache-bytes",
+        "4MiB",
+        "--segment-bytes",
+        "1MiB",
+        "--fetch-max-bytes",
+        "8MiB",
+        "--frame-read-timeout-ms",
+        "1000",
+    ]);
+    create_topic(&b, "unread", 4);
+    // 30 MiB of incompressible values, far more than the fetch cache keeps:
+    // fetches from offset 0 read them back from the store.
+    let mut s = connect(&b);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    for _ in 0..40 {
+        let parts = (0..4)
+            .map(|p| {
+                let mut bb = BatchBuilder::new(0, 1_778_682_180_000);
+                for _ in 0..3 {
+                    bb.push(None, Some(&noise(64 * 1024)), &[]);
+                }
+                (p, bb.finish())
+            })
+            .collect();
+        let r = produce(&mut s, "unread", parts).unwrap_or_else(|| panic!("produce: {}", b.log()));
+        for p in &r.responses[0].partition_responses {
+            assert_eq!(p.error_code, 0);
+        }
+    }
+    let before = rss(b.pid());
+
+    // 24 consumers that ask and ask and never read an answer: each has 8
+    // fetches of 8 MiB in flight.
+    let req = fetch_from_start("unread", 4, 8 << 20);
+    let mut body = BytesMut::new();
+    body.put_i16(ApiKey::Fetch as i16);
+    body.put_i16(11);
+    body.put_i32(1);
+    body.put_i16(-1);
+    kafscale_codec::kafka_protocol::protocol::Encodable::encode(&req, &mut body, 11).unwrap();
+    let hostile: Vec<TcpStream> = (0..24)
+        .map(|_| {
+            let mut h = connect(&b);
+            for _ in 0..8 {
+                send_raw(&mut h, &body).unwrap();
+            }
+            h
+        })
+        .collect();
+    let mut peak = 0;
+    for _ in 0..40 {
+        peak = peak.max(rss(b.pid()));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // A client elsewhere that reads gets the whole of partition 0
+    // meanwhile: one address holds at most a quarter of the room.
+    let mut reader = connect_from(&b, "127.0.0.2");
+    let mut next = 0;
+    let mut answers = 0;
+    while next < 120 {
+        let mut req = fetch_from_start("unread", 1, 8 << 20);
+        req.topics[0].partitions[0].fetch_offset = next;
+        let mut body = call(&mut reader, ApiKey::Fetch, 11, &req)
+            .unwrap_or_else(|| panic!("a reading consumer is answered: {}", b.log()));
+        let r = FetchResponse::decode(&mut body, 11).unwrap();
+        let p = &r.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, 120));
+        let records = p.records.clone().unwrap_or_default();
+        for batch in kafscale_codec::batch::Batches::new(records) {
+            let batch = batch.unwrap();
+            assert_eq!(batch.base_offset(), next, "offsets in order, none skipped");
+            next = batch.last_offset() + 1;
+        }
+        answers += 1;
+        assert!(answers < 1000, "the reader makes no progress");
+    }
+    for _ in 0..40 {
+        peak = peak.max(rss(b.pid()));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "unread answers took {} MiB beyond the {} MiB held before them (--memory-budget 64MiB)",
+        grown >> 20,
+        before >> 20
+    );
+
+    // A connection whose answer is not read for the frame deadline is
+    // closed, and gives back what it held.
+    drop((s, reader));
+    let open = || common::metric(b.metrics_port, "kafscale_connections_open").unwrap_or(0);
+    for _ in 0..600 {
+        if open() == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(open(), 0, "connections still open");
+    assert!(
+        b.log().contains("read nothing of its answer"),
+        "the log names why the connections were closed"
+    );
+    assert_eq!(
+        common::metric(b.metrics_port, "kafscale_connections_unread_closed_total"),
+        Some(24)
+    );
+    drop(hostile);
+}

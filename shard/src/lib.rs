@@ -27,7 +27,7 @@ pub use hyper_io::{HyperIo, RawSocket, try_recv_buf};
 pub use listen::listen;
 pub use lowat::RecvLowat;
 pub use memlock::{MemlockStatus, raise_memlock_limit};
-pub use outq::unacked_bytes;
+pub use outq::{shutdown, unacked_bytes};
 pub use runtime::{RuntimeError, ShardId, block_on, spawn_shards};
 pub use signals::on_signals;
 pub use stop::{StopListener, StopSender, stop_channel};

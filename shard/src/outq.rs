@@ -1,5 +1,5 @@
 //! How much of what was written to a TCP socket the peer has not yet
-//! acknowledged (`SIOCOUTQ`).
+//! acknowledged (`SIOCOUTQ`), and ending a socket another task reads.
 //!
 //! A process that exits closes its sockets; when a socket still has unread
 //! input, Linux answers with a reset and throws away what it had not sent
@@ -20,11 +20,36 @@ pub fn unacked_bytes(fd: RawFd) -> io::Result<usize> {
     Ok(n.max(0) as usize)
 }
 
+/// Shuts both directions of the TCP socket `fd` down: a task blocked
+/// reading it wakes to end-of-file, and the peer sees the connection end,
+/// while the socket itself stays open until its owner drops it.
+pub fn shutdown(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown takes no pointers; a stale fd only makes it fail.
+    let rc = unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn shutdown_ends_both_directions() {
+        let (mut client, server) = crate::tcp_pair();
+        shutdown(server.as_raw_fd()).unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(client.read(&mut buf).unwrap(), 0, "the peer sees the end");
+        assert_eq!(
+            (&server).read(&mut buf).unwrap(),
+            0,
+            "a reader sees the end"
+        );
+    }
 
     #[test]
     fn counts_until_the_peer_acknowledges() {

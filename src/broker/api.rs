@@ -17,7 +17,7 @@ mod create_partitions;
 mod create_topics;
 mod delete_topics;
 mod describe_configs;
-mod fetch;
+pub mod fetch;
 mod groups;
 mod init_producer_id;
 mod list_offsets;
@@ -85,13 +85,20 @@ pub fn supported_version(header: &RequestHeader) -> bool {
     supported(api).is_some_and(|(min, max)| (min..=max).contains(&header.api_version))
 }
 
+/// A request's place in its connection's order, for the APIs that keep one.
+pub enum Place {
+    Produce(produce::Order),
+    Fetch(fetch::Turn),
+    Any,
+}
+
 pub async fn handle(
     shard: Rc<Shard>,
     caller: Caller,
     header: RequestHeader,
     body: Body,
     reservation: Reservation,
-    order: Option<produce::Order>,
+    place: Place,
 ) -> Reply {
     let (body, carved) = match body {
         Body::Raw(b) => (b, None),
@@ -115,11 +122,16 @@ pub async fn handle(
     let result = match api {
         ApiKey::ApiVersions => api_versions::handle(&header, body),
         ApiKey::Metadata => metadata::handle(&shard, &caller, &header, body).await,
-        ApiKey::Produce => match order {
-            Some(order) => produce::handle(&shard, &caller, &header, body, carved, order).await,
-            None => Err("produce request without its place in the connection's order".into()),
+        ApiKey::Produce => match place {
+            Place::Produce(order) => {
+                produce::handle(&shard, &caller, &header, body, carved, order).await
+            }
+            _ => Err("produce request without its place in the connection's order".into()),
         },
-        ApiKey::Fetch => fetch::handle(&shard, &caller, &header, body).await,
+        ApiKey::Fetch => match place {
+            Place::Fetch(turn) => fetch::handle(&shard, &caller, &header, body, turn).await,
+            _ => Err("fetch request without its place in the connection's order".into()),
+        },
         ApiKey::ListOffsets => list_offsets::handle(&shard, &caller, &header, body).await,
         ApiKey::CreateTopics => create_topics::handle(&shard, &caller, &header, body).await,
         ApiKey::DeleteTopics => delete_topics::handle(&shard, &caller, &header, body).await,

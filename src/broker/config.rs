@@ -293,8 +293,9 @@ pub struct BrokerArgs {
     /// A partition's buffer is sealed and uploaded when it reaches this size.
     #[arg(long, env = "KAFSCALE_SEGMENT_BYTES", default_value = "8MiB")]
     pub segment_bytes: ByteSize,
-    /// Memory for request bodies, unsealed segments and the fetch cache,
-    /// split across shards. RSS stays within this plus a small fixed overhead.
+    /// Memory for request bodies, unsealed segments, the fetch cache and
+    /// fetch answers on their way out, split across shards. RSS stays within
+    /// this plus a small fixed overhead.
     #[arg(long, env = "KAFSCALE_MEMORY_BUDGET", default_value = "512MiB")]
     pub memory_budget: ByteSize,
     /// The part of --memory-budget that keeps recently written segments for
@@ -304,8 +305,9 @@ pub struct BrokerArgs {
     /// Largest request frame accepted.
     #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value = "100MiB")]
     pub max_frame_bytes: ByteSize,
-    /// How long a request frame's body may take to arrive after its length
-    /// (and a new connection's first bytes after it connects).
+    /// How long a request frame's body may take to arrive after its length,
+    /// a new connection's first bytes after it connects, and a client to take
+    /// any part of an answer written to it (else its connection is closed).
     #[arg(long, env = "KAFSCALE_FRAME_READ_TIMEOUT_MS", default_value_t = 30_000)]
     pub frame_read_timeout_ms: u64,
     /// Kafka connections the broker holds at most (Kafka's
@@ -433,9 +435,15 @@ impl BrokerArgs {
             .unwrap_or(ByteSize(self.memory_budget.0 / 4))
     }
 
+    /// The part of the budget for fetch answers read but not yet written
+    /// to their clients: a quarter.
+    pub fn fetch_answer_budget(&self) -> u64 {
+        self.memory_budget.0 / 4
+    }
+
     /// The budget left for request bodies and unsealed segments.
     pub fn produce_budget(&self) -> u64 {
-        self.memory_budget.0 - self.fetch_cache().0
+        self.memory_budget.0 - self.fetch_cache().0 - self.fetch_answer_budget()
     }
 
     pub fn flush_interval(&self) -> Duration {

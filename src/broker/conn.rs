@@ -34,7 +34,7 @@ use super::api;
 use super::listeners::{ListenerCtx, Protocol};
 use super::pool::MIN_POOLED;
 use super::sasl::{MAX_UNAUTHENTICATED_FRAME, Route, Session};
-use super::shard::{ProduceInFlight, Shard};
+use super::shard::{ProduceInFlight, Reservation, Shard};
 
 /// Requests of one connection being handled at once.
 const MAX_IN_FLIGHT: usize = 32;
@@ -49,6 +49,51 @@ pub enum Reply {
     Close(String),
     /// A response, then close (a failed authentication).
     FrameThenClose(Vec<Bytes>, String),
+    /// A response with what it keeps until it has been written.
+    Held(Vec<Bytes>, Held),
+}
+
+/// What an answer keeps until the connection has written it: its room in
+/// the shard's memory budget and, for a fetch, its connection's turn.
+pub struct Held {
+    _room: Reservation,
+    _turn: Option<oneshot::Sender<()>>,
+}
+
+impl Held {
+    pub fn new(room: Reservation, turn: Option<oneshot::Sender<()>>) -> Self {
+        Self {
+            _room: room,
+            _turn: turn,
+        }
+    }
+}
+
+/// The most written to a socket under one deadline: a client that takes
+/// nothing of an answer for `--frame-read-timeout-ms` loses its connection,
+/// however large the answer.
+const WRITE_PIECE: usize = 1 << 20;
+
+/// Why an answer was not written.
+enum Unwritten {
+    Failed,
+    Stalled,
+}
+
+/// Writes an answer's chunks, each piece within `stall`.
+async fn write_answer(
+    wr: &mut (impl futures::io::AsyncWrite + Unpin),
+    chunks: &[Bytes],
+    stall: std::time::Duration,
+) -> Result<(), Unwritten> {
+    for piece in chunks.iter().flat_map(|c| c.chunks(WRITE_PIECE)) {
+        match within(stall, wr.write_all(piece)).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return Err(Unwritten::Failed),
+            None => return Err(Unwritten::Stalled),
+        }
+    }
+    Ok(())
 }
 
 /// Who sent a request: the listener it came in on (which endpoints it is
@@ -240,6 +285,8 @@ async fn serve_stream<S>(
     let done = Rc::new(Cell::new(false));
     let writer_done = done.clone();
     let writer_shard = shard.clone();
+    let writer_peer = peer.to_owned();
+    let stall = shard.args.frame_read_timeout();
     let writer = glommio::spawn_local(async move {
         while let Some((task, in_flight)) = rx.recv().await {
             if writer_done.get() {
@@ -247,38 +294,42 @@ async fn serve_stream<S>(
                 // queue keeps draining, so the reader never waits for room.
                 continue;
             }
-            match task.await {
-                Reply::Frame(chunks) => {
-                    for c in &chunks {
-                        if wr.write_all(c).await.is_err() {
-                            writer_done.set(true);
-                            break;
-                        }
+            let (chunks, held, close) = match task.await {
+                Reply::Frame(chunks) => (chunks, None, None),
+                Reply::Held(chunks, held) => (chunks, Some(held), None),
+                Reply::FrameThenClose(chunks, why) => (chunks, None, Some(why)),
+                Reply::Close(why) => (Vec::new(), None, Some(why)),
+                Reply::Nothing => continue,
+            };
+            match write_answer(&mut wr, &chunks, stall).await {
+                Ok(()) => {}
+                Err(Unwritten::Failed) => writer_done.set(true),
+                Err(Unwritten::Stalled) => {
+                    let n = writer_shard.metrics.answers_unread.fetch_add(1, Relaxed) + 1;
+                    // A flood of them must not flood the log too.
+                    if n <= 10 || n.is_power_of_two() {
+                        let peer = &writer_peer;
+                        tracing::warn!(%peer, closed_so_far = n, "closing connection: the client read nothing of its answer within {stall:?}");
                     }
-                    if in_flight.is_some() && writer_shard.draining() && !writer_done.get() {
-                        // Stopping: the answer counts as given once the peer
-                        // has it, not when the kernel has it (exit resets
-                        // sockets that have unread input, dropping unsent data).
-                        wait_acknowledged(fd).await;
-                    }
-                }
-                Reply::Nothing => {}
-                Reply::Close(why) => {
-                    tracing::info!(%why, "closing connection");
-                    let _ignored = wr.close().await;
                     writer_done.set(true);
+                    // The reader may be waiting for a request that never
+                    // comes: it wakes to the end of the socket.
+                    let _ignored = kafscale_shard::shutdown(fd);
                 }
-                Reply::FrameThenClose(chunks, why) => {
-                    for c in &chunks {
-                        if wr.write_all(c).await.is_err() {
-                            break;
-                        }
-                    }
-                    tracing::info!(%why, "closing connection");
-                    let _ignored = wr.flush().await;
-                    let _ignored = wr.close().await;
-                    writer_done.set(true);
-                }
+            }
+            // What the answer held goes back once it is written (or never
+            // will be).
+            drop(held);
+            if let Some(why) = close {
+                tracing::info!(%why, "closing connection");
+                let _ignored = wr.flush().await;
+                let _ignored = wr.close().await;
+                writer_done.set(true);
+            } else if in_flight.is_some() && writer_shard.draining() && !writer_done.get() {
+                // Stopping: the answer counts as given once the peer has
+                // it, not when the kernel has it (exit resets sockets that
+                // have unread input, dropping unsent data).
+                wait_acknowledged(fd).await;
             }
             drop(in_flight);
         }
@@ -291,6 +342,7 @@ async fn serve_stream<S>(
     let frame_timeout = shard.args.frame_read_timeout();
     let mut first_frame = true;
     let mut last_produce: Option<oneshot::Receiver<()>> = None;
+    let mut last_fetch: Option<oneshot::Receiver<()>> = None;
     loop {
         if shard.draining() || done.get() {
             // Stopping: answer what was read, take nothing more. Or the
@@ -411,19 +463,28 @@ async fn serve_stream<S>(
             }
         };
         shard.metrics.requests_total.fetch_add(1, Relaxed);
-        // Produce requests append in the order they arrived on this connection.
-        let order = (header.api_key == ApiKey::Produce as i16).then(|| {
+        // Produce requests append in the order they arrived on this
+        // connection, and its fetches are answered one after another.
+        let place = if header.api_key == ApiKey::Produce as i16 {
             let (appended, next) = oneshot::channel();
-            api::produce::Order {
+            api::Place::Produce(api::produce::Order {
                 after: last_produce.replace(next),
                 appended,
-            }
-        });
-        let in_flight = order.is_some().then(|| shard.produce_started());
+            })
+        } else if header.api_key == ApiKey::Fetch as i16 {
+            let (written, next) = oneshot::channel();
+            api::Place::Fetch(api::fetch::Turn {
+                after: last_fetch.replace(next),
+                written,
+            })
+        } else {
+            api::Place::Any
+        };
+        let in_flight = matches!(place, api::Place::Produce(_)).then(|| shard.produce_started());
         let s = shard.clone();
         let c = caller.clone();
         let task = glommio::spawn_local(async move {
-            let reply = api::handle(s.clone(), c, header, body, reservation, order).await;
+            let reply = api::handle(s.clone(), c, header, body, reservation, place).await;
             // Every slice of the frame is gone once the request is answered.
             s.pool.give(recycle);
             reply

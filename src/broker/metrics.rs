@@ -88,6 +88,9 @@ pub struct Metrics {
     pub sasl_failures: AtomicU64,
     /// TLS handshakes that failed or timed out.
     pub tls_failures: AtomicU64,
+    /// Connections closed because their client took nothing of an answer
+    /// within --frame-read-timeout-ms.
+    pub answers_unread: AtomicU64,
     pub requests_total: AtomicU64,
     pub produce_records_bytes: AtomicU64,
     pub produce_errors: AtomicU64,
@@ -133,7 +136,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 23] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 24] = [
             (
                 "kafscale_orphan_objects_total",
                 "counter",
@@ -175,6 +178,12 @@ impl Metrics {
                 "counter",
                 "TLS handshakes that failed or did not finish within --frame-read-timeout-ms.",
                 &self.tls_failures,
+            ),
+            (
+                "kafscale_connections_unread_closed_total",
+                "counter",
+                "Kafka connections closed because the client took nothing of an answer within --frame-read-timeout-ms.",
+                &self.answers_unread,
             ),
             (
                 "kafscale_draining",

@@ -655,13 +655,18 @@ impl PartitionLog {
         self.state.borrow().segments.clone()
     }
 
-    /// Reads whole batches from `offset` on, up to about `max_bytes` (at least
-    /// one batch when any is available), across segment boundaries.
+    /// Reads whole batches from `offset` on, up to `max_bytes`, across
+    /// segment boundaries. With `min_one` the first batch comes even when
+    /// it is larger (Kafka's rule for a fetch answer's first batch);
+    /// without, a batch larger than what is left stays for a later read.
+    /// What a read holds beyond the bytes it returns is at most
+    /// [`READ_SLACK`] (the unused end of a ranged GET).
     pub async fn read(
         &self,
         shard: &Shard,
         mut offset: i64,
         max_bytes: usize,
+        min_one: bool,
         read_committed: bool,
     ) -> Result<ReadResult, ErrorCode> {
         let (hw, start) = {
@@ -681,7 +686,8 @@ impl PartitionLog {
         // read_committed sees nothing of a transaction still open.
         let end = if read_committed { lso } else { hw };
         let first = offset;
-        'segments: while offset < end && (out.bytes < max_bytes || out.chunks.is_empty()) {
+        'segments: while offset < end && (out.bytes < max_bytes || min_one && out.chunks.is_empty())
+        {
             let Some(seg) = self.segment_for(offset) else {
                 // Offsets below the first segment's base (a log that starts late).
                 let next = self
@@ -700,7 +706,10 @@ impl PartitionLog {
                 }
             };
             let want = max_bytes.saturating_sub(out.bytes);
-            let batches = self.read_segment(shard, &seg, offset, want).await?;
+            let whole_first = min_one && out.chunks.is_empty();
+            let batches = self
+                .read_segment(shard, &seg, offset, want, whole_first)
+                .await?;
             if batches.is_empty() {
                 break;
             }
@@ -746,6 +755,7 @@ impl PartitionLog {
         seg: &SegmentRecord,
         offset: i64,
         want: usize,
+        whole_first: bool,
     ) -> Result<Vec<RecordBatch>, ErrorCode> {
         let cached = shard
             .cache
@@ -760,7 +770,7 @@ impl PartitionLog {
             // Pieces hold whole batches; a fetch may take several pieces.
             let mut taken = Taken::default();
             for (at, piece) in c.data.slices(pos.min(end)..end) {
-                if !taken.add(Batches::starting_at(piece, at), offset, want)? {
+                if !taken.add(Batches::starting_at(piece, at), offset, want, whole_first)? {
                     break;
                 }
             }
@@ -801,7 +811,7 @@ impl PartitionLog {
             .lookup(offset)
             .map_or(HEADER_LEN as u64, |e| e.position as u64);
         let body_end = seg.size.saturating_sub(FOOTER_LEN as u64);
-        let span = (want.max(64 * 1024) as u64).saturating_add(64 * 1024);
+        let span = (want as u64).saturating_add(READ_SLACK as u64);
         let end = body_end.min(pos.saturating_add(span));
         let data = shard
             .store
@@ -815,8 +825,9 @@ impl PartitionLog {
                 .allow_partial_tail(),
             offset,
             want,
+            whole_first,
         )?;
-        if batches.is_empty() && end < body_end {
+        if batches.is_empty() && whole_first && end < body_end {
             // The first wanted batch is longer than the range read: read exactly it.
             let mut at = pos;
             for b in Batches::starting_at(data, pos as usize)
@@ -838,7 +849,12 @@ impl PartitionLog {
                 .get_range_version(&kfs_key, seg.kfs_version(), at..(at + len).min(body_end))
                 .await
                 .map_err(|e| storage_error(&kfs_key, &e))?;
-            batches = take_batches(batches_in_range(whole, at as usize), offset, usize::MAX)?;
+            batches = take_batches(
+                batches_in_range(whole, at as usize),
+                offset,
+                usize::MAX,
+                true,
+            )?;
         }
         Ok(batches)
     }
@@ -870,7 +886,7 @@ impl PartitionLog {
         };
         for seg in candidates {
             let batches = self
-                .read_segment(shard, &seg, seg.base_offset, usize::MAX)
+                .read_segment(shard, &seg, seg.base_offset, usize::MAX, true)
                 .await?;
             let target = if timestamp == -3 {
                 seg.max_timestamp
@@ -891,11 +907,22 @@ impl PartitionLog {
     }
 }
 
-/// Takes batches that end at or after `offset` until `want` bytes (at least
-/// one). A corrupt batch (bad CRC, bad length) is a storage error.
-fn take_batches(batches: Batches, offset: i64, want: usize) -> Result<Vec<RecordBatch>, ErrorCode> {
+/// What a ranged GET for a fetch reads beyond the bytes it wants, so a
+/// batch ending a little past them still comes; also the most a read holds
+/// beyond what it returns.
+pub const READ_SLACK: usize = 64 * 1024;
+
+/// Takes batches that end at or after `offset` until `want` bytes (with
+/// `whole_first`, at least one). A corrupt batch (bad CRC, bad length) is
+/// a storage error.
+fn take_batches(
+    batches: Batches,
+    offset: i64,
+    want: usize,
+    whole_first: bool,
+) -> Result<Vec<RecordBatch>, ErrorCode> {
     let mut taken = Taken::default();
-    taken.add(batches, offset, want)?;
+    taken.add(batches, offset, want, whole_first)?;
     Ok(taken.batches)
 }
 
@@ -909,7 +936,13 @@ struct Taken {
 impl Taken {
     /// Adds batches from `run` as [`take_batches`] does; false once `want`
     /// bytes are reached.
-    fn add(&mut self, run: Batches, offset: i64, want: usize) -> Result<bool, ErrorCode> {
+    fn add(
+        &mut self,
+        run: Batches,
+        offset: i64,
+        want: usize,
+        whole_first: bool,
+    ) -> Result<bool, ErrorCode> {
         for b in run {
             let b = b.map_err(|e| {
                 tracing::error!(error = %e, "corrupt batch in stored segment");
@@ -918,7 +951,8 @@ impl Taken {
             if b.last_offset() < offset {
                 continue;
             }
-            if !self.batches.is_empty() && self.bytes + b.len() > want {
+            let may_exceed = whole_first && self.batches.is_empty();
+            if !may_exceed && self.bytes + b.len() > want {
                 return Ok(false);
             }
             self.bytes += b.len();

@@ -28,6 +28,7 @@ use kafscale_codec::index::Index;
 use kafscale_codec::kfs::SegmentBytes;
 use kafscale_s3::{AnyStore, ObjectStore};
 
+use super::answers::AnswerRoom;
 use super::cluster::Cluster;
 use super::config::BrokerArgs;
 use super::errors::ErrorCode;
@@ -106,6 +107,8 @@ pub struct Shard {
     groups: RefCell<HashMap<String, GroupRef>>,
     budget: Rc<Semaphore>,
     budget_bytes: u64,
+    /// Fetch answers read and not yet written to their clients.
+    pub answers: AnswerRoom,
     pub cache: RefCell<SegmentCache>,
     pub pool: Rc<BufferPool>,
     flush_wake: glommio::channels::local_channel::LocalSender<()>,
@@ -129,21 +132,52 @@ impl Drop for ProduceInFlight {
     }
 }
 
-/// Bytes reserved from a shard's memory budget, returned on drop.
 /// Request frames below this size never wait for the memory budget.
 pub const SMALL_FRAME: u64 = 64 * 1024;
 
+/// Bytes reserved from a shard's memory budget (and, for a fetch answer,
+/// from its client address's share of it), returned on drop.
 pub struct Reservation {
     budget: Rc<Semaphore>,
+    share: Option<Rc<Semaphore>>,
     units: u64,
 }
 
 impl Reservation {
+    /// `units` already acquired from `budget` and `share`.
+    pub fn of(budget: Rc<Semaphore>, share: Option<Rc<Semaphore>>, units: u64) -> Self {
+        Self {
+            budget,
+            share,
+            units,
+        }
+    }
+
+    pub fn units(&self) -> u64 {
+        self.units
+    }
+
+    pub fn share(&self) -> Option<&Rc<Semaphore>> {
+        self.share.as_ref()
+    }
+
+    /// Counts `units` more, already acquired from the same semaphores.
+    pub fn add(&mut self, units: u64) {
+        self.units += units;
+    }
+
+    fn give_back(&self, units: u64) {
+        self.budget.signal(units);
+        if let Some(share) = &self.share {
+            share.signal(units);
+        }
+    }
+
     /// Gives back all but `units` (at least one stays reserved).
     pub fn shrink(&mut self, units: u64) {
         let keep = units.clamp(1, self.units.max(1));
         if keep < self.units {
-            self.budget.signal(self.units - keep);
+            self.give_back(self.units - keep);
             self.units = keep;
         }
     }
@@ -151,7 +185,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budget.signal(self.units);
+        self.give_back(self.units);
     }
 }
 
@@ -172,6 +206,7 @@ impl Shard {
     ) -> Self {
         let budget_bytes = (args.produce_budget() / count as u64).max(4 * 1024 * 1024);
         let cache_bytes = (args.fetch_cache().0 / count as u64) as usize;
+        let answers_bytes = (args.fetch_answer_budget() / count as u64).max(1 << 20);
         // Idle pooled buffers: an eighth of the budget, at most 64 MiB in all.
         let pool = Rc::new(
             BufferPool::new((args.memory_budget.0 / 8).min(64 << 20) as usize / count)
@@ -194,6 +229,7 @@ impl Shard {
             groups: RefCell::default(),
             budget: Rc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
+            answers: AnswerRoom::new(answers_bytes),
             cache: RefCell::new(SegmentCache::new(cache_bytes, pool.clone())),
             pool,
             flush_wake,
@@ -249,10 +285,7 @@ impl Shard {
         } else {
             0
         };
-        Reservation {
-            budget: self.budget.clone(),
-            units,
-        }
+        Reservation::of(self.budget.clone(), None, units)
     }
 
     /// Waits until `bytes` fit in the budget and reserves them. A request larger
@@ -261,10 +294,7 @@ impl Shard {
         let units = bytes.clamp(1, self.budget_bytes);
         // The semaphore is never closed, so acquire cannot fail.
         let _ignored = self.budget.acquire(units).await;
-        Reservation {
-            budget: self.budget.clone(),
-            units,
-        }
+        Reservation::of(self.budget.clone(), None, units)
     }
 
     pub fn wake_flusher(&self) {

@@ -1,5 +1,8 @@
 //! Fetch (v4-v16): reads on each partition's owner, long polls woken by
 //! commits, and a response whose record bytes are the stored segment bytes.
+//! Each answer reads only into room reserved for it from the shard's
+//! answer budget and holds that room until it is written; a connection has
+//! one fetch answer at a time.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -12,9 +15,9 @@ use kafscale_codec::header::RequestHeader;
 
 use super::{decode, topic_hex, topic_uuid};
 use crate::auth::acl::{Operation, ResourceType};
-use crate::broker::conn::{Caller, Reply};
+use crate::broker::conn::{Caller, Held, Reply};
 use crate::broker::errors::ErrorCode;
-use crate::broker::partition::ReadResult;
+use crate::broker::partition::{READ_SLACK, ReadResult};
 use crate::broker::shard::Shard;
 
 struct Want {
@@ -27,18 +30,29 @@ struct Want {
 }
 
 type Read = (Result<ReadResult, ErrorCode>, Option<oneshot::Receiver<()>>);
-/// A partition's read as seen by the connection shard (`None`: not asked).
+/// A partition's read as seen by the connection shard (`None`: not read).
 type Polled = (
     Option<Result<ReadResult, ErrorCode>>,
     Option<oneshot::Receiver<()>>,
 );
 
+/// A fetch's place among its connection's fetches: it starts once the one
+/// before it has been written out (`after`), and lets the next one start
+/// when its own answer has been (`written`, dropped with the answer). So a
+/// connection holds at most one fetch answer, however many it pipelines.
+pub struct Turn {
+    pub after: Option<oneshot::Receiver<()>>,
+    pub written: oneshot::Sender<()>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn read_partition(
     shard: Rc<Shard>,
     topic: String,
     partition: u32,
     offset: i64,
     max_bytes: usize,
+    min_one: bool,
     read_committed: bool,
     watch: bool,
 ) -> Read {
@@ -46,12 +60,110 @@ async fn read_partition(
         Ok(l) => l,
         Err(code) => return (Err(code), None),
     };
-    let result = log.read(&shard, offset, max_bytes, read_committed).await;
+    let result = log
+        .read(&shard, offset, max_bytes, min_one, read_committed)
+        .await;
+    // Only a partition with nothing to read waits for a commit; one whose
+    // records did not fit this answer is read again by the next fetch.
     let watcher = match &result {
-        Ok(r) if watch && r.bytes == 0 => Some(log.watch()),
+        Ok(r) if watch && r.bytes == 0 && !more_to_read(r, offset, read_committed) => {
+            Some(log.watch())
+        }
         _ => None,
     };
     (result, watcher)
+}
+
+/// Whether a read that returned nothing left records at its offset.
+fn more_to_read(r: &ReadResult, offset: i64, read_committed: bool) -> bool {
+    let end = if read_committed {
+        r.last_stable_offset
+    } else {
+        r.high_watermark
+    };
+    r.bytes == 0 && offset < end
+}
+
+/// One pass over the wanted partitions within `room` bytes, reserved
+/// before anything was read. The room goes to partitions in request order
+/// (each at most its `partition_max_bytes`, plus [`READ_SLACK`] for what a
+/// ranged GET reads past it); the first partition sends its first batch
+/// whole, as in Kafka, and is the only one that may go past its room.
+/// Partitions left without room are still asked for their offsets (no
+/// records), and when the others returned less than they had room for,
+/// those with records are read again with what is left: a pass reads at
+/// most `room` bytes however many partitions the request names.
+async fn read_pass(
+    shard: &Rc<Shard>,
+    wants: &[Want],
+    room: usize,
+    read_committed: bool,
+    watch: bool,
+) -> Vec<Polled> {
+    let mut polled: Vec<Polled> = wants.iter().map(|_| (None, None)).collect();
+    let mut candidates: Vec<usize> = (0..wants.len())
+        .filter(|&i| wants[i].error == ErrorCode::NONE && wants[i].name.is_some())
+        .collect();
+    let first = candidates.first().copied();
+    let mut used = 0usize;
+    while !candidates.is_empty() {
+        let mut left = room.saturating_sub(used);
+        let plan: Vec<(usize, usize)> = candidates
+            .iter()
+            .map(|&i| {
+                let max = wants[i].max_bytes.min(left.saturating_sub(READ_SLACK));
+                left = left.saturating_sub(if max > 0 { max + READ_SLACK } else { 0 });
+                (i, max)
+            })
+            .collect();
+        let reads = plan.iter().map(|&(i, max)| {
+            let w = &wants[i];
+            let s = shard.clone();
+            let name = w.name.clone().unwrap_or_default();
+            let (partition, offset) = (w.partition as u32, w.offset);
+            let min_one = Some(i) == first;
+            async move {
+                let route = name.clone();
+                let read = s
+                    .on_owner(&route, partition, move |o| {
+                        read_partition(
+                            o,
+                            name,
+                            partition,
+                            offset,
+                            max,
+                            min_one,
+                            read_committed,
+                            watch,
+                        )
+                    })
+                    .await;
+                match read {
+                    Ok((r, w)) => (Some(r), w),
+                    Err(code) => (Some(Err(code)), None),
+                }
+            }
+        });
+        let results: Vec<Polled> = futures::future::join_all(reads).await;
+        let mut progress = false;
+        let mut starved = Vec::new();
+        for (&(i, max), result) in plan.iter().zip(results) {
+            if let (Some(Ok(r)), _) = &result {
+                if r.bytes > 0 {
+                    used += r.bytes + READ_SLACK;
+                    progress = true;
+                } else if max == 0 && more_to_read(r, wants[i].offset, read_committed) {
+                    starved.push(i);
+                }
+            }
+            polled[i] = result;
+        }
+        if !progress || room.saturating_sub(used) <= READ_SLACK {
+            break;
+        }
+        candidates = starved;
+    }
+    polled
 }
 
 pub async fn handle(
@@ -59,9 +171,14 @@ pub async fn handle(
     caller: &Caller,
     header: &RequestHeader,
     body: Bytes,
+    turn: Turn,
 ) -> Result<Reply, String> {
     let version = header.api_version;
     let req: FetchRequest = decode(body, version)?;
+    if let Some(after) = turn.after {
+        // Ok or cancelled: either way the fetch before is done with.
+        let _ignored = after.await;
+    }
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     let read_committed = req.isolation_level == 1;
@@ -129,31 +246,22 @@ pub async fn handle(
         }
     }
 
+    // What this fetch may read: its max_bytes, or less when its partitions
+    // ask for less. Each pass reserves room for it from the shard's answer
+    // budget before reading, and a pass that finds too little gives the
+    // room back while it waits for commits.
+    let ask = wants
+        .iter()
+        .filter(|w| w.error == ErrorCode::NONE)
+        .map(|w| w.max_bytes.saturating_add(READ_SLACK))
+        .fold(0usize, usize::saturating_add)
+        .min(max_bytes.saturating_add(READ_SLACK));
     let mut reads: Vec<Option<Result<ReadResult, ErrorCode>>>;
+    let mut room;
     loop {
         let wait = Instant::now() < deadline;
-        let futs = wants.iter().map(|w| {
-            let s = shard.clone();
-            let name = w.name.clone();
-            let (partition, offset, max) = (w.partition as u32, w.offset, w.max_bytes);
-            let error = w.error;
-            async move {
-                let Some(name) = name.filter(|_| error == ErrorCode::NONE) else {
-                    return (None, None);
-                };
-                let route = name.clone();
-                match s
-                    .on_owner(&route, partition, move |o| {
-                        read_partition(o, name, partition, offset, max, read_committed, wait)
-                    })
-                    .await
-                {
-                    Ok((r, w)) => (Some(r), w),
-                    Err(code) => (Some(Err(code)), None),
-                }
-            }
-        });
-        let results: Vec<Polled> = futures::future::join_all(futs).await;
+        room = shard.answers.reserve(&caller.host, ask as u64).await;
+        let results = read_pass(shard, &wants, room.units() as usize, read_committed, wait).await;
         let total: usize = results
             .iter()
             .filter_map(|(r, _)| r.as_ref()?.as_ref().ok().map(|r| r.bytes))
@@ -166,6 +274,7 @@ pub async fn handle(
         if total >= min_bytes.max(1) || any_error || now >= deadline || watchers.is_empty() {
             break;
         }
+        drop(room);
         let woken = async {
             let _ignored = futures::future::select_all(watchers).await;
         };
@@ -176,6 +285,7 @@ pub async fn handle(
     // first batch returned is always whole, even if larger.
     let mut budget = max_bytes;
     let mut sent_any = false;
+    let (mut sent, mut with_records) = (0usize, 0usize);
     for (w, read) in wants.iter().zip(reads) {
         let mut out = FetchPartition {
             partition: w.partition,
@@ -205,18 +315,23 @@ pub async fn handle(
             }
         }
         let bytes: usize = out.records.iter().map(Bytes::len).sum();
+        sent += bytes;
+        with_records += usize::from(bytes > 0);
         shard
             .metrics
             .fetch_bytes
             .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         topics[w.topic].partitions.push(out);
     }
+    // The answer holds what it sends (and the unread end of each ranged
+    // GET it came from) until the connection has written it.
+    let holding = sent + with_records * READ_SLACK;
+    if holding as u64 > room.units() {
+        shard.answers.grow(&mut room, holding as u64);
+    } else {
+        room.shrink(holding as u64);
+    }
     // Session id 0: no incremental fetch sessions; clients send full requests.
-    Ok(Reply::Frame(encode_fetch_response(
-        header.correlation_id,
-        version,
-        0,
-        0,
-        &topics,
-    )))
+    let frame = encode_fetch_response(header.correlation_id, version, 0, 0, &topics);
+    Ok(Reply::Held(frame, Held::new(room, Some(turn.written))))
 }
