@@ -73,7 +73,8 @@ impl Stopping {
         let mut left = 0;
         match self.shards.stop() {
             Ok(()) => {
-                let deadline = started + DRAIN_TIMEOUT + std::time::Duration::from_secs(1);
+                let deadline =
+                    started + AUDIT_AT_STOP + DRAIN_TIMEOUT + std::time::Duration::from_secs(1);
                 let drained = self.drained.lock().unwrap_or_else(|e| e.into_inner());
                 for _ in 0..self.shards.len() {
                     let wait = deadline.saturating_duration_since(std::time::Instant::now());
@@ -426,6 +427,11 @@ fn store_label(store: &StoreConfig) -> String {
 /// Kubernetes and many init systems give before SIGKILL.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// How long a stopping broker waits, before it drains, for the audit
+/// trail's last lines to be durable in its topic (they are in the log
+/// whatever happens).
+const AUDIT_AT_STOP: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// TLS and SASL of the Kafka listeners, shared by every shard.
 #[derive(Clone)]
 struct Security {
@@ -592,11 +598,18 @@ async fn run_shard(
         .iter()
         .map(|_| local_channel::new_bounded::<()>(1))
         .unzip();
+    // Shard 0 appends the audit trail's last lines before it drains.
+    let (audit_stop, audit_stopped) = local_channel::new_bounded::<()>(1);
+    let (audit_done, audit_written) = local_channel::new_bounded::<()>(1);
+    let audit = id == 0 && args.audit_topic;
     let s = shard.clone();
     glommio::spawn_local(async move {
         stop.listener.wait().await;
         for tx in &stop_accepting {
             let _ignored = tx.try_send(());
+        }
+        if audit && audit_stop.try_send(()).is_ok() {
+            let _ignored = kafscale_shard::within(AUDIT_AT_STOP, audit_written.recv()).await;
         }
         let unanswered = s.drain(DRAIN_TIMEOUT).await;
         // The receiver is gone only if the process is already exiting.
@@ -617,8 +630,9 @@ async fn run_shard(
         );
         let gate = Rc::new(net.gate.clone());
         glommio::spawn_local(http::serve(l, metrics, api, gate)).detach();
-        if args.audit_topic {
-            glommio::spawn_local(audit_topic::run(shard.clone())).detach();
+        if audit {
+            glommio::spawn_local(audit_topic::run(shard.clone(), audit_stopped, audit_done))
+                .detach();
         }
     }
     let accepting: Vec<_> = sockets

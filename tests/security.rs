@@ -1748,7 +1748,7 @@ fn the_rest_api_needs_a_token_with_the_role_for_the_request() {
 /// `broker`), and no client may produce to it or delete it.
 #[test]
 fn the_audit_trail_is_a_topic_no_client_can_change() {
-    let b = common::start();
+    let mut b = common::start();
     let bootstrap = format!("127.0.0.1:{}", b.port);
     let deleted = {
         let bootstrap = bootstrap.clone();
@@ -1868,4 +1868,30 @@ fn the_audit_trail_is_a_topic_no_client_can_change() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(read().iter().all(|r| !r.ends_with("|forged")));
     assert!(read().len() >= before);
+
+    // What happens just before a broker stops is in the trail too: the
+    // stopping broker appends its last lines before it drains.
+    let bootstrap2 = bootstrap.clone();
+    kafscale_shard::block_on(move || async move {
+        let c = Client::connect(ClientConfig::new(bootstrap2))
+            .await
+            .unwrap();
+        let made = c
+            .create_topics(
+                &[kafscale_client::NewTopic::new("last-words", 1)],
+                Duration::from_secs(10),
+            )
+            .await;
+        assert!(made.iter().all(Result::is_ok), "{made:?}");
+    })
+    .unwrap();
+    b.stop_and_restart();
+    let last =
+        r#""action":"CreateTopics","target":"topic last-words, 1 partitions","outcome":"ok""#;
+    let records = read();
+    assert!(
+        records.iter().any(|r| r.contains(last)),
+        "the last second before the stop is not in the topic: {records:?}\n{}",
+        b.log()
+    );
 }

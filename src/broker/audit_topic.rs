@@ -2,7 +2,8 @@
 //! broker is also appended, about every second, to the read-only topic
 //! `__kafscale_audit` (one record per line, value = the JSON object, header
 //! `broker` = this broker's id), so the trail lives in the bucket like any
-//! log and, with object lock, can no more be changed than any segment.
+//! log and, with object lock, can no more be changed than any segment. A
+//! broker that stops appends its last lines before it drains.
 //!
 //! The topic has [`PARTITIONS`] partitions; each broker appends to the
 //! first one it owns (in a cluster, brokers own different ones), so one
@@ -14,6 +15,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use glommio::channels::local_channel::LocalReceiver;
 use kafscale_codec::batch::BatchBuilder;
 
 use super::api::produce;
@@ -29,8 +31,15 @@ const PARTITIONS: u32 = 64;
 /// Records per batch at most.
 const BATCH: usize = 1000;
 
-/// Appends the kept lines until the broker stops (shard 0 runs it).
-pub async fn run(shard: Rc<Shard>) {
+/// Appends the kept lines about every second until the broker stops
+/// (shard 0 runs it). When `stop` says the broker is stopping it appends
+/// what is left, also the lines of that last second, and answers on `done`
+/// once they are durable (or cannot be written), before the shard drains.
+pub async fn run(
+    shard: Rc<Shard>,
+    stop: LocalReceiver<()>,
+    done: glommio::channels::local_channel::LocalSender<()>,
+) {
     crate::audit::keep_for_topic();
     // The topic exists from the start, so its name is never a client's.
     if let Err(why) = ensure(&shard).await {
@@ -38,8 +47,14 @@ pub async fn run(shard: Rc<Shard>) {
     }
     let mut failing = false;
     loop {
-        glommio::timer::sleep(Duration::from_secs(1)).await;
-        let stopping = shard.draining();
+        let stopping = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+                false
+            },
+            async { stop.recv().await.is_some() },
+        )
+        .await;
         loop {
             let (lines, dropped) = crate::audit::take(BATCH);
             if dropped > 0 {
@@ -59,7 +74,7 @@ pub async fn run(shard: Rc<Shard>) {
                     failing = false;
                 }
                 Err(why) => {
-                    if !failing {
+                    if !failing || stopping {
                         tracing::warn!(
                             "cannot append audit records to {TOPIC} (kept, retried): {why}"
                         );
@@ -71,6 +86,7 @@ pub async fn run(shard: Rc<Shard>) {
             }
         }
         if stopping {
+            let _ignored = done.try_send(());
             return;
         }
     }
@@ -121,7 +137,7 @@ async fn append(shard: &Rc<Shard>, lines: &[String]) -> Result<(), String> {
     let records = ProducedRecords::new(bytes, len);
     let appended = shard
         .on_owner(TOPIC, partition, move |owner| {
-            produce::append_on_owner(owner, TOPIC.to_owned(), partition, records)
+            produce::append_internal(owner, TOPIC.to_owned(), partition, records)
         })
         .await
         .unwrap_or(Err(super::errors::ErrorCode::UNKNOWN_SERVER_ERROR));

@@ -125,6 +125,26 @@ pub(crate) async fn append_on_owner(
     if shard.draining() {
         return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
     }
+    append_to(&shard, &log, records)
+}
+
+/// Appends the broker's own records on the owner shard, also while it
+/// stops (the audit trail's last lines are written during the drain).
+pub(crate) async fn append_internal(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: u32,
+    records: ProducedRecords,
+) -> AppendResult {
+    let log = shard.log(&topic, partition).await?;
+    append_to(&shard, &log, records)
+}
+
+fn append_to(
+    shard: &Shard,
+    log: &crate::broker::partition::PartitionLog,
+    records: ProducedRecords,
+) -> AppendResult {
     let appended = log.append(records, shard.args.segment_bytes.0 as usize, &shard.pool);
     shard.wake_flusher();
     match appended? {
