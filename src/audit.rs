@@ -16,15 +16,57 @@ use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 
-/// Lines waiting for the audit topic, at most [`KEPT_MAX`]; beyond that
-/// the oldest are dropped (and counted): the log still has them.
+/// Lines waiting for the audit topic. Refusals and failures (a flood of
+/// wrong passwords, anonymous REST calls) are kept apart from actions that
+/// succeeded, each at most [`KEPT_MAX`]: when full the oldest of the same
+/// kind is dropped (and counted; the log still has it), so no flood of
+/// refusals can push a change out of the trail.
 static KEPT: OnceLock<Mutex<Kept>> = OnceLock::new();
-const KEPT_MAX: usize = 100_000;
+const KEPT_MAX: usize = 50_000;
 
 #[derive(Default)]
 struct Kept {
-    lines: VecDeque<String>,
+    /// (sequence, line): the sequence orders the two kinds for [`take`].
+    done: VecDeque<Entry>,
+    refused: VecDeque<Entry>,
+    next: u64,
     dropped: u64,
+}
+
+/// A kept line: its sequence number, whether its action succeeded, the line.
+type Entry = (u64, bool, String);
+
+impl Kept {
+    fn push(&mut self, entry: Entry, front: bool) {
+        let q = if entry.1 {
+            &mut self.done
+        } else {
+            &mut self.refused
+        };
+        if front {
+            q.push_front(entry);
+        } else {
+            q.push_back(entry);
+        }
+        if q.len() > KEPT_MAX {
+            if front {
+                q.pop_back();
+            } else {
+                q.pop_front();
+            }
+            self.dropped += 1;
+        }
+    }
+
+    fn pop_oldest(&mut self) -> Option<Entry> {
+        let q = match (self.done.front(), self.refused.front()) {
+            (Some(d), Some(r)) if r.0 < d.0 => &mut self.refused,
+            (Some(_), _) => &mut self.done,
+            (None, Some(_)) => &mut self.refused,
+            (None, None) => return None,
+        };
+        q.pop_front()
+    }
 }
 
 /// From now on, lines are also kept for [`take`].
@@ -37,26 +79,36 @@ fn kept() -> Option<std::sync::MutexGuard<'static, Kept>> {
         .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
+/// Lines [`take`] gave out, to be given back in their places if they could
+/// not be written.
+#[derive(Debug)]
+pub struct Taken(Vec<Entry>);
+
+impl Taken {
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(_, _, l)| l.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Up to `max` kept lines, oldest first, and how many were dropped since
 /// the last call.
-pub fn take(max: usize) -> (Vec<String>, u64) {
+pub fn take(max: usize) -> (Taken, u64) {
     let Some(mut k) = kept() else {
-        return (Vec::new(), 0);
+        return (Taken(Vec::new()), 0);
     };
-    let n = k.lines.len().min(max);
-    let lines = k.lines.drain(..n).collect();
-    (lines, std::mem::take(&mut k.dropped))
+    let lines = std::iter::from_fn(|| k.pop_oldest()).take(max).collect();
+    (Taken(lines), std::mem::take(&mut k.dropped))
 }
 
 /// Puts back lines [`take`] gave that could not be written, ahead of newer.
-pub fn give_back(lines: Vec<String>) {
+pub fn give_back(taken: Taken) {
     if let Some(mut k) = kept() {
-        for l in lines.into_iter().rev() {
-            k.lines.push_front(l);
-        }
-        while k.lines.len() > KEPT_MAX {
-            k.lines.pop_front();
-            k.dropped += 1;
+        for entry in taken.0.into_iter().rev() {
+            k.push(entry, true);
         }
     }
 }
@@ -115,11 +167,9 @@ pub fn record(event: &Event<'_>) {
         Ok(json) => {
             tracing::info!(target: TARGET, "{json}");
             if let Some(mut k) = kept() {
-                if k.lines.len() >= KEPT_MAX {
-                    k.lines.pop_front();
-                    k.dropped += 1;
-                }
-                k.lines.push_back(json);
+                let seq = k.next;
+                k.next += 1;
+                k.push((seq, event.outcome == "ok", json), false);
             }
         }
         Err(e) => tracing::warn!(target: TARGET, error = %e, "cannot write an audit record"),
@@ -135,4 +185,38 @@ pub fn ok(principal: &str, host: &str, action: &str, target: &str) {
         target,
         outcome: "ok",
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64, ok: bool) -> Entry {
+        (seq, ok, format!("line {seq}"))
+    }
+
+    #[test]
+    fn a_flood_of_refusals_pushes_out_only_refusals_and_order_is_kept() {
+        let mut k = Kept::default();
+        k.push(line(0, true), false);
+        for seq in 1..=(KEPT_MAX as u64 + 10) {
+            k.push(line(seq, false), false);
+        }
+        k.push(line(KEPT_MAX as u64 + 11, true), false);
+        assert_eq!(k.dropped, 10);
+        assert_eq!(k.done.len(), 2, "both changes kept");
+        let first: Vec<u64> = std::iter::from_fn(|| k.pop_oldest())
+            .take(3)
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(first, [0, 11, 12], "oldest first across both kinds");
+        // Given back in front, in their places.
+        k.push(line(12, false), true);
+        k.push(line(11, false), true);
+        k.push(line(0, true), true);
+        assert_eq!(k.pop_oldest().map(|e| e.0), Some(0));
+        assert_eq!(k.pop_oldest().map(|e| e.0), Some(11));
+        let last = std::iter::from_fn(|| k.pop_oldest()).last().unwrap();
+        assert_eq!(last.0, KEPT_MAX as u64 + 11);
+    }
 }

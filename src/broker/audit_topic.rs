@@ -122,14 +122,14 @@ async fn ensure(shard: &Rc<Shard>) -> Result<crate::meta::TopicMeta, String> {
 }
 
 /// Appends `lines` as one batch and waits until it is durable.
-async fn append(shard: &Rc<Shard>, lines: &[String]) -> Result<(), String> {
+async fn append(shard: &Rc<Shard>, lines: &crate::audit::Taken) -> Result<(), String> {
     let topic = ensure(shard).await?;
     let partition = (0..topic.partitions)
         .find(|&p| shard.cluster.prefers_me(TOPIC, p))
         .ok_or("this broker owns none of its partitions now")?;
     let id = shard.cluster.id().to_string();
     let mut batch = BatchBuilder::new(0, now_ms());
-    for l in lines {
+    for l in lines.lines() {
         batch.push(None, Some(l.as_bytes()), &[("broker", Some(id.as_bytes()))]);
     }
     let bytes = BytesMut::from(&batch.finish()[..]);
