@@ -54,18 +54,14 @@ pub enum Reply {
 }
 
 /// What an answer keeps until the connection has written it: its room in
-/// the shard's memory budget and, for a fetch, its connection's turn.
+/// the shard's memory budget.
 pub struct Held {
     _room: Reservation,
-    _turn: Option<oneshot::Sender<()>>,
 }
 
 impl Held {
-    pub fn new(room: Reservation, turn: Option<oneshot::Sender<()>>) -> Self {
-        Self {
-            _room: room,
-            _turn: turn,
-        }
+    pub fn new(room: Reservation) -> Self {
+        Self { _room: room }
     }
 }
 
@@ -343,6 +339,7 @@ async fn serve_stream<S>(
     let mut first_frame = true;
     let mut last_produce: Option<oneshot::Receiver<()>> = None;
     let mut last_fetch: Option<oneshot::Receiver<()>> = None;
+    let fetches = Rc::new(Cell::new(0u64));
     loop {
         if shard.draining() || done.get() {
             // Stopping: answer what was read, take nothing more. Or the
@@ -464,7 +461,7 @@ async fn serve_stream<S>(
         };
         shard.metrics.requests_total.fetch_add(1, Relaxed);
         // Produce requests append in the order they arrived on this
-        // connection, and its fetches are answered one after another.
+        // connection, and its fetches reserve room in that order.
         let place = if header.api_key == ApiKey::Produce as i16 {
             let (appended, next) = oneshot::channel();
             api::Place::Produce(api::produce::Order {
@@ -472,10 +469,13 @@ async fn serve_stream<S>(
                 appended,
             })
         } else if header.api_key == ApiKey::Fetch as i16 {
-            let (written, next) = oneshot::channel();
+            let (reserved, next) = oneshot::channel();
+            fetches.set(fetches.get() + 1);
             api::Place::Fetch(api::fetch::Turn {
                 after: last_fetch.replace(next),
-                written,
+                reserved,
+                seq: fetches.get(),
+                latest: fetches.clone(),
             })
         } else {
             api::Place::Any

@@ -686,6 +686,8 @@ impl PartitionLog {
         // read_committed sees nothing of a transaction still open.
         let end = if read_committed { lso } else { hw };
         let first = offset;
+        // The largest batch read so far.
+        let mut largest = 0;
         'segments: while offset < end && (out.bytes < max_bytes || min_one && out.chunks.is_empty())
         {
             let Some(seg) = self.segment_for(offset) else {
@@ -706,6 +708,11 @@ impl PartitionLog {
                 }
             };
             let want = max_bytes.saturating_sub(out.bytes);
+            if want < largest {
+                // The next batch very likely does not fit: a ranged GET of
+                // the rest would be read for nothing.
+                break;
+            }
             let whole_first = min_one && out.chunks.is_empty();
             let batches = self
                 .read_segment(shard, &seg, offset, want, whole_first)
@@ -718,6 +725,7 @@ impl PartitionLog {
                     break 'segments;
                 }
                 offset = b.last_offset() + 1;
+                largest = largest.max(b.len());
                 out.bytes += b.len();
                 out.chunks.push(b.into_bytes());
             }

@@ -1,9 +1,10 @@
 //! Fetch (v4-v16): reads on each partition's owner, long polls woken by
 //! commits, and a response whose record bytes are the stored segment bytes.
 //! Each answer reads only into room reserved for it from the shard's
-//! answer budget and holds that room until it is written; a connection has
-//! one fetch answer at a time.
+//! answer budget and holds that room until it is written; a connection's
+//! fetches reserve in the order they came (see [`Turn`]).
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -36,13 +37,19 @@ type Polled = (
     Option<oneshot::Receiver<()>>,
 );
 
-/// A fetch's place among its connection's fetches: it starts once the one
-/// before it has been written out (`after`), and lets the next one start
-/// when its own answer has been (`written`, dropped with the answer). So a
-/// connection holds at most one fetch answer, however many it pipelines.
+/// A fetch's place among its connection's fetches, which reserve their
+/// room in the order they came: each reserves once the one before it has
+/// (`after`) and then lets the next one go (`reserved`). An answer written
+/// later on the connection so never holds room an earlier one waits for
+/// (that earlier answer would wait for it forever): a fetch that waits for
+/// commits gives its room back, and when it wakes with a later fetch of
+/// its connection behind it (`seq` is no longer the connection's `latest`)
+/// it answers with what it has rather than reserve again.
 pub struct Turn {
     pub after: Option<oneshot::Receiver<()>>,
-    pub written: oneshot::Sender<()>,
+    pub reserved: oneshot::Sender<()>,
+    pub seq: u64,
+    pub latest: Rc<Cell<u64>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -175,10 +182,6 @@ pub async fn handle(
 ) -> Result<Reply, String> {
     let version = header.api_version;
     let req: FetchRequest = decode(body, version)?;
-    if let Some(after) = turn.after {
-        // Ok or cancelled: either way the fetch before is done with.
-        let _ignored = after.await;
-    }
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     let read_committed = req.isolation_level == 1;
@@ -256,11 +259,15 @@ pub async fn handle(
         .map(|w| w.max_bytes.saturating_add(READ_SLACK))
         .fold(0usize, usize::saturating_add)
         .min(max_bytes.saturating_add(READ_SLACK));
+    if let Some(after) = turn.after {
+        // Ok or cancelled: either way the fetch before has its room.
+        let _ignored = after.await;
+    }
+    let mut room = shard.answers.reserve(&caller.host, ask as u64).await;
+    drop(turn.reserved);
     let mut reads: Vec<Option<Result<ReadResult, ErrorCode>>>;
-    let mut room;
     loop {
         let wait = Instant::now() < deadline;
-        room = shard.answers.reserve(&caller.host, ask as u64).await;
         let results = read_pass(shard, &wants, room.units() as usize, read_committed, wait).await;
         let total: usize = results
             .iter()
@@ -274,11 +281,23 @@ pub async fn handle(
         if total >= min_bytes.max(1) || any_error || now >= deadline || watchers.is_empty() {
             break;
         }
-        drop(room);
+        // Waiting for commits holds only the room of what was read.
+        let with_records = reads
+            .iter()
+            .filter(|r| matches!(r, Some(Ok(r)) if r.bytes > 0))
+            .count();
+        room.shrink((total + with_records * READ_SLACK) as u64);
         let woken = async {
             let _ignored = futures::future::select_all(watchers).await;
         };
         futures_lite::future::or(woken, glommio::timer::sleep(deadline - now)).await;
+        if turn.latest.get() != turn.seq {
+            break;
+        }
+        reads.clear();
+        drop(room);
+        // No later fetch of this connection holds room: waiting is safe.
+        room = shard.answers.reserve(&caller.host, ask as u64).await;
     }
 
     // The request's max_bytes applies across partitions, in request order; the
@@ -333,5 +352,5 @@ pub async fn handle(
     }
     // Session id 0: no incremental fetch sessions; clients send full requests.
     let frame = encode_fetch_response(header.correlation_id, version, 0, 0, &topics);
-    Ok(Reply::Held(frame, Held::new(room, Some(turn.written))))
+    Ok(Reply::Held(frame, Held::new(room)))
 }
