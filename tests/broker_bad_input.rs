@@ -663,3 +663,33 @@ fn fetches_pipelined_on_one_connection_are_all_answered_in_order_within_a_small_
         }
     }
 }
+
+#[test]
+fn clients_racing_to_auto_create_a_topic_leave_one_creation_in_the_audit_trail() {
+    let b = start();
+    for round in 0..5 {
+        let name = format!("raced-{round}");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let mut s = connect(&b);
+                let (barrier, name) = (barrier.clone(), name.clone());
+                std::thread::spawn(move || {
+                    let mut t = kafscale_codec::kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+                    t.name = Some(TopicName(StrBytes::from_string(name)));
+                    let mut req = kafscale_codec::kafka_protocol::messages::MetadataRequest::default();
+                    req.topics = Some(vec![t]);
+                    req.allow_auto_topic_creation = true;
+                    barrier.wait();
+                    call(&mut s, ApiKey::Metadata, 9, &req).expect("metadata");
+                })
+            })
+            .collect();
+        for r in racers {
+            r.join().unwrap();
+        }
+        let made = format!("\"target\":\"topic {name}, 1 partitions (auto-created by Metadata)\"");
+        let log = b.log();
+        assert_eq!(log.matches(&made).count(), 1, "{log}");
+    }
+}

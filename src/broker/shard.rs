@@ -412,8 +412,18 @@ impl Shard {
         name: &str,
         allow_create: bool,
     ) -> Result<Option<TopicMeta>, MetaError> {
+        Ok(self.topic_or_create_made(name, allow_create).await?.0)
+    }
+
+    /// [`Self::topic_or_create`], and whether this call created the topic
+    /// (of clients racing to auto-create one, exactly one did).
+    pub async fn topic_or_create_made(
+        &self,
+        name: &str,
+        allow_create: bool,
+    ) -> Result<(Option<TopicMeta>, bool), MetaError> {
         if let Some(t) = self.topic(name).await? {
-            return Ok(Some(t));
+            return Ok((Some(t), false));
         }
         // The audit trail's name is the brokers' (see audit_topic).
         if !(allow_create
@@ -421,7 +431,7 @@ impl Shard {
             && valid_topic_name(name)
             && name != super::audit_topic::TOPIC)
         {
-            return Ok(None);
+            return Ok((None, false));
         }
         match self
             .meta
@@ -435,9 +445,9 @@ impl Shard {
                     "auto-created topic"
                 );
                 self.topics.borrow_mut().insert(name.to_owned(), t.clone());
-                Ok(Some(t))
+                Ok((Some(t), true))
             }
-            Err(MetaError::TopicExists { .. }) => self.topic(name).await,
+            Err(MetaError::TopicExists { .. }) => Ok((self.topic(name).await?, false)),
             Err(e) => Err(e),
         }
     }

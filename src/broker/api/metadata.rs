@@ -122,9 +122,8 @@ pub async fn handle(
                         }
                     }
                     (Some(n), _) if allow_create && shard.args.auto_create_topics => {
-                        let existed = matches!(shard.topic(n).await, Ok(Some(_)));
-                        let found = shard.topic_or_create(n, true).await;
-                        if let (false, Ok(Some(t))) = (existed, &found) {
+                        let made = shard.topic_or_create_made(n, true).await;
+                        if let Ok((Some(t), true)) = &made {
                             caller.audit(
                                 "CreateTopics",
                                 &format!(
@@ -134,7 +133,7 @@ pub async fn handle(
                                 "ok",
                             );
                         }
-                        found
+                        made.map(|(t, _)| t)
                     }
                     (Some(n), _) => shard.topic_or_create(n, allow_create).await,
                     (None, Some(id)) => shard.topic_by_id(&super::topic_hex(&id)).await,
