@@ -49,11 +49,7 @@ impl Kept {
             q.push_back(entry);
         }
         if q.len() > KEPT_MAX {
-            if front {
-                q.pop_back();
-            } else {
-                q.pop_front();
-            }
+            q.pop_front();
             self.dropped += 1;
         }
     }

@@ -693,3 +693,41 @@ fn clients_racing_to_auto_create_a_topic_leave_one_creation_in_the_audit_trail()
         assert_eq!(log.matches(&made).count(), 1, "{log}");
     }
 }
+
+#[test]
+fn partitions_behind_idle_ones_and_batches_over_the_partition_limit_are_still_fetched() {
+    // 16 MiB: 1 MiB of answer room per client address on a shard.
+    let b = common::start_with(&["--memory-budget", "16MiB"]);
+    create_topic(&b, "mostly-idle", 12);
+    let mut s = connect(&b);
+    let mut bb = BatchBuilder::new(0, 1_778_682_180_000);
+    for i in 0..3u8 {
+        bb.push(None, Some(&vec![i; 64 * 1024]), &[]);
+    }
+    let r = produce(&mut s, "mostly-idle", vec![(11, bb.finish())]).expect("produce");
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let mut fetch = |partition_max: i32| {
+        let mut req = fetch_from_start("mostly-idle", 12, partition_max);
+        req.max_bytes = 8 << 20;
+        req.max_wait_ms = 200;
+        let mut body = call(&mut s, ApiKey::Fetch, 11, &req).expect("fetch");
+        let r = FetchResponse::decode(&mut body, 11).unwrap();
+        let p = r.responses[0]
+            .partitions
+            .iter()
+            .find(|p| p.partition_index == 11)
+            .unwrap()
+            .clone();
+        (p.high_watermark, p.records.map_or(0, |r| r.len()))
+    };
+    // Eleven idle partitions first take the whole room in request order;
+    // the one with records is read with what they left unused.
+    let (hw, bytes) = fetch(1 << 20);
+    assert_eq!(hw, 3);
+    assert!(bytes > 192 * 1024, "{bytes} bytes");
+    // Its batch is larger than the partition limit: as the first partition
+    // with records, it sends that batch whole (Kafka's rule).
+    let (hw, bytes) = fetch(16 * 1024);
+    assert_eq!(hw, 3);
+    assert!(bytes > 192 * 1024, "{bytes} bytes");
+}

@@ -71,9 +71,32 @@ impl AnswerRoom {
         // Neither semaphore is ever closed, so acquire cannot fail. The
         // share first: an address at its limit waits without holding any
         // of the room others need.
+        let mut pending = Pending {
+            share: &share,
+            room: &self.room,
+            share_units: 0,
+        };
         let _ignored = share.acquire(units).await;
+        pending.share_units = units;
         let _ignored = self.room.acquire(units).await;
-        Reservation::of(self.room.clone(), Some(share), units)
+        std::mem::forget(pending);
+        Reservation::of(self.room.clone(), Some(share.clone()), units)
+    }
+
+    /// Room for up to `ask` bytes if any is free now, without waiting (for
+    /// a fetch that may not wait: see `api::fetch`).
+    pub fn try_reserve(&self, host: &Rc<str>, ask: u64) -> Option<Reservation> {
+        let share = self.share(host);
+        let ask = ask.clamp(1, self.per_address);
+        let units = ask.min(share.available().min(self.room.available()));
+        if units == 0 || !share.try_acquire(units).unwrap_or(false) {
+            return None;
+        }
+        if !self.room.try_acquire(units).unwrap_or(false) {
+            share.signal(units);
+            return None;
+        }
+        Some(Reservation::of(self.room.clone(), Some(share), units))
     }
 
     /// Grows an answer's room to `units` (at most an address's share) when
@@ -105,6 +128,23 @@ impl AnswerRoom {
     #[cfg(test)]
     fn free(&self) -> u64 {
         self.room.available()
+    }
+}
+
+/// A reservation being made: if its fetch is dropped while it waits, the
+/// share it already took goes back, and the waiters behind it are woken
+/// (glommio takes a woken waiter off the queue before it runs, so one
+/// dropped then would leave the rest asleep).
+struct Pending<'a> {
+    share: &'a Semaphore,
+    room: &'a Semaphore,
+    share_units: u64,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.share.signal(self.share_units);
+        self.room.signal(0);
     }
 }
 
@@ -178,6 +218,34 @@ mod tests {
             drop((other, _rest));
             drop(got);
             assert_eq!(room.free(), 8 * MIB);
+        });
+    }
+
+    #[test]
+    fn a_reservation_dropped_while_it_waits_gives_back_what_it_took() {
+        const MIB: u64 = 1 << 20;
+        run(|| async {
+            // 4 MiB, 2 MiB per address; two other addresses fill it.
+            let room = AnswerRoom::new(4 * MIB);
+            let hosts: Vec<Rc<str>> = (0..3).map(|i| format!("10.0.0.{i}").into()).collect();
+            let full = (
+                room.reserve(&hosts[1], 2 * MIB).await,
+                room.reserve(&hosts[2], 2 * MIB).await,
+            );
+            {
+                // Takes its address's share, then waits for the room...
+                let waiting = room.reserve(&hosts[0], MIB);
+                futures::pin_mut!(waiting);
+                assert!(
+                    futures_lite::future::poll_once(waiting.as_mut())
+                        .await
+                        .is_none()
+                );
+                // ...and its fetch is dropped.
+            }
+            drop(full);
+            let again = room.reserve(&hosts[0], 2 * MIB).await;
+            assert_eq!(again.units(), 2 * MIB, "the address's whole share is back");
         });
     }
 }

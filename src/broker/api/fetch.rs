@@ -91,15 +91,51 @@ fn more_to_read(r: &ReadResult, offset: i64, read_committed: bool) -> bool {
     r.bytes == 0 && offset < end
 }
 
+/// Reads one wanted partition on its owner.
+fn read_one(
+    shard: &Rc<Shard>,
+    w: &Want,
+    max: usize,
+    min_one: bool,
+    read_committed: bool,
+    watch: bool,
+) -> impl std::future::Future<Output = Polled> + 'static {
+    let s = shard.clone();
+    let name = w.name.clone().unwrap_or_default();
+    let (partition, offset) = (w.partition as u32, w.offset);
+    async move {
+        let route = name.clone();
+        let read = s
+            .on_owner(&route, partition, move |o| {
+                read_partition(
+                    o,
+                    name,
+                    partition,
+                    offset,
+                    max,
+                    min_one,
+                    read_committed,
+                    watch,
+                )
+            })
+            .await;
+        match read {
+            Ok((r, w)) => (Some(r), w),
+            Err(code) => (Some(Err(code)), None),
+        }
+    }
+}
+
 /// One pass over the wanted partitions within `room` bytes, reserved
 /// before anything was read. The room goes to partitions in request order
 /// (each at most its `partition_max_bytes`, plus [`READ_SLACK`] for what a
-/// ranged GET reads past it); the first partition sends its first batch
-/// whole, as in Kafka, and is the only one that may go past its room.
-/// Partitions left without room are still asked for their offsets (no
-/// records), and when the others returned less than they had room for,
-/// those with records are read again with what is left: a pass reads at
-/// most `room` bytes however many partitions the request names.
+/// ranged GET reads past it). Partitions left without room are still asked
+/// for their offsets (no records), and when the others returned less than
+/// they had room for, those with records are read again with what is
+/// left: a pass reads at most `room` bytes however many partitions the
+/// request names. The first partition with records (in request order)
+/// sends its first batch whole even when it is larger than its room, as in
+/// Kafka: the only read that may go past the room.
 async fn read_pass(
     shard: &Rc<Shard>,
     wants: &[Want],
@@ -113,7 +149,11 @@ async fn read_pass(
         .collect();
     let first = candidates.first().copied();
     let mut used = 0usize;
-    while !candidates.is_empty() {
+    // The first partition (in request order) that returned records, and
+    // those whose next batch was larger than the room they had.
+    let mut first_with_records: Option<usize> = None;
+    let mut too_large = Vec::new();
+    while !candidates.is_empty() && room.saturating_sub(used) > READ_SLACK {
         let mut left = room.saturating_sub(used);
         let plan: Vec<(usize, usize)> = candidates
             .iter()
@@ -124,51 +164,44 @@ async fn read_pass(
             })
             .collect();
         let reads = plan.iter().map(|&(i, max)| {
-            let w = &wants[i];
-            let s = shard.clone();
-            let name = w.name.clone().unwrap_or_default();
-            let (partition, offset) = (w.partition as u32, w.offset);
-            let min_one = Some(i) == first;
-            async move {
-                let route = name.clone();
-                let read = s
-                    .on_owner(&route, partition, move |o| {
-                        read_partition(
-                            o,
-                            name,
-                            partition,
-                            offset,
-                            max,
-                            min_one,
-                            read_committed,
-                            watch,
-                        )
-                    })
-                    .await;
-                match read {
-                    Ok((r, w)) => (Some(r), w),
-                    Err(code) => (Some(Err(code)), None),
-                }
-            }
+            read_one(
+                shard,
+                &wants[i],
+                max,
+                Some(i) == first,
+                read_committed,
+                watch,
+            )
         });
         let results: Vec<Polled> = futures::future::join_all(reads).await;
-        let mut progress = false;
         let mut starved = Vec::new();
         for (&(i, max), result) in plan.iter().zip(results) {
             if let (Some(Ok(r)), _) = &result {
                 if r.bytes > 0 {
                     used += r.bytes + READ_SLACK;
-                    progress = true;
-                } else if max == 0 && more_to_read(r, wants[i].offset, read_committed) {
-                    starved.push(i);
+                    first_with_records = Some(first_with_records.map_or(i, |f| f.min(i)));
+                } else if more_to_read(r, wants[i].offset, read_committed) {
+                    if max == 0 && wants[i].max_bytes > 0 {
+                        starved.push(i);
+                    } else if max > 0 {
+                        too_large.push(i);
+                    }
                 }
             }
             polled[i] = result;
         }
-        if !progress || room.saturating_sub(used) <= READ_SLACK {
+        if starved.len() == candidates.len() {
             break;
         }
         candidates = starved;
+    }
+    // Kafka sends the first batch of the first partition with records
+    // whole: when that is one whose batch did not fit, it is read again so.
+    if let Some(&i) = too_large.iter().min()
+        && first_with_records.is_none_or(|f| i < f)
+    {
+        let max = wants[i].max_bytes.min(room);
+        polled[i] = read_one(shard, &wants[i], max, true, read_committed, watch).await;
     }
     polled
 }
@@ -289,15 +322,24 @@ pub async fn handle(
         room.shrink((total + with_records * READ_SLACK) as u64);
         let woken = async {
             let _ignored = futures::future::select_all(watchers).await;
+            true
         };
-        futures_lite::future::or(woken, glommio::timer::sleep(deadline - now)).await;
-        if turn.latest.get() != turn.seq {
+        let timed_out = async {
+            glommio::timer::sleep(deadline - now).await;
+            false
+        };
+        // Nothing new by the deadline, or a later fetch of this connection
+        // behind this one: the answer is what was read.
+        if !futures_lite::future::or(woken, timed_out).await || turn.latest.get() != turn.seq {
             break;
         }
+        // Reserving again never waits: another answer of this connection
+        // may come to hold room meanwhile, and this one is written first.
+        let Some(more) = shard.answers.try_reserve(&caller.host, ask as u64) else {
+            break;
+        };
         reads.clear();
-        drop(room);
-        // No later fetch of this connection holds room: waiting is safe.
-        room = shard.answers.reserve(&caller.host, ask as u64).await;
+        room = more;
     }
 
     // The request's max_bytes applies across partitions, in request order; the
