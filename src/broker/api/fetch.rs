@@ -283,9 +283,9 @@ pub async fn handle(
     }
 
     // What this fetch may read: its max_bytes, or less when its partitions
-    // ask for less. Each pass reserves room for it from the shard's answer
-    // budget before reading, and a pass that finds too little gives the
-    // room back while it waits for commits.
+    // ask for less. Room for it is reserved from the shard's answer budget
+    // before reading; a pass that finds too little keeps only the room of
+    // what it read while it waits for commits.
     let ask = wants
         .iter()
         .filter(|w| w.error == ErrorCode::NONE)
