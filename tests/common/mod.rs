@@ -118,24 +118,22 @@ pub fn start_listening(extra: impl FnOnce(u16) -> Vec<String>, env: &[(&str, &st
 impl Broker {
     /// Kills the broker (SIGKILL) and starts it again on the same ports
     /// and data directory.
+    pub fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.respawn();
+    }
+
     /// Stops the broker as an operator does (SIGTERM: it drains), waits
     /// for it to exit and starts it again on the same ports and data.
     pub fn stop_and_restart(&mut self) {
         signal(self.pid(), "TERM");
         let status = self.child.wait().unwrap();
         assert!(status.success(), "the broker stopped with {status}");
-        self.child = spawn_broker(
-            self._dir.path(),
-            self.port,
-            self.metrics_port,
-            &self.extra,
-            &self.env,
-        );
+        self.respawn();
     }
 
-    pub fn restart(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    fn respawn(&mut self) {
         self.child = spawn_broker(
             self._dir.path(),
             self.port,
