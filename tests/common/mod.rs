@@ -70,12 +70,42 @@ pub fn signal(pid: u32, name: &str) {
     assert!(st.success(), "kill -{name} {pid}");
 }
 
+/// A loopback port nothing listens on, and that no other test of any test
+/// process gets while this one runs.
+///
+/// Ports come from 20000-32767, below Linux's ephemeral range (32768 and
+/// up), so neither the kernel's `bind(0)` (which `scripts/servers.sh` and
+/// `scripts/kafka.sh` use) nor the source port of an outgoing connection
+/// can take one between this call and the broker's bind. Each port is held
+/// by an advisory lock on a file under the temp directory for the life of
+/// the test process (the kernel drops it when the process ends, however it
+/// ends), so parallel tests and test binaries never share one. A port
+/// taken from `bind(0)` and released, as before, was handed out again:
+/// CI once ran `kafscale users` against another test's TLS listener
+/// ("invalid HTTP version parsed").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("kafscale-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = RandomState::new();
+    for attempt in 0u64..10_000 {
+        let port = 20_000 + (seed.hash_one(attempt) % 12_768) as u16;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .unwrap();
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().unwrap().push(lock);
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-32767");
 }
 
 pub fn start() -> Broker {
@@ -151,7 +181,7 @@ fn spawn_broker(
     extra: &[String],
     env: &[(String, String)],
 ) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kafscale"))
         .args([
             "broker",
             "--listen",
@@ -186,6 +216,10 @@ fn spawn_broker(
     // after the Kafka port.
     for p in [port, metrics_port] {
         while TcpStream::connect(("127.0.0.1", p)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(dir.join("broker.log")).unwrap_or_default();
+                panic!("the broker exited with {status} before listening on {p}:\n{log}");
+            }
             assert!(Instant::now() < deadline, "broker did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
