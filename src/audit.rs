@@ -4,7 +4,7 @@
 //! which logs at info whatever the level of the rest (`KAFSCALE_LOG` adds
 //! to `warn,kafscale::audit=info`). In a broker the same lines also become
 //! records of the read-only topic `__kafscale_audit` (see
-//! `broker::audit_topic`), kept for it here until it takes them.
+//! `broker::internal_topics`), kept for it here until it takes them.
 //!
 //! ```text
 //! {"time":"2026-12-03T15:41:26.850Z","principal":"User:alice","host":"10.0.0.7",
@@ -109,23 +109,8 @@ pub fn give_back(taken: Taken) {
     }
 }
 
-/// The brokers' topic of the trail (see `broker::audit_topic`).
-pub const TOPIC: &str = "__kafscale_audit";
-/// The topic config that marks it as theirs.
-pub const INTERNAL: &str = "kafscale.internal";
-
-/// Refuses what only the brokers may do to the trail's topic: create it
-/// (without the marker), grow it or delete it. Checked in the metadata
-/// store, so no path (Kafka APIs, mirror jobs, restores) gets past it.
-pub fn guard(name: &str, marked: bool, what: &str) -> Result<(), crate::meta::MetaError> {
-    if name == TOPIC && !marked {
-        return Err(crate::meta::MetaError::InUse {
-            what: format!("topic {TOPIC} ({what})"),
-            by: "the brokers' audit trail".into(),
-        });
-    }
-    Ok(())
-}
+/// The brokers' topic of the trail (see `broker::internal_topics`).
+pub use crate::internal::AUDIT as TOPIC;
 
 /// The log target of audit records.
 pub const TARGET: &str = "kafscale::audit";

@@ -13,7 +13,6 @@
 //! (SO_REUSEPORT) and owning the partitions that hash to it.
 
 mod answers;
-mod audit_topic;
 mod authorizer;
 mod cluster;
 pub mod config;
@@ -23,6 +22,7 @@ mod flush;
 mod group;
 mod http;
 mod http_auth;
+mod internal_topics;
 mod limits;
 pub mod listeners;
 mod metrics;
@@ -428,8 +428,8 @@ fn store_label(store: &StoreConfig) -> String {
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// How long a stopping broker waits, before it drains, for the audit
-/// trail's last lines to be durable in its topic (they are in the log
-/// whatever happens).
+/// trail's last lines (they are in the log whatever happens) and the last
+/// offset changes to be durable in their topics.
 const AUDIT_AT_STOP: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// TLS and SASL of the Kafka listeners, shared by every shard.
@@ -598,10 +598,15 @@ async fn run_shard(
         .iter()
         .map(|_| local_channel::new_bounded::<()>(1))
         .unzip();
-    // Shard 0 appends the audit trail's last lines before it drains.
+    // Shard 0 appends the last audit lines and offset changes before it
+    // drains.
     let (audit_stop, audit_stopped) = local_channel::new_bounded::<()>(1);
     let (audit_done, audit_written) = local_channel::new_bounded::<()>(1);
-    let audit = id == 0 && args.audit_topic;
+    let internal = internal_topics::Topics {
+        audit: args.audit_topic,
+        offsets: args.offset_history,
+    };
+    let audit = id == 0 && (internal.audit || internal.offsets);
     let s = shard.clone();
     glommio::spawn_local(async move {
         stop.listener.wait().await;
@@ -631,8 +636,13 @@ async fn run_shard(
         let gate = Rc::new(net.gate.clone());
         glommio::spawn_local(http::serve(l, metrics, api, gate)).detach();
         if audit {
-            glommio::spawn_local(audit_topic::run(shard.clone(), audit_stopped, audit_done))
-                .detach();
+            glommio::spawn_local(internal_topics::run(
+                shard.clone(),
+                internal,
+                audit_stopped,
+                audit_done,
+            ))
+            .detach();
         }
     }
     let accepting: Vec<_> = sockets

@@ -11,8 +11,10 @@
 pub mod audit;
 pub mod auth;
 pub mod broker;
+pub mod internal;
 pub mod meta;
 pub mod mirror;
+pub mod offset_history;
 pub mod rest_client;
 pub mod restore;
 pub mod segments;

@@ -19,6 +19,7 @@
 //! offset.
 
 pub mod cli;
+mod groups;
 pub mod kafka;
 pub mod report;
 pub mod sign;
@@ -136,6 +137,26 @@ pub struct CreateRestored {
     pub name: String,
     pub config: BTreeMap<String, String>,
     pub partitions: Vec<PartitionSnapshot>,
+    /// `--groups`: offsets the restored topic starts with, in place before
+    /// the topic appears.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_offsets: Vec<RestoredGroupOffset>,
+}
+
+/// One group's committed offset on one partition of a restored topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredGroupOffset {
+    pub group: String,
+    pub partition: u32,
+    pub offset: i64,
+    #[serde(default = "no_epoch")]
+    pub leader_epoch: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+}
+
+fn no_epoch() -> i32 {
+    -1
 }
 
 /// Where the committed segment lists are read and the restored topic is
@@ -193,7 +214,14 @@ impl Catalog {
     pub async fn create(&self, req: CreateRestored) -> anyhow::Result<TopicMeta> {
         match self {
             Self::Direct { meta, .. } => Ok(meta
-                .call(move |s| s.create_restored_topic(&req.name, req.config, &req.partitions))
+                .call(move |s| {
+                    s.create_restored_topic(
+                        &req.name,
+                        req.config,
+                        &req.partitions,
+                        &req.group_offsets,
+                    )
+                })
                 .await?),
             Self::Rest { target, token } => {
                 let body = Bytes::from(serde_json::to_vec(&req)?);
@@ -236,6 +264,9 @@ pub struct Options {
     pub kafka: Option<KafkaTarget>,
     /// A drill: the restored topic is removed once verified.
     pub temporary: bool,
+    /// `--groups`: the offsets of the consumer groups this matches, as
+    /// they stood at the cut's moment.
+    pub groups: Option<regex::Regex>,
 }
 
 /// One partition's plan, for `--dry-run` and the progress lines.
@@ -424,6 +455,12 @@ impl Restorer<'_> {
             }
             self.clear_leftovers(&opts.target).await?;
         }
+        // Before any copying: a restore asked for group offsets it cannot
+        // give stops here.
+        let history = match &opts.groups {
+            Some(pattern) => Some(self.replay_history(opts, pattern).await?),
+            None => None,
+        };
         let planned = snap.partitions.iter().flat_map(|p| {
             let n = opts
                 .cut
@@ -477,19 +514,27 @@ impl Restorer<'_> {
                 None => bail!("nothing to restore: {} holds no records", opts.topic),
             }
         }
+        let mut groups = history.as_ref().map(|h| h.evidence(&done));
         if opts.dry_run {
             return Ok(Outcome::Planned(done.into_iter().map(|d| d.plan).collect()));
         }
         if let Some(sink) = &sink {
-            self.produce_into_kafka(sink, &mut done, &mut clock).await?;
+            self.produce_into_kafka(sink, &mut done, groups.as_mut(), &mut clock)
+                .await?;
+            if let (Some(h), Some(g)) = (&history, groups.as_mut()) {
+                clock.begin("commit group offsets");
+                let offsets = h.for_kafka(g, sink.topic());
+                groups::commit_to_kafka(sink.client(), sink.bootstrap(), &offsets).await?;
+                groups::read_back(sink.client(), sink.topic(), g).await?;
+            }
             let read_back = format!(
                 "Kafka protocol, kafscale-client fetch from {}, digested without offsets",
                 sink.bootstrap()
             );
             clock.end();
-            return Ok(Outcome::Restored(Box::new(
-                self.report(opts, &snap, done, read_back, None, clock),
-            )));
+            return Ok(Outcome::Restored(Box::new(self.report(
+                opts, &snap, done, read_back, None, history, groups, clock,
+            ))));
         }
 
         clock.begin("commit restored topic");
@@ -502,6 +547,10 @@ impl Restorer<'_> {
                 name: opts.target.clone(),
                 config,
                 partitions: done.iter().map(|d| d.restored.clone()).collect(),
+                group_offsets: match (&history, &groups) {
+                    (Some(h), Some(g)) => h.for_spine(g),
+                    _ => Vec::new(),
+                },
             })
             .await
             .with_context(|| format!("cannot create the restored topic {}", opts.target))?;
@@ -526,6 +575,10 @@ impl Restorer<'_> {
                 "the restored segments in the bucket (no broker listed)".to_owned()
             }
         };
+        if let Some(g) = groups.as_mut() {
+            self.read_back_groups(bootstrap.as_deref(), &opts.target, g)
+                .await?;
+        }
         let removed = if opts.temporary {
             clock.begin("remove temporary topic");
             let r = self
@@ -545,9 +598,9 @@ impl Restorer<'_> {
             None
         };
         clock.end();
-        Ok(Outcome::Restored(Box::new(
-            self.report(opts, &snap, done, read_back, removed, clock),
-        )))
+        Ok(Outcome::Restored(Box::new(self.report(
+            opts, &snap, done, read_back, removed, history, groups, clock,
+        ))))
     }
 
     /// Removes a restored topic: through a broker's DeleteTopics when one
@@ -1214,10 +1267,12 @@ impl Restorer<'_> {
 
     /// Produces every partition's restored log into the target cluster, a
     /// few partitions at a time, then reads each back whole.
+    /// With `groups`, their restored offsets are translated to the target's.
     async fn produce_into_kafka(
         &self,
         sink: &kafka::Sink,
         done: &mut [PartitionDone],
+        mut groups: Option<&mut report::GroupsEvidence>,
         clock: &mut Clock,
     ) -> anyhow::Result<()> {
         use futures::stream;
@@ -1237,6 +1292,17 @@ impl Restorer<'_> {
                     .iter()
                     .flat_map(|s| s.aborted.iter().cloned())
                     .collect(),
+                translate: groups.as_ref().map_or_else(Vec::new, |g| {
+                    let mut o: Vec<i64> = g
+                        .offsets
+                        .iter()
+                        .filter(|o| o.partition == d.evidence.partition)
+                        .map(|o| o.restored_offset)
+                        .collect();
+                    o.sort_unstable();
+                    o.dedup();
+                    o
+                }),
             })
             .collect();
         let produced: Vec<_> = stream::iter(plans.iter().enumerate())
@@ -1247,7 +1313,19 @@ impl Restorer<'_> {
         let mut produced: Vec<_> = produced.into_iter().collect();
         produced.sort_by_key(|(i, _)| *i);
         for (i, r) in produced {
-            let (ev, objects, last_kept) = r?;
+            let (ev, objects, last_kept, translated) = r?;
+            if let Some(g) = groups.as_deref_mut() {
+                let plan = &plans[i];
+                for o in g
+                    .offsets
+                    .iter_mut()
+                    .filter(|o| o.partition == plan.partition)
+                {
+                    if let Ok(at) = plan.translate.binary_search(&o.restored_offset) {
+                        o.restored_offset = translated[at];
+                    }
+                }
+            }
             let d = &mut done[i];
             // What the target gets is what the source side is digested as.
             d.evidence.source_digest = ev.digest.clone();
@@ -1303,6 +1381,35 @@ impl Restorer<'_> {
         Ok(())
     }
 
+    /// Asks the restored topic's brokers (or, with none, the metadata
+    /// store) for the group offsets the restore set.
+    async fn read_back_groups(
+        &self,
+        bootstrap: Option<&str>,
+        topic: &str,
+        ev: &mut report::GroupsEvidence,
+    ) -> anyhow::Result<()> {
+        if let Some(b) = bootstrap {
+            use kafscale_client::{Client, ClientConfig};
+            let client = Client::connect(ClientConfig::new(b).with_client_id("kafscale-restore"))
+                .await
+                .map_err(|e| anyhow!("cannot read the group offsets back from {b}: {e}"))?;
+            return groups::read_back(&client, topic, ev).await;
+        }
+        let Catalog::Direct { meta, .. } = self.catalog else {
+            bail!("no broker to read the restored group offsets back from");
+        };
+        for o in ev.offsets.iter_mut() {
+            let g = o.group.clone();
+            let stored = meta.call(move |m| m.group_offsets(&g)).await?;
+            o.read_back = stored
+                .iter()
+                .find(|(t, p, _)| t == topic && *p == o.partition)
+                .map(|(_, _, c)| c.offset);
+        }
+        Ok(())
+    }
+
     /// Reads every restored segment from the bucket and digests it.
     async fn read_back_bucket(&self, done: &mut [PartitionDone]) -> anyhow::Result<()> {
         for d in done.iter_mut() {
@@ -1319,6 +1426,7 @@ impl Restorer<'_> {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn report(
         &self,
         opts: &Options,
@@ -1326,6 +1434,8 @@ impl Restorer<'_> {
         done: Vec<PartitionDone>,
         read_back: String,
         removed: Option<Result<String, String>>,
+        history: Option<groups::History>,
+        groups: Option<report::GroupsEvidence>,
         clock: Clock,
     ) -> Report {
         let mut partitions = Vec::new();
@@ -1334,6 +1444,7 @@ impl Restorer<'_> {
             partitions.push(d.evidence);
             objects.extend(d.objects);
         }
+        objects.extend(history.into_iter().flat_map(|h| h.objects));
         let expected: u64 = partitions.iter().map(|p| p.expected_records).sum();
         // Into Kafka the target holds the committed records, offsets aside.
         let wanted = |p: &PartitionEvidence| match &p.kafka {
@@ -1438,6 +1549,9 @@ impl Restorer<'_> {
                 supports: vec![nis2("2(e)")],
             });
         }
+        if let Some(g) = &groups {
+            checks.push(groups::check(g, nis2));
+        }
         let passed = checks.iter().all(|c| c.passed);
         Report {
             format: report::FORMAT.into(),
@@ -1496,6 +1610,7 @@ impl Restorer<'_> {
             rto_ms,
             checks,
             passed,
+            groups,
         }
     }
 }

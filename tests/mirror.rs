@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::kafka::{ApacheKafka, confluent_produce, run};
+use common::kafka::{ApacheKafka, confluent_produce, group_consume, run};
 use common::{Broker, start_with};
 use kafscale_client::{
     Acks, Client, ClientConfig, ClientError, FetchOptions, FetchSpec, KafkaCode, Mechanism,
@@ -1178,40 +1178,6 @@ fn s3_down_for_a_minute_bounds_memory_and_loses_nothing() {
 
 /// Consumes up to `count` records of `topic` in consumer group `group`
 /// with confluent-kafka, commits and leaves; returns their offsets.
-fn group_consume(bootstrap: &str, topic: &str, group: &str, count: usize) -> Vec<i64> {
-    const SCRIPT: &str = r#"
-import json, sys, time
-from confluent_kafka import Consumer
-bootstrap, topic, group, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-              "auto.offset.reset": "earliest", "enable.partition.eof": True})
-c.subscribe([topic])
-out, deadline = [], time.time() + 60
-while len(out) < count and time.time() < deadline:
-    m = c.poll(1.0)
-    if m is None:
-        continue
-    if m.error():
-        if m.error().code() == -191:  # _PARTITION_EOF
-            break
-        sys.exit("consumer error: %s" % m.error())
-    out.append(m.offset())
-    c.commit(message=m, asynchronous=False)
-c.close()
-print(json.dumps(out))
-"#;
-    let out = Command::new("python3")
-        .args(["-c", SCRIPT, bootstrap, topic, group, &count.to_string()])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "confluent-kafka consumer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("consumer output")
-}
-
 /// `--groups`: a consumer group's committed offsets follow it to the copy,
 /// so a confluent-kafka consumer stopped on the source continues on the
 /// copy without a gap or a repeat.
@@ -1225,8 +1191,8 @@ fn group_offsets_let_a_consumer_continue_on_the_copy() {
     confluent_produce(&k.plaintext, &topic, "lz4", 80);
     let group = unique("billing-");
     let first = group_consume(&k.plaintext, &topic, &group, 30);
-    assert_eq!(first, (0..30).collect::<Vec<i64>>());
-    let b = start_with(&[]);
+    assert_eq!(first, (0..30).map(|o| (0, o)).collect::<Vec<_>>());
+    let mut b = start_with(&[]);
     cli_ok(&b, &["sources", "add", "src", "--bootstrap", &k.plaintext]);
     cli_ok(
         &b,
@@ -1256,10 +1222,49 @@ fn group_offsets_let_a_consumer_continue_on_the_copy() {
             glommio::timer::sleep(Duration::from_millis(300)).await;
         }
     });
+    // The synced offset is history too: a restore of the copy with
+    // --groups gives the restored topic the group's offset.
+    // A stopping broker appends the offset changes it holds before it
+    // drains: after a restart the history has the synced offset.
+    b.stop_and_restart();
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .args(["restore", "--topic", &topic, "--as", &format!("{topic}.r")])
+        .args(["--to-offset", "0:100", "--groups", "^billing-"])
+        .arg("--report")
+        .arg(report.path())
+        .arg("--data-dir")
+        .arg(b.data_dir())
+        .args(["--http", &format!("http://127.0.0.1:{}", b.metrics_port)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    let o = &r["groups"]["offsets"][0];
+    assert_eq!(
+        (
+            o["group"].as_str(),
+            o["committed_offset"].as_i64(),
+            o["read_back"].as_i64()
+        ),
+        (Some(group.as_str()), Some(30), Some(30)),
+        "{:#}",
+        r["groups"]
+    );
+
     let ours = format!("127.0.0.1:{}", b.port);
     let rest = group_consume(&ours, &topic, &group, 1000);
     let hw = 20 + 80; // create_source_topic's batch, then confluent's records
-    assert_eq!(rest, (30..hw).collect::<Vec<i64>>(), "no gap, no repeat");
+    assert_eq!(
+        rest,
+        (30..hw).map(|o| (0, o)).collect::<Vec<_>>(),
+        "no gap, no repeat"
+    );
 }
 
 /// Deletes the records of `topic`-0 below `offset` at the source, with
@@ -1766,4 +1771,77 @@ print(t, cut)
         let offsets: Vec<i64> = got.iter().map(|r| r.0).collect();
         assert_eq!(offsets, (0..5).collect::<Vec<_>>(), "{isolation}");
     }
+
+    // --groups into Kafka: the copy's group offsets (source offsets) are
+    // translated to the target's, which leaves out the markers, the
+    // aborted transaction and the one open at the cut. The source log:
+    // a 0-4, commit 5, b 6-10, abort 11, c 12-16 (open at T), c2 17-21.
+    let group = |n: &str| format!("{topic}-g{n}");
+    let commits = [("1", 3), ("2", 6), ("3", 13), ("4", 20)];
+    {
+        let (c, topic, list) = (
+            ClientConfig::new(&ours),
+            topic.clone(),
+            commits.map(|(n, o)| (group(n), o)),
+        );
+        run(move || async move {
+            let c = Client::connect(c).await.unwrap();
+            for (g, offset) in list {
+                let o = kafscale_client::CommittedOffset {
+                    topic: topic.clone(),
+                    partition: 0,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: None,
+                };
+                c.offset_commit(&g, &[o]).await.unwrap();
+            }
+            common::kafka::wait_for_offset_history(&c, 4).await;
+        });
+    }
+    let into_groups = format!("{topic}.kg");
+    let out = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .args(["restore", "--topic", &topic, "--target-bootstrap"])
+        .args([&k.plaintext, "--target-topic", &into_groups])
+        .args(["--to-offset", &format!("0:{kafka_cut}"), "--groups"])
+        .arg(format!("^{}-g", regex_escape(&topic)))
+        .arg("--report")
+        .arg(report.path())
+        .arg("--data-dir")
+        .arg(b.data_dir())
+        .args(["--http", &format!("http://127.0.0.1:{}", b.metrics_port)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    let got: Vec<(String, i64, i64, i64)> = r["groups"]["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["group"].as_str().unwrap().to_owned(),
+                o["committed_offset"].as_i64().unwrap(),
+                o["restored_offset"].as_i64().unwrap(),
+                o["read_back"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // Into the target: 3 is a-3; 6 and 13 come after a-4, the last record
+    // produced, so the end (5); 20 is past the cut, so the cut, so the end.
+    let want_groups: Vec<(String, i64, i64, i64)> =
+        [("1", 3, 3), ("2", 6, 5), ("3", 13, 5), ("4", 20, 5)]
+            .iter()
+            .map(|&(n, committed, target)| (group(n), committed, target, target))
+            .collect();
+    assert_eq!(got, want_groups, "{:#}", r["groups"]);
+    // A confluent-kafka consumer of the first group continues there.
+    let read = group_consume(&k.plaintext, &into_groups, &group("1"), 100);
+    assert_eq!(read, vec![(0, 3), (0, 4)]);
 }

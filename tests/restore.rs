@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::kafka::{hex, run};
+use common::kafka::{group_consume, hex, run};
 use common::{Broker, start, start_with_env};
 use kafscale_client::{Acks, Client, ClientConfig, ClientError, KafkaCode, NewTopic};
 use kafscale_codec::batch::{BatchBuilder, Compression};
@@ -1250,4 +1250,257 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Commits `offsets` ((partition, offset)) of `topic` for `group`, as an
+/// admin tool does.
+async fn commit(c: &Client, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    let list: Vec<_> = offsets
+        .iter()
+        .map(|&(partition, offset)| kafscale_client::CommittedOffset {
+            topic: topic.into(),
+            partition,
+            offset,
+            leader_epoch: -1,
+            metadata: Some(format!("at {offset}")),
+        })
+        .collect();
+    c.offset_commit(group, &list).await.unwrap();
+}
+
+/// `--groups`: the restored topic gets the committed offsets matching
+/// groups had at T, replayed from the offset history in the bucket: a
+/// later commit, a group committing only after T and a group deleted
+/// before T are not restored, an offset past the cut is set to the cut, a
+/// confluent-kafka consumer of a restored group continues where the group
+/// stood, and `restore verify` replays the history again (and catches an
+/// edited offset).
+#[test]
+fn group_offsets_are_restored_as_they_stood_at_t() {
+    let b = start();
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let bs = bootstrap.clone();
+    let t = run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bs)).await.unwrap();
+        for r in c
+            .create_topics(&[NewTopic::new("orders", 2)], Duration::from_secs(10))
+            .await
+        {
+            r.unwrap();
+        }
+        let now = now_ms();
+        for p in 0..2 {
+            let mut batch = BatchBuilder::new(0, now - 10_000);
+            for i in 0..10 {
+                batch.push(Some(format!("k{i}").as_bytes()), Some(b"v"), &[]);
+            }
+            c.produce_raw("orders", p, batch.finish(), Acks::All)
+                .await
+                .unwrap();
+        }
+        // Two records stamped tomorrow: after any T, so partition 0 is cut
+        // at 10 while a group has already read past them.
+        let mut later = BatchBuilder::new(0, now + 86_400_000);
+        later.push(None, Some(b"tomorrow"), &[]);
+        later.push(None, Some(b"tomorrow"), &[]);
+        c.produce_raw("orders", 0, later.finish(), Acks::All)
+            .await
+            .unwrap();
+        commit(&c, "app", "orders", &[(0, 4), (1, 7)]).await;
+        commit(&c, "app", "orders", &[(1, 7)]).await; // moves nothing
+        commit(&c, "ahead", "orders", &[(0, 12)]).await;
+        commit(&c, "gone", "orders", &[(0, 3)]).await;
+        commit(&c, "other", "orders", &[(0, 5)]).await;
+        glommio::timer::sleep(Duration::from_millis(30)).await;
+        let t = now_ms();
+        glommio::timer::sleep(Duration::from_millis(30)).await;
+        commit(&c, "app", "orders", &[(0, 8)]).await;
+        commit(&c, "late", "orders", &[(0, 2)]).await;
+        t
+    });
+    // A group deleted before T: with Kafka's AdminClient (confluent-kafka).
+    let deleted = Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom confluent_kafka.admin import AdminClient\n\
+             a = AdminClient({'bootstrap.servers': sys.argv[1]})\n\
+             for f in a.delete_consumer_groups(['gone']).values(): f.result()",
+            &bootstrap,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    // The history records come within seconds: 8 changes (the second
+    // commit of app moved nothing), one deletion.
+    let bs = bootstrap.clone();
+    let history = run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bs)).await.unwrap();
+        common::kafka::wait_for_offset_history(&c, 8).await
+    });
+    assert_eq!(history, 8, "offset history records");
+    let data_dir = b.data_dir().to_str().unwrap().to_owned();
+    let http = format!("http://127.0.0.1:{}", b.metrics_port);
+    let store = ["--data-dir", &data_dir, "--http", &http];
+    let report = dir.path().join("groups.json");
+    let to = kafscale_s3::format_unix_ms(t);
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "orders",
+        "--to",
+        &to,
+        "--as",
+        "orders.r",
+        "--groups",
+        "^(app|ahead|gone|late)$",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    args.extend(store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    let got: Vec<(String, u64, i64, i64, bool, i64)> = r["groups"]["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["group"].as_str().unwrap().to_owned(),
+                o["partition"].as_u64().unwrap(),
+                o["committed_offset"].as_i64().unwrap(),
+                o["restored_offset"].as_i64().unwrap(),
+                o["clamped"].as_bool().unwrap(),
+                o["read_back"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ahead".into(), 0, 12, 10, true, 10),
+            ("app".into(), 0, 4, 4, false, 4),
+            ("app".into(), 1, 7, 7, false, 7),
+            // Deleted only after T: at T it stood.
+            ("gone".into(), 0, 3, 3, false, 3),
+        ],
+        "{:#}",
+        r["groups"]
+    );
+    let check = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "consumer group offsets as they stood")
+        .expect("a group offsets check");
+    assert_eq!(check["passed"], true, "{check:#}");
+    assert!(
+        r["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["use_"] == "offset history"),
+        "the history objects are evidence"
+    );
+
+    // A consumer of app continues on the restored topic where app stood.
+    let mut read = group_consume(&bootstrap, "orders.r", "app", 100);
+    read.sort();
+    let want: Vec<(i32, i64)> = (4..10)
+        .map(|o| (0, o))
+        .chain((7..10).map(|o| (1, o)))
+        .collect();
+    assert_eq!(read, want);
+
+    // The history replays the same from the bucket; an edited offset does not.
+    let (code, out, err) = kafscale(
+        &[
+            &["restore", "verify", report.to_str().unwrap()][..],
+            &store[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let mut edited = r.clone();
+    edited["groups"]["offsets"][1]["committed_offset"] = json!(5);
+    let tampered = dir.path().join("edited.json");
+    std::fs::write(&tampered, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let (code, out, err) = kafscale(
+        &[
+            &["restore", "verify", tampered.to_str().unwrap()][..],
+            &store[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("group offsets replayed from the history differ from the report's")
+            && out.contains("app partition 0 at 4"),
+        "{out}"
+    );
+
+    // Now the deletion is history too: a restore after it has no "gone".
+    let report2 = dir.path().join("after.json");
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "orders",
+        "--to-offset",
+        "0:10",
+        "--as",
+        "orders.r2",
+        "--groups",
+        "^gone$",
+        "--report",
+        report2.to_str().unwrap(),
+    ];
+    args.extend(store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    let r2: Value = serde_json::from_slice(&std::fs::read(&report2).unwrap()).unwrap();
+    assert_eq!(r2["groups"]["offsets"], json!([]), "{:#}", r2["groups"]);
+
+    // No history at all: one sentence, before anything is written.
+    let quiet = common::start_with(&["--offset-history", "false"]);
+    let data_dir = quiet.data_dir().to_str().unwrap().to_owned();
+    let http = format!("http://127.0.0.1:{}", quiet.metrics_port);
+    let bs = format!("127.0.0.1:{}", quiet.port);
+    run(move || async move {
+        let c = Client::connect(ClientConfig::new(&bs)).await.unwrap();
+        for r in c
+            .create_topics(&[NewTopic::new("quiet", 1)], Duration::from_secs(10))
+            .await
+        {
+            r.unwrap();
+        }
+        let mut batch = BatchBuilder::new(0, now_ms() - 1000);
+        batch.push(None, Some(b"v"), &[]);
+        c.produce_raw("quiet", 0, batch.finish(), Acks::All)
+            .await
+            .unwrap();
+    });
+    let (code, _, err) = kafscale(&[
+        "restore",
+        "--topic",
+        "quiet",
+        "--to-offset",
+        "0:1",
+        "--groups",
+        ".*",
+        "--data-dir",
+        &data_dir,
+        "--http",
+        &http,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--groups: there is no offset history (__kafscale_offsets)"),
+        "{err}"
+    );
 }

@@ -1761,15 +1761,36 @@ fn the_audit_trail_is_a_topic_no_client_can_change() {
                 )
                 .await;
             assert!(made.iter().all(Result::is_ok), "{made:?}");
-            // Wait for the trail's topic, then try to delete it.
+            // Wait for the brokers' topics, then try to delete them.
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while c.metadata(&["__kafscale_audit"]).await.map_or(true, |m| {
-                m.topic("__kafscale_audit")
-                    .is_none_or(|t| t.partitions.is_empty())
+            let own = ["__kafscale_audit", "__kafscale_offsets"];
+            while c.metadata(&own).await.map_or(true, |m| {
+                own.iter()
+                    .any(|name| m.topic(name).is_none_or(|t| t.partitions.is_empty()))
             }) {
                 assert!(std::time::Instant::now() < deadline, "no audit topic");
                 glommio::timer::sleep(Duration::from_millis(200)).await;
             }
+            // Marked internal, as __consumer_offsets is: pattern
+            // subscriptions leave them out.
+            let m = c.metadata(&own).await.unwrap();
+            for name in own {
+                assert!(m.topic(name).is_some_and(|t| t.internal), "{name}");
+            }
+            let orders = c.metadata(&["orders"]).await.unwrap();
+            assert!(orders.topic("orders").is_some_and(|t| !t.internal));
+            // The offset history is the brokers' too.
+            let history = c
+                .delete_topics(&["__kafscale_offsets"], Duration::from_secs(10))
+                .await
+                .remove(0)
+                .map_err(|e| e.to_string());
+            assert!(
+                history.as_ref().is_err_and(
+                    |e| e.contains("history of consumer group offsets and cannot be deleted")
+                ),
+                "{history:?}"
+            );
             c.delete_topics(&["__kafscale_audit"], Duration::from_secs(10))
                 .await
                 .remove(0)
@@ -1814,7 +1835,7 @@ fn the_audit_trail_is_a_topic_no_client_can_change() {
         stdout_lines(&out)
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let want = r#""principal":"User:ANONYMOUS","host":"127.0.0.1","action":"DeleteTopics","target":"topic __kafscale_audit","outcome":"refused: the audit trail""#;
+    let want = r#""principal":"User:ANONYMOUS","host":"127.0.0.1","action":"DeleteTopics","target":"topic __kafscale_audit","outcome":"refused: the brokers' audit trail""#;
     let records = loop {
         let records = read();
         if records.iter().any(|r| r.contains(want)) {

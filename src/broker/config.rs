@@ -248,6 +248,12 @@ pub struct BrokerArgs {
     #[arg(long, env = "KAFSCALE_AUDIT_TOPIC", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     #[serde(default = "yes")]
     pub audit_topic: bool,
+    /// Record every change of a committed group offset in the read-only
+    /// topic `__kafscale_offsets`, the history `kafscale restore --groups`
+    /// replays.
+    #[arg(long, env = "KAFSCALE_OFFSET_HISTORY", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default = "yes")]
+    pub offset_history: bool,
     /// HTTP listener for /metrics and /healthz.
     #[arg(long, env = "KAFSCALE_METRICS_LISTEN", default_value = "0.0.0.0:9093")]
     pub metrics_listen: SocketAddr,

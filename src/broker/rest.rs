@@ -227,7 +227,9 @@ impl Api {
         }
         match self
             .meta
-            .call(move |s| s.create_restored_topic(&req.name, req.config, &req.partitions))
+            .call(move |s| {
+                s.create_restored_topic(&req.name, req.config, &req.partitions, &req.group_offsets)
+            })
             .await
         {
             Ok(t) => {

@@ -425,11 +425,11 @@ impl Shard {
         if let Some(t) = self.topic(name).await? {
             return Ok((Some(t), false));
         }
-        // The audit trail's name is the brokers' (see audit_topic).
+        // The brokers' own topics' names are theirs (see internal_topics).
         if !(allow_create
             && self.args.auto_create_topics
             && valid_topic_name(name)
-            && name != super::audit_topic::TOPIC)
+            && crate::internal::what(name).is_none())
         {
             return Ok((None, false));
         }

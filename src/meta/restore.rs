@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::kv::{Compare, Op, Txn};
 use super::store::{MetaStore, chunks, new_topic_id, now_ms, to_json};
-use super::{BrokerInfo, MetaError, PartitionState, SegmentRecord, TopicMeta, keys};
+use super::{
+    BrokerInfo, CommittedOffset, MetaError, PartitionState, SegmentRecord, TopicMeta, keys,
+};
 
 /// One partition's committed log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,8 +67,9 @@ impl MetaStore {
         name: &str,
         config: BTreeMap<String, String>,
         partitions: &[PartitionSnapshot],
+        group_offsets: &[crate::restore::RestoredGroupOffset],
     ) -> Result<TopicMeta, MetaError> {
-        crate::audit::guard(name, false, "restore into")?;
+        crate::internal::guard(name, false, "restore into")?;
         let ns = self.namespace().to_owned();
         let topic_key = keys::topic(&ns, name);
         let meta = TopicMeta {
@@ -96,6 +99,22 @@ impl MetaStore {
                 ));
             }
         }
+        for g in group_offsets {
+            if g.partition as usize >= partitions.len() {
+                return Err(MetaError::UnknownPartition {
+                    topic: name.to_owned(),
+                    partition: g.partition,
+                });
+            }
+            ops.push(Op::Put(
+                keys::group_offset(&ns, &g.group, name, g.partition),
+                to_json(&CommittedOffset {
+                    offset: g.offset,
+                    metadata: g.metadata.clone(),
+                    leader_epoch: g.leader_epoch,
+                }),
+            ));
+        }
         // Keys an interrupted restore of the same name left behind go first
         // (never a live topic's: guarded by its absence).
         if !self.kv_mut().txn(Txn {
@@ -116,6 +135,19 @@ impl MetaStore {
             compares: vec![Compare::Absent(topic_key.clone())],
             ops: vec![Op::Put(topic_key.clone(), to_json(&meta))],
         })? {
+            for g in group_offsets {
+                crate::offset_history::committed(
+                    &g.group,
+                    [(
+                        name,
+                        g.partition,
+                        g.offset,
+                        g.leader_epoch,
+                        g.metadata.as_deref(),
+                    )],
+                    now_ms(),
+                );
+            }
             Ok(meta)
         } else {
             Err(exists())

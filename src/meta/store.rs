@@ -93,7 +93,11 @@ impl MetaStore {
         partitions: u32,
         config: BTreeMap<String, String>,
     ) -> Result<TopicMeta, MetaError> {
-        crate::audit::guard(name, config.contains_key(crate::audit::INTERNAL), "create")?;
+        crate::internal::guard(
+            name,
+            config.contains_key(crate::internal::INTERNAL),
+            "create",
+        )?;
         let topic_key = keys::topic(&self.ns, name);
         let meta = TopicMeta {
             name: name.to_owned(),
@@ -162,7 +166,7 @@ impl MetaStore {
             });
         };
         let meta: TopicMeta = from_json(&key, &raw)?;
-        crate::audit::guard(name, false, "delete")?;
+        crate::internal::guard(name, false, "delete")?;
         let txn = Txn {
             compares: vec![Compare::Equals(key.clone(), raw)],
             ops: vec![
@@ -189,7 +193,7 @@ impl MetaStore {
             });
         };
         let mut meta: TopicMeta = from_json(&key, &raw)?;
-        crate::audit::guard(name, false, "add partitions")?;
+        crate::internal::guard(name, false, "add partitions")?;
         if total <= meta.partitions {
             return Err(MetaError::BadPartitionCount {
                 topic: name.to_owned(),
@@ -575,18 +579,33 @@ impl MetaStore {
 
     /// Stores offsets of one group: one transaction per MAX_TXN_OPS
     /// partitions (Kafka's OffsetCommit is not atomic across partitions
-    /// either: each has its own error code).
+    /// either: each has its own error code). What is stored is also kept
+    /// for the offset history (`crate::offset_history`).
     pub fn commit_offsets(
         &mut self,
         group: &str,
         offsets: &[(String, u32, CommittedOffset)],
     ) -> Result<(), MetaError> {
-        let ops = offsets
-            .iter()
-            .map(|(t, p, o)| Op::Put(keys::group_offset(&self.ns, group, t, *p), to_json(o)))
-            .collect();
-        for chunk in chunks(ops) {
-            self.apply(chunk)?;
+        for part in offsets.chunks(MAX_TXN_OPS) {
+            let ops = part
+                .iter()
+                .map(|(t, p, o)| Op::Put(keys::group_offset(&self.ns, group, t, *p), to_json(o)))
+                .collect();
+            self.apply(ops)?;
+            // What the store took is history, even if a later part fails.
+            crate::offset_history::committed(
+                group,
+                part.iter().map(|(t, p, o)| {
+                    (
+                        t.as_str(),
+                        *p,
+                        o.offset,
+                        o.leader_epoch,
+                        o.metadata.as_deref(),
+                    )
+                }),
+                now_ms(),
+            );
         }
         Ok(())
     }
@@ -620,7 +639,13 @@ impl MetaStore {
             .iter()
             .map(|(t, p)| Op::Delete(keys::group_offset(&self.ns, group, t, *p)))
             .collect();
-        self.apply(ops)
+        self.apply(ops)?;
+        crate::offset_history::deleted(
+            group,
+            partitions.iter().map(|(t, p)| (t.as_str(), *p)),
+            now_ms(),
+        );
+        Ok(())
     }
 
     pub fn group_meta(&mut self, group: &str) -> Result<Option<GroupMeta>, MetaError> {
@@ -649,7 +674,9 @@ impl MetaStore {
     /// Removes a group's offsets and metadata.
     pub fn delete_group(&mut self, group: &str) -> Result<(), MetaError> {
         let op = Op::DeletePrefix(keys::group(&self.ns, group));
-        self.apply(vec![op])
+        self.apply(vec![op])?;
+        crate::offset_history::group_deleted(group, now_ms());
+        Ok(())
     }
 }
 

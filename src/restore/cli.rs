@@ -166,6 +166,12 @@ pub struct RunArgs {
     /// metadata store the flags name (a new etcd, or a new --data-dir).
     #[arg(long)]
     pub from_bucket: bool,
+    /// Also give the restored topic the committed offsets of the consumer
+    /// groups this regular expression matches (`^orders-.*$`), as they
+    /// stood at --to (now, with --to-offset), at most the cut; replayed
+    /// from the brokers' offset history in the bucket.
+    #[arg(long)]
+    pub groups: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -452,6 +458,7 @@ fn drill(d: DrillArgs) -> anyhow::Result<ExitCode> {
         trigger: "drill".into(),
         bootstrap: d.bootstrap,
         from_bucket: false,
+        groups: None,
         target: TargetArgs::default(),
         store: d.store,
     };
@@ -485,6 +492,12 @@ fn restore(args: RunArgs, temporary: bool) -> anyhow::Result<ExitCode> {
     }
     let kafka = args.target.target()?;
     let target = kafka.as_ref().map_or(target, |k| k.topic.clone());
+    let groups = args
+        .groups
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| anyhow!("--groups is not a regular expression: {e}"))?;
     let opts = Options {
         topic,
         cut,
@@ -500,6 +513,7 @@ fn restore(args: RunArgs, temporary: bool) -> anyhow::Result<ExitCode> {
         from_bucket: args.from_bucket,
         kafka,
         temporary,
+        groups,
     };
     let store_config = args.store.store_config()?;
     let (catalog, _thread) = args.store.catalog(args.from_bucket)?;
@@ -752,6 +766,7 @@ async fn recompute(
                         },
                     )
                     .collect(),
+                translate: Vec::new(),
             };
             match plan.digest(store).await {
                 Ok((got, _)) if got == k.digest => {}
@@ -785,6 +800,9 @@ async fn recompute(
             }
         }
     }
+    if let Some(g) = &report.groups {
+        problems.extend(recompute_groups(store, report, g).await?);
+    }
     println!(
         "recomputed {} partitions of {} ({} objects) restored {} as {}",
         report.partitions.len(),
@@ -793,6 +811,84 @@ async fn recompute(
         report.request.to.as_deref().unwrap_or(&report.request.rule),
         report.target.topic
     );
+    Ok(problems)
+}
+
+/// Replays the offset history objects the report names as the restore
+/// did; returns where the committed offsets differ from the report's.
+async fn recompute_groups(
+    store: &kafscale_s3::AnyStore,
+    report: &Report,
+    g: &report::GroupsEvidence,
+) -> anyhow::Result<Vec<String>> {
+    let pattern = regex::Regex::new(&g.pattern)
+        .map_err(|e| anyhow!("the report's group pattern {:?}: {e}", g.pattern))?;
+    let as_of = parse_rfc3339_ms(&g.as_of).map_err(|e| anyhow!("the report's as_of: {e}"))?;
+    let mut replay = crate::offset_history::Replay::default();
+    let mut problems = Vec::new();
+    let mut records = 0u64;
+    for o in report.objects.iter().filter(|o| o.use_ == "offset history") {
+        let seg = match super::read_segment(store, &o.key, o.version_id.as_deref()).await {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                continue;
+            }
+        };
+        for b in seg.reader.batches().filter(|b| !b.is_control()) {
+            for r in super::records(&o.key, &b)? {
+                records += 1;
+                if let Err(e) = replay.add(
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                    r.timestamp,
+                    as_of,
+                    &report.source.topic,
+                    |grp| pattern.is_match(grp),
+                ) {
+                    problems.push(format!("{}: record at {}: {e}", o.key, r.offset));
+                }
+            }
+        }
+    }
+    if records != g.history_records {
+        problems.push(format!(
+            "the offset history objects hold {records} records, the report says {}",
+            g.history_records
+        ));
+    }
+    let partitions = report.partitions.len() as u32;
+    let got: Vec<(String, u32, i64, String)> = replay
+        .offsets()
+        .into_iter()
+        .filter(|o| o.partition < partitions)
+        .map(|o| {
+            let at = kafscale_s3::format_unix_ms(o.committed_ms);
+            (o.group, o.partition, o.offset, at)
+        })
+        .collect();
+    let want: Vec<(String, u32, i64, String)> = g
+        .offsets
+        .iter()
+        .map(|o| {
+            let at = o.committed_at.clone();
+            (o.group.clone(), o.partition, o.committed_offset, at)
+        })
+        .collect();
+    if got != want {
+        problems.push(format!(
+            "group offsets replayed from the history differ from the report's: {} offsets, the report has {}{}",
+            got.len(),
+            want.len(),
+            got.iter()
+                .zip(&want)
+                .find(|(a, b)| a != b)
+                .map_or(String::new(), |(a, b)| format!(
+                    "; first difference: {} partition {} at {} ({}), the report says {} partition {} at {} ({})",
+                    a.0, a.1, a.2, a.3, b.0, b.1, b.2, b.3
+                ))
+        ));
+    }
     Ok(problems)
 }
 

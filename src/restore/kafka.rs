@@ -63,6 +63,10 @@ pub(super) struct PartitionPlan {
     pub cut: i64,
     /// Aborted transactions and those open at the cut.
     pub excluded: Vec<AbortedTxn>,
+    /// Source offsets (ascending) to translate to the target's: each to the
+    /// target offset of the first produced record at or after it (or the
+    /// target's end).
+    pub translate: Vec<i64>,
 }
 
 /// A connected target cluster.
@@ -162,10 +166,14 @@ impl Sink {
         &self.topic
     }
 
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Produces one partition's restored log (or what an interrupted run
     /// left to produce). Also returns the evidence of the segments read
-    /// here for the first time and the last record of the restored log
-    /// (any, control records aside).
+    /// here for the first time, the last record of the restored log (any,
+    /// control records aside) and the target offsets of `plan.translate`.
     pub async fn produce(
         &self,
         store: &AnyStore,
@@ -174,6 +182,7 @@ impl Sink {
         KafkaPartitionEvidence,
         Vec<ObjectEvidence>,
         Option<OffsetAt>,
+        Vec<i64>,
     )> {
         let Some(producer) = &self.producer else {
             bail!("the target was opened for a dry run");
@@ -208,6 +217,7 @@ impl Sink {
         let mut last_skipped: Option<Vec<Record>> = None;
         let mut objects = Vec::new();
         let mut last_batch: Option<(String, RecordBatch)> = None;
+        let mut translated = Vec::with_capacity(plan.translate.len());
         for key in &plan.source_segments {
             let unread = plan.unread.get(key);
             let seg = read_segment(store, key, unread.and_then(|s| s.kfs_version())).await?;
@@ -231,6 +241,13 @@ impl Sink {
                 };
                 let recs = records(key, &b)?;
                 recs.iter().for_each(|r| digest.add(r));
+                for (i, r) in recs.iter().enumerate() {
+                    while let Some(&want) = plan.translate.get(translated.len())
+                        && want <= r.offset
+                    {
+                        translated.push(start + counted + i as i64);
+                    }
+                }
                 let n = recs.len() as i64;
                 if counted + n <= have {
                     counted += n;
@@ -279,6 +296,7 @@ impl Sink {
             self.same_as_target(p, start + have - last.len() as i64, &last)
                 .await?;
         }
+        translated.resize(plan.translate.len(), start + counted);
         let last_kept = match last_batch {
             Some((key, b)) => records(&key, &b)?
                 .into_iter()
@@ -302,7 +320,7 @@ impl Sink {
                 .map(|t| (t.producer_id, t.first_offset, t.last_offset))
                 .collect(),
         };
-        Ok((evidence, objects, last_kept))
+        Ok((evidence, objects, last_kept, translated))
     }
 
     /// The records at `from..` of the target partition equal `want`

@@ -210,6 +210,40 @@ pub struct KafkaPartitionEvidence {
     pub excluded_transactions: Vec<(i64, i64, i64)>,
 }
 
+/// `--groups`: consumer group offsets set on the restored topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupsEvidence {
+    /// The `--groups` regular expression.
+    pub pattern: String,
+    /// The history was replayed up to this moment (T; now for a cut by
+    /// offset), RFC 3339.
+    pub as_of: String,
+    /// Offset history records read (of every group), from how many
+    /// segments of `__kafscale_offsets` (listed in `objects`).
+    pub history_records: u64,
+    pub history_segments: u64,
+    pub offsets: Vec<GroupOffsetEvidence>,
+}
+
+/// One group's offset on one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOffsetEvidence {
+    pub group: String,
+    pub partition: u32,
+    /// The offset the group had committed on the original topic at the
+    /// moment, and when it committed it (RFC 3339).
+    pub committed_offset: i64,
+    pub committed_at: String,
+    /// What the restored topic got: the committed offset, at most the cut
+    /// (into Kafka: the target's offset of the first record at or after
+    /// it).
+    pub restored_offset: i64,
+    /// The committed offset was past the cut.
+    pub clamped: bool,
+    /// What the target answered when asked for it afterwards.
+    pub read_back: Option<i64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectEvidence {
     pub key: String,
@@ -223,7 +257,8 @@ pub struct ObjectEvidence {
     /// The segment's footer CRC32C and every batch CRC were checked.
     pub crc_verified: bool,
     /// `copied` (whole, server-side), `cut` (read, written anew up to the
-    /// cut) or `scanned` (after the cut, read for late records).
+    /// cut), `scanned` (after the cut, read for late records), `produced`
+    /// (into Kafka) or `offset history` (replayed for `--groups`).
     pub use_: String,
 }
 
@@ -280,6 +315,9 @@ pub struct Report {
     pub rto_ms: i64,
     pub checks: Vec<Check>,
     pub passed: bool,
+    /// With `--groups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<GroupsEvidence>,
 }
 
 impl Report {
@@ -383,6 +421,30 @@ impl Report {
                     None => "-",
                 }
             );
+        }
+        if let Some(g) = &self.groups {
+            let _ = write!(
+                h,
+                "</table><h2>Consumer group offsets</h2><p>Groups matching <code>{}</code> as of {}, replayed from {} records in {} segments of the offset history.</p>\
+                 <table><tr><th>Group</th><th>Partition</th><th>Committed</th><th>Committed at</th><th>Restored</th><th>Clamped to the cut</th><th>Read back</th></tr>",
+                e(&g.pattern),
+                e(&g.as_of),
+                g.history_records,
+                g.history_segments
+            );
+            for o in &g.offsets {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    e(&o.group),
+                    o.partition,
+                    o.committed_offset,
+                    e(&o.committed_at),
+                    o.restored_offset,
+                    if o.clamped { "yes" } else { "no" },
+                    o.read_back.map_or("-".into(), |n| n.to_string())
+                );
+            }
         }
         h.push_str("</table><h2>Phases</h2><table><tr><th>Phase</th><th>Start</th><th>End</th><th>ms</th></tr>");
         for ph in &self.phases {

@@ -128,6 +128,72 @@ print(json.dumps(out))
     serde_json::from_slice(&out.stdout).expect("producer output")
 }
 
+/// Consumes `topic` in `group` with confluent-kafka (librdkafka), from the
+/// group's committed offsets (earliest without), committing each record,
+/// until `count` records or the end of every partition; returns
+/// (partition, offset) in the order read.
+pub fn group_consume(bootstrap: &str, topic: &str, group: &str, count: usize) -> Vec<(i32, i64)> {
+    const SCRIPT: &str = r#"
+import json, sys, time
+from confluent_kafka import Consumer
+bootstrap, topic, group, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+              "auto.offset.reset": "earliest", "enable.partition.eof": True})
+c.subscribe([topic])
+out, ended, deadline = [], set(), time.time() + 60
+while len(out) < count and time.time() < deadline:
+    m = c.poll(1.0)
+    if m is None:
+        continue
+    if m.error():
+        if m.error().code() == -191:  # _PARTITION_EOF
+            ended.add(m.partition())
+            if ended >= {tp.partition for tp in c.assignment()}:
+                break
+            continue
+        sys.exit("consumer error: %s" % m.error())
+    ended.discard(m.partition())
+    out.append([m.partition(), m.offset()])
+    c.commit(message=m, asynchronous=False)
+c.close()
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, bootstrap, topic, group, &count.to_string()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "confluent-kafka consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("consumer output")
+}
+
+/// Waits (up to 30 s) until the brokers' offset history holds at least
+/// `n` records (it is appended every few seconds); returns how many.
+pub async fn wait_for_offset_history(c: &kafscale_client::Client, n: i64) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let meta = c.metadata(&["__kafscale_offsets"]).await.unwrap();
+        let partitions = meta
+            .topic("__kafscale_offsets")
+            .map_or(0, |t| t.partitions.len() as i32);
+        let mut got = 0;
+        for p in 0..partitions {
+            got += c
+                .list_offset("__kafscale_offsets", p, kafscale_client::OffsetSpec::Latest)
+                .await
+                .unwrap()
+                .offset;
+        }
+        if got >= n || std::time::Instant::now() > deadline {
+            return got;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

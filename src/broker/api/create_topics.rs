@@ -54,10 +54,10 @@ pub async fn handle(
                     caller.principal
                 ),
             ))
-        } else if name == crate::broker::audit_topic::TOPIC {
+        } else if let Some(what) = crate::internal::what(&name) {
             Some((
                 ErrorCode::INVALID_TOPIC_EXCEPTION,
-                format!("{name} is the brokers' audit trail; they create it"),
+                format!("{name} is {what}; they create it"),
             ))
         } else if !valid_topic_name(&name) {
             Some((

@@ -74,18 +74,19 @@ pub async fn handle(
             .await
             .ok()
             .flatten()
-            .is_some_and(|t| t.config.contains_key(crate::broker::audit_topic::INTERNAL));
+            .is_some_and(|t| t.config.contains_key(crate::internal::INTERNAL));
         if internal {
+            let what = crate::internal::what(&name).unwrap_or("the brokers' own");
             r.error_code = ErrorCode::TOPIC_DELETION_DISABLED.code();
             if header.api_version >= 5 {
                 r.error_message = Some(str_bytes(&format!(
-                    "topic {name} is the brokers' audit trail and cannot be deleted"
+                    "topic {name} is {what} and cannot be deleted"
                 )));
             }
             caller.audit(
                 "DeleteTopics",
                 &format!("topic {name}"),
-                "refused: the audit trail",
+                &format!("refused: {what}"),
             );
             resp.responses.push(r);
             continue;

@@ -188,6 +188,10 @@ fn topic_entry(t: &TopicMeta, cluster: &Cluster) -> MetadataResponseTopic {
     let mut e = MetadataResponseTopic::default();
     e.name = Some(TopicName(str_bytes(&t.name)));
     e.topic_id = topic_uuid(&t.id);
+    // As Kafka marks __consumer_offsets: consumers subscribing by pattern
+    // (exclude.internal.topics) and `kafka-topics --exclude-internal` skip
+    // the brokers' own topics.
+    e.is_internal = t.config.contains_key(crate::internal::INTERNAL);
     e.partitions = (0..t.partitions)
         .zip(cluster.leaders(&t.name, t.partitions))
         .map(|(p, (leader, epoch))| {

@@ -233,11 +233,9 @@ pub async fn handle(
         // A mirror's copy takes records only from its job (as Kafka refuses
         // produce to internal topics: INVALID_TOPIC_EXCEPTION).
         let read_only: Option<Rc<str>> = known.as_ref().and_then(|m| {
-            if m.config.contains_key(crate::broker::audit_topic::INTERNAL) {
-                return Some(
-                    format!("topic {name} is the brokers' audit trail; only they write to it")
-                        .into(),
-                );
+            if m.config.contains_key(crate::internal::INTERNAL) {
+                let what = crate::internal::what(&name).unwrap_or("the brokers' own");
+                return Some(format!("topic {name} is {what}; only they write to it").into());
             }
             if let Some(of) = m.config.get(crate::restore::topic_config::OF) {
                 return Some(
