@@ -605,6 +605,7 @@ async fn run_shard(
     let internal = internal_topics::Topics {
         audit: args.audit_topic,
         offsets: args.offset_history,
+        offsets_every: args.offset_history_interval.0,
     };
     let audit = id == 0 && (internal.audit || internal.offsets);
     let s = shard.clone();
@@ -614,6 +615,9 @@ async fn run_shard(
             let _ignored = tx.try_send(());
         }
         if audit && audit_stop.try_send(()).is_ok() {
+            // No more requests first, so what the last ones changed is in
+            // what the appender writes.
+            s.begin_draining();
             let _ignored = kafscale_shard::within(AUDIT_AT_STOP, audit_written.recv()).await;
         }
         let unanswered = s.drain(DRAIN_TIMEOUT).await;

@@ -21,6 +21,12 @@ pub fn what(name: &str) -> Option<&'static str> {
     }
 }
 
+/// What the brokers' topic `name` is, in words (for a topic marked
+/// [`INTERNAL`] under a name this build does not know: "the brokers' own").
+pub fn describe(name: &str) -> &'static str {
+    what(name).unwrap_or("the brokers' own")
+}
+
 /// Refuses what only the brokers may do to their topics: create one
 /// (without the marker), grow it or delete it. Checked in the metadata
 /// store, so no path (Kafka APIs, mirror jobs, restores) gets past it.

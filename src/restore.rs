@@ -149,14 +149,10 @@ pub struct RestoredGroupOffset {
     pub group: String,
     pub partition: u32,
     pub offset: i64,
-    #[serde(default = "no_epoch")]
+    #[serde(default = "crate::offset_history::no_epoch")]
     pub leader_epoch: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<String>,
-}
-
-fn no_epoch() -> i32 {
-    -1
 }
 
 /// Where the committed segment lists are read and the restored topic is
@@ -442,6 +438,17 @@ impl Restorer<'_> {
                 snap.topic.partitions
             );
         }
+        // Before anything is created or copied: a restore asked for group
+        // offsets it cannot give stops here.
+        let history = match &opts.groups {
+            Some(pattern) => {
+                clock.begin("replay offset history");
+                let h = self.replay_history(opts, pattern).await?;
+                clock.begin("plan");
+                Some(h)
+            }
+            None => None,
+        };
         let sink = match &opts.kafka {
             Some(k) => Some(kafka::Sink::open(k, snap.topic.partitions, !opts.dry_run).await?),
             None => None,
@@ -455,12 +462,6 @@ impl Restorer<'_> {
             }
             self.clear_leftovers(&opts.target).await?;
         }
-        // Before any copying: a restore asked for group offsets it cannot
-        // give stops here.
-        let history = match &opts.groups {
-            Some(pattern) => Some(self.replay_history(opts, pattern).await?),
-            None => None,
-        };
         let planned = snap.partitions.iter().flat_map(|p| {
             let n = opts
                 .cut

@@ -1796,7 +1796,8 @@ print(t, cut)
                 };
                 c.offset_commit(&g, &[o]).await.unwrap();
             }
-            common::kafka::wait_for_offset_history(&c, 4).await;
+            let n = common::kafka::wait_for_offset_history(&c, 4).await;
+            assert!(n >= 4, "offset history: {n} records");
         });
     }
     let into_groups = format!("{topic}.kg");

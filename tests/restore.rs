@@ -1277,7 +1277,9 @@ async fn commit(c: &Client, group: &str, topic: &str, offsets: &[(i32, i64)]) {
 /// edited offset).
 #[test]
 fn group_offsets_are_restored_as_they_stood_at_t() {
-    let b = start();
+    // Offset changes are appended only when the broker stops (below): the
+    // history holds them because a stopping broker appends what it holds.
+    let mut b = common::start_with(&["--offset-history-interval", "1h"]);
     let dir = tempfile::tempdir().unwrap();
     let bootstrap = format!("127.0.0.1:{}", b.port);
     let bs = bootstrap.clone();
@@ -1335,8 +1337,10 @@ fn group_offsets_are_restored_as_they_stood_at_t() {
         "{}",
         String::from_utf8_lossy(&deleted.stderr)
     );
-    // The history records come within seconds: 8 changes (the second
-    // commit of app moved nothing), one deletion.
+    // Stopped as an operator does (SIGTERM), then started again: the
+    // history holds 8 records: 7 commits (the second of app moved nothing)
+    // and one deletion.
+    b.stop_and_restart();
     let bs = bootstrap.clone();
     let history = run(move || async move {
         let c = Client::connect(ClientConfig::new(&bs)).await.unwrap();

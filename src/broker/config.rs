@@ -254,6 +254,12 @@ pub struct BrokerArgs {
     #[arg(long, env = "KAFSCALE_OFFSET_HISTORY", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     #[serde(default = "yes")]
     pub offset_history: bool,
+    /// How often offset changes are appended to `__kafscale_offsets` (a
+    /// broker killed with SIGKILL loses at most this much of the history;
+    /// one that stops appends what it holds first).
+    #[arg(long, env = "KAFSCALE_OFFSET_HISTORY_INTERVAL", default_value = "5s")]
+    #[serde(default = "five_seconds")]
+    pub offset_history_interval: Period,
     /// HTTP listener for /metrics and /healthz.
     #[arg(long, env = "KAFSCALE_METRICS_LISTEN", default_value = "0.0.0.0:9093")]
     pub metrics_listen: SocketAddr,
@@ -519,6 +525,10 @@ fn no_authorizer() -> String {
 
 fn yes() -> bool {
     true
+}
+
+fn five_seconds() -> Period {
+    Period(Duration::from_secs(5))
 }
 
 fn token_auth() -> String {

@@ -5,7 +5,7 @@
 //!   the trail lives in the bucket like any log and, with object lock, can
 //!   no more be changed than any segment;
 //! - `__kafscale_offsets`: every change of a committed group offset
-//!   ([`crate::offset_history`]), about every [`OFFSETS_EVERY`] (key = the
+//!   ([`crate::offset_history`]), about every `--offset-history-interval` (key = the
 //!   group, value = the change, timestamp = when the metadata store took
 //!   it), which `kafscale restore --groups` replays.
 //!
@@ -38,23 +38,27 @@ use crate::offset_history::Change;
 const PARTITIONS: u32 = 64;
 /// Records per batch at most.
 const BATCH: usize = 1000;
-/// How often offset changes are appended: a broker that dies loses at
-/// most this much of the history (never an offset), and a quiet
-/// cluster's history is at most one small segment per this per broker.
-const OFFSETS_EVERY: Duration = Duration::from_secs(5);
+/// How long a stopping broker waits for the changes of requests it had
+/// read when it stopped, before it appends them too.
+const LAST_CHANGES: Duration = Duration::from_millis(300);
 
-/// Which of the topics this broker writes.
+/// Which of the topics this broker writes, and how often offset changes
+/// are appended (`--offset-history-interval`: a broker killed with SIGKILL
+/// loses at most this much of the history, never an offset, and a quiet
+/// cluster's history grows by at most one small segment per this per
+/// broker).
 #[derive(Debug, Clone, Copy)]
 pub struct Topics {
     pub audit: bool,
     pub offsets: bool,
+    pub offsets_every: Duration,
 }
 
 /// A record to append: (timestamp, key, value).
 type Row = (i64, Option<Vec<u8>>, Vec<u8>);
 
 /// Appends kept audit lines about every second and offset changes about
-/// every [`OFFSETS_EVERY`] until the broker stops (shard 0 runs it). When
+/// every `--offset-history-interval` until the broker stops (shard 0 runs it). When
 /// `stop` says the broker is stopping it appends what is left and answers
 /// on `done` once that is durable (or cannot be written), before the shard
 /// drains.
@@ -77,6 +81,7 @@ pub async fn run(shard: Rc<Shard>, topics: Topics, stop: LocalReceiver<()>, done
     let mut audit = Appender::new(AUDIT, "audit");
     let mut offsets = Appender::new(OFFSETS, "offsets");
     let mut offsets_at = Instant::now();
+    let every = topics.offsets_every;
     loop {
         let stopping = futures_lite::future::or(
             async {
@@ -86,21 +91,30 @@ pub async fn run(shard: Rc<Shard>, topics: Topics, stop: LocalReceiver<()>, done
             async { stop.recv().await.is_some() },
         )
         .await;
-        if topics.audit {
-            audit
-                .drain(&shard, stopping, audit_rows, crate::audit::give_back)
-                .await;
-        }
-        if topics.offsets && (stopping || offsets_at.elapsed() >= OFFSETS_EVERY) {
-            offsets_at = Instant::now();
-            offsets
-                .drain(
-                    &shard,
-                    stopping,
-                    offset_rows,
-                    crate::offset_history::give_back,
-                )
-                .await;
+        // Stopping: the shards stop reading requests as this starts; what
+        // the requests they had read change lands here within moments, so a
+        // second round takes it.
+        let rounds = if stopping { 2 } else { 1 };
+        for round in 0..rounds {
+            if round > 0 {
+                glommio::timer::sleep(LAST_CHANGES).await;
+            }
+            if topics.audit {
+                audit
+                    .drain(&shard, stopping, audit_rows, crate::audit::give_back)
+                    .await;
+            }
+            if topics.offsets && (stopping || offsets_at.elapsed() >= every) {
+                offsets_at = Instant::now();
+                offsets
+                    .drain(
+                        &shard,
+                        stopping,
+                        offset_rows,
+                        crate::offset_history::give_back,
+                    )
+                    .await;
+            }
         }
         if stopping {
             let _ignored = done.try_send(());

@@ -256,11 +256,7 @@ impl Shard {
     /// Returns the produce requests still unanswered after `timeout` (0 when
     /// drained; those not answered were never acknowledged).
     pub async fn drain(&self, timeout: std::time::Duration) -> usize {
-        self.draining.set(true);
-        self.metrics
-            .draining
-            .store(1, std::sync::atomic::Ordering::Relaxed);
-        self.wake_flusher();
+        self.begin_draining();
         let deadline = std::time::Instant::now() + timeout;
         // Only while stopping: a short poll instead of one more wake-up path
         // through every answer.
@@ -268,6 +264,17 @@ impl Shard {
             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
         }
         self.produce_in_flight.get()
+    }
+
+    /// Stops taking requests (connections read no more) and has the
+    /// flusher seal every open segment; [`Shard::drain`] then waits for
+    /// the produce requests in flight.
+    pub fn begin_draining(&self) {
+        self.draining.set(true);
+        self.metrics
+            .draining
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        self.wake_flusher();
     }
 
     /// A request frame's reservation. Frames under [`SMALL_FRAME`] never

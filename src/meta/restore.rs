@@ -116,12 +116,31 @@ impl MetaStore {
             ));
         }
         // Keys an interrupted restore of the same name left behind go first
-        // (never a live topic's: guarded by its absence).
-        if !self.kv_mut().txn(Txn {
-            compares: vec![Compare::Absent(topic_key.clone())],
-            ops: vec![Op::DeletePrefix(keys::topic_partitions(&ns, name))],
-        })? {
-            return Err(exists());
+        // (never a live topic's: guarded by its absence), and so do group
+        // offsets on the name (of such a restore, or of a deleted topic of
+        // that name): the restored topic's groups are exactly those given.
+        let groups = keys::groups(&ns);
+        let stale: Vec<Op> = self
+            .kv_mut()
+            .range(&groups)?
+            .into_iter()
+            .filter(|(k, _)| {
+                k[groups.len()..]
+                    .split_once("/offsets/")
+                    .and_then(|(_, rest)| rest.rsplit_once('/'))
+                    .is_some_and(|(topic, _)| topic == name)
+            })
+            .map(|(k, _)| Op::Delete(k))
+            .collect();
+        let mut clear = vec![Op::DeletePrefix(keys::topic_partitions(&ns, name))];
+        clear.extend(stale);
+        for chunk in chunks(clear) {
+            if !self.kv_mut().txn(Txn {
+                compares: vec![Compare::Absent(topic_key.clone())],
+                ops: chunk,
+            })? {
+                return Err(exists());
+            }
         }
         for chunk in chunks(ops) {
             if !self.kv_mut().txn(Txn {
@@ -144,6 +163,7 @@ impl MetaStore {
                         g.offset,
                         g.leader_epoch,
                         g.metadata.as_deref(),
+                        None,
                     )],
                     now_ms(),
                 );

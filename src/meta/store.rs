@@ -586,6 +586,16 @@ impl MetaStore {
         group: &str,
         offsets: &[(String, u32, CommittedOffset)],
     ) -> Result<(), MetaError> {
+        // What each commit replaces, for the history: a commit that moves
+        // nothing is not a change.
+        let before: BTreeMap<(String, u32), i64> = if crate::offset_history::enabled() {
+            self.group_offsets(group)?
+                .into_iter()
+                .map(|(t, p, o)| ((t, p), o.offset))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         for part in offsets.chunks(MAX_TXN_OPS) {
             let ops = part
                 .iter()
@@ -596,12 +606,14 @@ impl MetaStore {
             crate::offset_history::committed(
                 group,
                 part.iter().map(|(t, p, o)| {
+                    let was = before.get(&(t.clone(), *p)).copied();
                     (
                         t.as_str(),
                         *p,
                         o.offset,
                         o.leader_epoch,
                         o.metadata.as_deref(),
+                        was,
                     )
                 }),
                 now_ms(),

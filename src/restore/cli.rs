@@ -828,6 +828,10 @@ async fn recompute_groups(
     let mut problems = Vec::new();
     let mut records = 0u64;
     for o in report.objects.iter().filter(|o| o.use_ == "offset history") {
+        let Some(partition) = super::groups::history_partition(&o.key) else {
+            problems.push(format!("{} is not an object of the offset history", o.key));
+            continue;
+        };
         let seg = match super::read_segment(store, &o.key, o.version_id.as_deref()).await {
             Ok(s) => s,
             Err(e) => {
@@ -835,20 +839,17 @@ async fn recompute_groups(
                 continue;
             }
         };
-        for b in seg.reader.batches().filter(|b| !b.is_control()) {
-            for r in super::records(&o.key, &b)? {
-                records += 1;
-                if let Err(e) = replay.add(
-                    r.key.as_deref(),
-                    r.value.as_deref(),
-                    r.timestamp,
-                    as_of,
-                    &report.source.topic,
-                    |grp| pattern.is_match(grp),
-                ) {
-                    problems.push(format!("{}: record at {}: {e}", o.key, r.offset));
-                }
-            }
+        match super::groups::replay_segment(
+            &mut replay,
+            partition,
+            &o.key,
+            &seg.reader,
+            as_of,
+            &report.source.topic,
+            &pattern,
+        ) {
+            Ok(n) => records += n,
+            Err(e) => problems.push(format!("{e:#}")),
         }
     }
     if records != g.history_records {

@@ -29,7 +29,8 @@ use super::{
 use crate::internal::OFFSETS;
 use crate::meta::keys;
 use crate::meta::store::now_ms;
-use crate::offset_history::{GroupOffset, Replay};
+use crate::offset_history::{GroupOffset, HistoryRecord, Replay};
+use kafscale_codec::kfs::SegmentReader;
 
 /// History segments read at the same time.
 const PARALLEL_READS: usize = 8;
@@ -38,6 +39,8 @@ const PARALLEL_READS: usize = 8;
 pub(super) struct History {
     pub pattern: String,
     pub as_of_ms: i64,
+    /// The history's earliest record, if it has any.
+    pub first_ms: Option<i64>,
     pub offsets: Vec<GroupOffset>,
     pub objects: Vec<ObjectEvidence>,
     pub records: u64,
@@ -76,11 +79,31 @@ impl Restorer<'_> {
             }
             self.bucket_snapshot(OFFSETS).await?.0
         } else {
-            self.catalog
+            let snap = self
+                .catalog
                 .snapshot(OFFSETS)
                 .await?
-                .ok_or_else(no_history)?
+                .ok_or_else(no_history)?;
+            if snap
+                .topic
+                .config
+                .get(crate::internal::INTERNAL)
+                .map(String::as_str)
+                != Some("offsets")
+            {
+                bail!(
+                    "--groups: the topic {OFFSETS} in {} was not made by the brokers (it lacks the {} marker), so it is no offset history",
+                    self.catalog.label(),
+                    crate::internal::INTERNAL
+                );
+            }
+            snap
         };
+        let first_ms = snap
+            .partitions
+            .iter()
+            .filter_map(|p| p.segments.first().map(|s| s.min_timestamp))
+            .min();
         let wanted: Vec<_> = snap
             .partitions
             .iter()
@@ -99,35 +122,23 @@ impl Restorer<'_> {
                 if let Some(e) = disagreement(&key, s, &seg.reader) {
                     bail!("{e}");
                 }
-                anyhow::Ok((key, seg))
+                anyhow::Ok((p, key, seg))
             })
             .buffer_unordered(PARALLEL_READS);
         let mut replay = Replay::default();
         let mut objects = Vec::new();
         let mut count = 0u64;
-        let topic = opts.topic.as_str();
         while let Some(read) = reads.next().await {
-            let (key, seg) = read?;
-            for b in seg.reader.batches().filter(|b| !b.is_control()) {
-                for r in records(&key, &b)? {
-                    count += 1;
-                    replay
-                        .add(
-                            r.key.as_deref(),
-                            r.value.as_deref(),
-                            r.timestamp,
-                            as_of_ms,
-                            topic,
-                            |g| pattern.is_match(g),
-                        )
-                        .map_err(|e| {
-                            anyhow!(
-                                "segment {key}: the offset history record at {}: {e}",
-                                r.offset
-                            )
-                        })?;
-                }
-            }
+            let (p, key, seg) = read?;
+            count += replay_segment(
+                &mut replay,
+                p,
+                &key,
+                &seg.reader,
+                as_of_ms,
+                &opts.topic,
+                pattern,
+            )?;
             objects.push(Restorer::object_evidence(
                 &key,
                 &seg.meta,
@@ -139,11 +150,55 @@ impl Restorer<'_> {
         Ok(History {
             pattern: pattern.as_str().to_owned(),
             as_of_ms,
+            first_ms,
             offsets: replay.offsets(),
             objects,
             records: count,
         })
     }
+}
+
+/// Replays one segment of the history (partition `partition`, object
+/// `key`) into `replay`; returns how many records it holds. The restore
+/// and `restore verify` both replay with this.
+pub(super) fn replay_segment(
+    replay: &mut Replay,
+    partition: u32,
+    key: &str,
+    reader: &SegmentReader,
+    as_of_ms: i64,
+    topic: &str,
+    pattern: &Regex,
+) -> anyhow::Result<u64> {
+    let mut count = 0u64;
+    for b in reader.batches().filter(|b| !b.is_control()) {
+        for r in records(key, &b)? {
+            count += 1;
+            let h = HistoryRecord {
+                key: r.key.as_deref(),
+                value: r.value.as_deref(),
+                time_ms: r.timestamp,
+                partition,
+                offset: r.offset,
+            };
+            replay
+                .add(h, as_of_ms, topic, |g| pattern.is_match(g))
+                .map_err(|e| {
+                    anyhow!(
+                        "--groups: the offset history record at offset {} of {key}: {e}",
+                        r.offset
+                    )
+                })?;
+        }
+    }
+    Ok(count)
+}
+
+/// The history partition an object key of `__kafscale_offsets` is in
+/// (`{namespace}/__kafscale_offsets/{partition}/segment-....kfs`).
+pub(super) fn history_partition(key: &str) -> Option<u32> {
+    let rest = &key[key.find(&format!("/{OFFSETS}/"))? + OFFSETS.len() + 2..];
+    rest.split_once('/')?.0.parse().ok()
 }
 
 impl History {
@@ -173,33 +228,35 @@ impl History {
         GroupsEvidence {
             pattern: self.pattern.clone(),
             as_of: format_unix_ms(self.as_of_ms),
+            history_from: self.first_ms.map(format_unix_ms),
             history_records: self.records,
             history_segments: self.objects.len() as u64,
             offsets,
         }
     }
 
-    /// The committed offset's metadata and leader epoch, by group and
-    /// partition.
-    fn original(&self, group: &str, partition: u32) -> Option<&GroupOffset> {
+    /// The committed offsets' metadata, by group and partition.
+    fn metadata(&self) -> BTreeMap<(&str, u32), Option<String>> {
         self.offsets
             .iter()
-            .find(|o| o.group == group && o.partition == partition)
+            .map(|o| ((o.group.as_str(), o.partition), o.metadata.clone()))
+            .collect()
     }
 
     /// The offsets as the spine's restored topic is created with them.
     pub(super) fn for_spine(&self, ev: &GroupsEvidence) -> Vec<RestoredGroupOffset> {
+        let metadata = self.metadata();
         ev.offsets
             .iter()
-            .map(|o| {
-                let orig = self.original(&o.group, o.partition);
-                RestoredGroupOffset {
-                    group: o.group.clone(),
-                    partition: o.partition,
-                    offset: o.restored_offset,
-                    leader_epoch: -1,
-                    metadata: orig.and_then(|g| g.metadata.clone()),
-                }
+            .map(|o| RestoredGroupOffset {
+                group: o.group.clone(),
+                partition: o.partition,
+                offset: o.restored_offset,
+                leader_epoch: -1,
+                metadata: metadata
+                    .get(&(o.group.as_str(), o.partition))
+                    .cloned()
+                    .flatten(),
             })
             .collect()
     }
@@ -210,6 +267,7 @@ impl History {
         ev: &GroupsEvidence,
         topic: &str,
     ) -> BTreeMap<String, Vec<CommittedOffset>> {
+        let metadata = self.metadata();
         let mut by_group: BTreeMap<String, Vec<CommittedOffset>> = BTreeMap::new();
         for o in &ev.offsets {
             by_group
@@ -220,9 +278,10 @@ impl History {
                     partition: o.partition as i32,
                     offset: o.restored_offset,
                     leader_epoch: -1,
-                    metadata: self
-                        .original(&o.group, o.partition)
-                        .and_then(|g| g.metadata.clone()),
+                    metadata: metadata
+                        .get(&(o.group.as_str(), o.partition))
+                        .cloned()
+                        .flatten(),
                 });
         }
         by_group
@@ -288,18 +347,31 @@ pub(super) fn check(ev: &GroupsEvidence, nis2: impl Fn(&str) -> String) -> Check
     let groups: std::collections::BTreeSet<&str> =
         ev.offsets.iter().map(|o| o.group.as_str()).collect();
     let clamped = ev.offsets.iter().filter(|o| o.clamped).count();
+    // History that begins after the moment cannot say where groups stood.
+    let late_start = ev.history_from.as_deref().filter(|from| {
+        kafscale_s3::parse_rfc3339_ms(from)
+            .is_ok_and(|f| kafscale_s3::parse_rfc3339_ms(&ev.as_of).is_ok_and(|at| f > at))
+    });
     Check {
         name: "consumer group offsets as they stood".into(),
-        passed: wrong.is_empty(),
-        detail: if wrong.is_empty() {
+        passed: wrong.is_empty() && late_start.is_none(),
+        detail: if let Some(from) = late_start {
             format!(
-                "{} offsets of {} groups matching {} as of {}, replayed from {} offset history records in {} segments and read back from the target; {clamped} were past the cut and set to it",
+                "the offset history begins at {from}, after {}: where groups stood then is not recorded",
+                ev.as_of
+            )
+        } else if wrong.is_empty() {
+            format!(
+                "{} offsets of {} groups matching {} as of {}, replayed from {} offset history records in {} segments (the history begins at {}) and read back from the target; {clamped} were past the cut and set to it",
                 ev.offsets.len(),
                 groups.len(),
                 ev.pattern,
                 ev.as_of,
                 ev.history_records,
-                ev.history_segments
+                ev.history_segments,
+                ev.history_from
+                    .as_deref()
+                    .unwrap_or("-, it holds no records")
             )
         } else {
             format!(

@@ -218,6 +218,10 @@ pub struct GroupsEvidence {
     /// The history was replayed up to this moment (T; now for a cut by
     /// offset), RFC 3339.
     pub as_of: String,
+    /// The history's earliest record (RFC 3339), if it has any: before it,
+    /// where groups stood is not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_from: Option<String>,
     /// Offset history records read (of every group), from how many
     /// segments of `__kafscale_offsets` (listed in `objects`).
     pub history_records: u64,

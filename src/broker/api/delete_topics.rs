@@ -76,7 +76,7 @@ pub async fn handle(
             .flatten()
             .is_some_and(|t| t.config.contains_key(crate::internal::INTERNAL));
         if internal {
-            let what = crate::internal::what(&name).unwrap_or("the brokers' own");
+            let what = crate::internal::describe(&name);
             r.error_code = ErrorCode::TOPIC_DELETION_DISABLED.code();
             if header.api_version >= 5 {
                 r.error_message = Some(str_bytes(&format!(

@@ -234,7 +234,7 @@ pub async fn handle(
         // produce to internal topics: INVALID_TOPIC_EXCEPTION).
         let read_only: Option<Rc<str>> = known.as_ref().and_then(|m| {
             if m.config.contains_key(crate::internal::INTERNAL) {
-                let what = crate::internal::what(&name).unwrap_or("the brokers' own");
+                let what = crate::internal::describe(&name);
                 return Some(format!("topic {name} is {what}; only they write to it").into());
             }
             if let Some(of) = m.config.get(crate::restore::topic_config::OF) {
