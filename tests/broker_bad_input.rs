@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use common::{Broker, call, closed, connect, read_frame, send_raw, start};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafscale_codec::batch::BatchBuilder;
+use kafscale_codec::batch::{BatchBuilder, Compression};
 use kafscale_codec::kafka_protocol::messages::produce_request::{
     PartitionProduceData, TopicProduceData,
 };
@@ -154,7 +154,21 @@ fn a_batch_claiming_more_offsets_than_records_is_invalid_record() {
     no_records[23..27].copy_from_slice(&0i32.to_be_bytes());
     let crc = crc32c::crc32c(&no_records[21..]);
     no_records[17..21].copy_from_slice(&crc.to_be_bytes());
-    for bad in [claims, no_records] {
+    // Header count and offset range agree, the CRC is right, but the
+    // batch holds one record, not 2^31 - 1: plain and zstd.
+    let consistent = |b: Bytes| {
+        let mut v = b.to_vec();
+        v[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        v[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&v[21..]);
+        v[17..21].copy_from_slice(&crc.to_be_bytes());
+        v
+    };
+    let plain = consistent(batch(&["one"]));
+    let mut z = BatchBuilder::new(0, 1_778_682_180_000).compression(Compression::Zstd);
+    z.push(None, Some(b"one"), &[]);
+    let zstd = consistent(z.finish());
+    for bad in [claims, no_records, plain, zstd] {
         let r = produce(&mut s, "claims", vec![(0, Bytes::from(bad))]).unwrap();
         let p = &r.responses[0].partition_responses[0];
         assert_eq!(p.error_code, 87, "INVALID_RECORD");

@@ -68,6 +68,16 @@ pub enum SegmentError {
     Empty,
     #[error("segment would exceed {max} bytes (2 GiB positions are i32)")]
     TooLarge { max: usize },
+    #[error("segment would hold more than {max} records (its header counts them in an i32)")]
+    TooManyRecords { max: i32 },
+}
+
+/// The records `batches` declare, summed without overflow.
+fn records_of<'a>(batches: impl IntoIterator<Item = &'a RecordBatch>) -> i64 {
+    batches
+        .into_iter()
+        .map(|b| i64::from(b.record_count().max(0)))
+        .sum()
 }
 
 /// The 32-byte header.
@@ -315,7 +325,7 @@ impl SegmentWriter {
     /// extended from the batch's own CRC (which covers bytes 21..end) with
     /// [`crate::crc::crc32c_combine`], so the batch bytes are read once, by the copy.
     pub fn append(&mut self, batch: &RecordBatch) -> Result<i64, SegmentError> {
-        self.room_for(batch.len())?;
+        self.room_for(batch.len(), records_of([batch]))?;
         debug_assert!(
             batch.validate().is_ok(),
             "SegmentWriter::append needs a validated batch"
@@ -325,12 +335,17 @@ impl SegmentWriter {
         Ok(self.note_copied(batch, at))
     }
 
-    /// Checks that `len` more bytes fit: positions are i32 in the index, so a
-    /// segment stops short of 2 GiB.
-    fn room_for(&self, len: usize) -> Result<(), SegmentError> {
+    /// Checks that `len` more bytes and `records` more records fit:
+    /// positions are i32 in the index, so a segment stops short of 2 GiB,
+    /// and the header's message count is an i32 (a segment whose batches
+    /// held more would not open).
+    fn room_for(&self, len: usize, records: i64) -> Result<(), SegmentError> {
         let max = i32::MAX as usize - FOOTER_LEN;
         if self.position() + len > max {
             return Err(SegmentError::TooLarge { max });
+        }
+        if self.message_count + records > i64::from(i32::MAX) {
+            return Err(SegmentError::TooManyRecords { max: i32::MAX });
         }
         Ok(())
     }
@@ -392,7 +407,7 @@ impl SegmentWriter {
         batch_position: usize,
     ) -> Result<(), SegmentError> {
         const BLOCK: usize = 24 * 1024;
-        self.room_for(batch.len())?;
+        self.room_for(batch.len(), records_of([batch]))?;
         let src = batch.as_bytes();
         let at = self.arena.len();
         self.arena.reserve(src.len());
@@ -421,7 +436,7 @@ impl SegmentWriter {
         held: usize,
         batches: &[RecordBatch],
     ) -> Result<i64, SegmentError> {
-        self.room_for(records.len())?;
+        self.room_for(records.len(), records_of(batches))?;
         let first = self.next_offset;
         let mut expected = first;
         let mut position = 0;
@@ -467,7 +482,7 @@ impl SegmentWriter {
         held: usize,
         batches: &[RecordBatch],
     ) -> Result<i64, SegmentError> {
-        self.room_for(records.len())?;
+        self.room_for(records.len(), records_of(batches))?;
         let Some(first) = batches.first() else {
             return Ok(self.next_offset);
         };
@@ -574,6 +589,7 @@ impl SegmentWriter {
             return Err(SegmentError::Empty);
         }
         let last_offset = self.next_offset - 1;
+        // room_for keeps it in range.
         let message_count = i32::try_from(self.message_count).unwrap_or(i32::MAX);
         let mut header = BytesMut::with_capacity(HEADER_LEN);
         header.put_slice(SEGMENT_MAGIC);
@@ -800,6 +816,37 @@ mod tests {
     use super::*;
     use crate::batch::BatchBuilder;
     use crate::index::Index;
+
+    #[test]
+    fn a_segment_never_counts_more_records_than_its_header_can_say() {
+        // A mirrored batch claiming i32::MAX records (its header is all a
+        // writer counts), then one more record: refused, and what was
+        // written still seals and opens.
+        let mut v = batch(1, 1_000).as_bytes().to_vec();
+        v[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        v[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&v[CRC_START..]);
+        v[17..21].copy_from_slice(&crc.to_be_bytes());
+        let big = RecordBatch::parse(Bytes::from(v)).unwrap();
+        let mut w = SegmentWriter::new(0);
+        w.append_copy_at_offsets(&[big]).unwrap();
+        let mut one = batch(1, 2_000).as_bytes().to_vec();
+        one[..8].copy_from_slice(&i64::from(i32::MAX).to_be_bytes());
+        let one = RecordBatch::parse(Bytes::from(one)).unwrap();
+        assert!(matches!(
+            w.append_copy_at_offsets(std::slice::from_ref(&one)),
+            Err(SegmentError::TooManyRecords { max: i32::MAX })
+        ));
+        let sealed = w.seal(3_000).unwrap();
+        let data: Vec<u8> = sealed
+            .segment
+            .pieces()
+            .iter()
+            .flat_map(|p| p.iter().copied())
+            .collect();
+        let r = SegmentReader::open(Bytes::from(data)).unwrap();
+        assert_eq!(r.header().message_count, i32::MAX);
+    }
 
     fn batch(n: usize, ts: i64) -> RecordBatch {
         let mut b = BatchBuilder::new(0, ts);

@@ -1,6 +1,8 @@
 //! Per-record iteration over a batch, decompressing it first if needed.
 //!
-//! For restore and inspection. The broker's produce path never comes here.
+//! For restore and inspection; the broker's produce path comes here only
+//! to check a batch's records ([`RecordBatch::check_records`]), without
+//! keeping them.
 //!
 //! ```text
 //! record: length varint | attributes i8 | timestampDelta varlong | offsetDelta varint
@@ -303,6 +305,206 @@ impl RecordBatch {
     }
 }
 
+impl RecordBatch {
+    /// Checks what a broker must know of a produced batch's records before
+    /// it takes their offsets, as Kafka's log validator does: exactly as
+    /// many well-framed records as the header declares (a one-record batch
+    /// claiming 2^31 offsets is refused), each offset delta inside the
+    /// batch's range. Compressed records are decompressed in a stream and
+    /// not kept; more than [`MAX_DECOMPRESSED`] bytes are refused.
+    pub fn check_records(&self) -> Result<(), RecordError> {
+        let base_offset = self.base_offset();
+        let codec = self
+            .compression()
+            .map_err(|codec| RecordError::UnknownCodec { base_offset, codec })?;
+        let raw = self.records_section();
+        let mut walk = RecordWalk::new(self);
+        match codec {
+            Compression::None => walk.slice(&raw),
+            // Snappy's blocks are not a stream here: decompressed whole.
+            Compression::Snappy => walk.slice(&self.decompressed_records()?),
+            Compression::Gzip => walk.stream(flate2::read::GzDecoder::new(&raw[..]), codec),
+            Compression::Lz4 => walk.stream(lz4_flex::frame::FrameDecoder::new(&raw[..]), codec),
+            Compression::Zstd => {
+                let d = zstd::stream::read::Decoder::with_buffer(&raw[..]).map_err(|e| {
+                    RecordError::Decompress {
+                        base_offset,
+                        codec,
+                        reason: e.to_string(),
+                    }
+                })?;
+                walk.stream(d, codec)
+            }
+        }?;
+        walk.finish()
+    }
+}
+
+/// The count and framing check of [`RecordBatch::check_records`].
+struct RecordWalk {
+    base_offset: i64,
+    declared: i32,
+    last_delta: i32,
+    index: i32,
+    position: usize,
+}
+
+impl RecordWalk {
+    fn new(b: &RecordBatch) -> Self {
+        Self {
+            base_offset: b.base_offset(),
+            declared: b.record_count(),
+            last_delta: b.last_offset_delta(),
+            index: 0,
+            position: 0,
+        }
+    }
+
+    fn bad(&self, at: usize, what: &'static str) -> RecordError {
+        RecordError::Malformed {
+            base_offset: self.base_offset,
+            index: self.index,
+            position: self.position + at,
+            what,
+        }
+    }
+
+    /// One record's body (after its length).
+    fn record(&mut self, body: &[u8]) -> Result<(), RecordError> {
+        if self.index >= self.declared {
+            return Err(RecordError::CountMismatch {
+                base_offset: self.base_offset,
+                declared: self.declared,
+                found: self.index.saturating_add(1),
+            });
+        }
+        let delta = check_record(body).map_err(|(at, what)| self.bad(at, what))?;
+        if delta < 0 || delta > self.last_delta {
+            return Err(self.bad(0, "offset delta outside the batch"));
+        }
+        self.index += 1;
+        Ok(())
+    }
+
+    fn slice(&mut self, data: &[u8]) -> Result<(), RecordError> {
+        let mut pos = 0usize;
+        while pos < data.len() {
+            let (len, n) = varint(&data[pos..]).ok_or_else(|| self.bad(0, "bad length varint"))?;
+            let start = pos + n;
+            let end = usize::try_from(len)
+                .ok()
+                .and_then(|l| start.checked_add(l))
+                .filter(|&e| e <= data.len())
+                .ok_or_else(|| self.bad(n, "length runs past the batch"))?;
+            self.position = start;
+            self.record(&data[start..end])?;
+            pos = end;
+        }
+        Ok(())
+    }
+
+    fn stream(&mut self, r: impl Read, codec: Compression) -> Result<(), RecordError> {
+        let base_offset = self.base_offset;
+        let failed = |e: std::io::Error| RecordError::Decompress {
+            base_offset,
+            codec,
+            reason: e.to_string(),
+        };
+        let mut r =
+            std::io::BufReader::with_capacity(64 * 1024, r.take(MAX_DECOMPRESSED as u64 + 1));
+        let mut body = Vec::new();
+        let mut pos = 0usize;
+        loop {
+            // The length varint, byte by byte (a buffered read).
+            let mut v = [0u8; 5];
+            let mut n = 0;
+            loop {
+                if r.read(&mut v[n..=n]).map_err(failed)? == 0 {
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.position = pos;
+                    return Err(self.bad(0, "bad length varint"));
+                }
+                n += 1;
+                if v[n - 1] & 0x80 == 0 || n == v.len() {
+                    break;
+                }
+            }
+            self.position = pos;
+            let (len, _) = varint(&v[..n]).ok_or_else(|| self.bad(0, "bad length varint"))?;
+            self.position = pos + n;
+            let len = usize::try_from(len).map_err(|_| self.bad(0, "negative record length"))?;
+            if self.position + len > MAX_DECOMPRESSED {
+                return Err(RecordError::TooLarge {
+                    base_offset,
+                    limit: MAX_DECOMPRESSED,
+                });
+            }
+            body.resize(len, 0);
+            r.read_exact(&mut body).map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => self.bad(0, "length runs past the batch"),
+                _ => failed(e),
+            })?;
+            self.record(&body)?;
+            pos = self.position + len;
+        }
+    }
+
+    fn finish(&self) -> Result<(), RecordError> {
+        if self.index != self.declared {
+            return Err(RecordError::CountMismatch {
+                base_offset: self.base_offset,
+                declared: self.declared,
+                found: self.index,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks one record's body (after its length) is framed as the format
+/// says; returns its offset delta, or where and what is wrong.
+fn check_record(rec: &[u8]) -> Result<i32, (usize, &'static str)> {
+    if rec.is_empty() {
+        return Err((0, "empty record"));
+    }
+    let mut p = 1usize; // attributes
+    let (_, n) = varlong(&rec[p..]).ok_or((p, "bad timestamp delta"))?;
+    p += n;
+    let (delta, n) = varint(&rec[p..]).ok_or((p, "bad offset delta"))?;
+    p += n;
+    let skip = |p: &mut usize, what| -> Result<bool, (usize, &'static str)> {
+        let (len, n) = varint(rec.get(*p..).unwrap_or_default()).ok_or((*p, what))?;
+        *p += n;
+        if len < 0 {
+            return Ok(false);
+        }
+        *p = p
+            .checked_add(len as usize)
+            .filter(|&e| e <= rec.len())
+            .ok_or((*p, what))?;
+        Ok(true)
+    };
+    skip(&mut p, "bad key")?;
+    skip(&mut p, "bad value")?;
+    let (headers, n) = varint(&rec[p.min(rec.len())..]).ok_or((p, "bad header count"))?;
+    p += n;
+    if headers < 0 {
+        return Err((p, "negative header count"));
+    }
+    for _ in 0..headers {
+        if !skip(&mut p, "bad header key")? {
+            return Err((p, "null header key"));
+        }
+        skip(&mut p, "bad header value")?;
+    }
+    if p != rec.len() {
+        return Err((p, "trailing bytes after headers"));
+    }
+    Ok(delta)
+}
+
 fn read_nullable(rec: &Bytes, p: &mut usize) -> Option<Option<Bytes>> {
     let (len, n) = varint(rec.get(*p..)?)?;
     *p += n;
@@ -434,6 +636,139 @@ pub(crate) fn compress(codec: Compression, data: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::batch::BatchBuilder;
+
+    const CODECS: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    /// `b` with its header's record count and lastOffsetDelta set, the CRC
+    /// made right again: what a crafted batch looks like.
+    fn claiming(b: &Bytes, count: i32, last_delta: i32) -> RecordBatch {
+        let mut v = b.to_vec();
+        v[23..27].copy_from_slice(&last_delta.to_be_bytes());
+        v[57..61].copy_from_slice(&count.to_be_bytes());
+        let crc = crc32c::crc32c(&v[21..]);
+        v[17..21].copy_from_slice(&crc.to_be_bytes());
+        RecordBatch::parse(Bytes::from(v)).unwrap()
+    }
+
+    #[test]
+    fn produced_records_are_counted_in_every_codec() {
+        for codec in CODECS {
+            let mut b = BatchBuilder::new(0, 1_000).compression(codec);
+            for i in 0..50 {
+                let v = format!("value {i}").repeat(i % 7);
+                b.push(Some(b"k"), Some(v.as_bytes()), &[("h", None)]);
+            }
+            let bytes = b.finish();
+            let ok = RecordBatch::parse(bytes.clone()).unwrap();
+            assert_eq!(ok.check_records(), Ok(()), "{codec}");
+            // Claiming 2^31 - 1 offsets with 50 records: refused, though
+            // header count and offset range agree and the CRC is right.
+            let e = claiming(&bytes, i32::MAX, i32::MAX - 1)
+                .check_records()
+                .unwrap_err();
+            assert_eq!(
+                e,
+                RecordError::CountMismatch {
+                    base_offset: 0,
+                    declared: i32::MAX,
+                    found: 50
+                },
+                "{codec}"
+            );
+            // Fewer declared than present.
+            let e = claiming(&bytes, 49, 48).check_records().unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    RecordError::CountMismatch {
+                        declared: 49,
+                        found: 50,
+                        ..
+                    }
+                ),
+                "{codec}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_past_the_batch_or_malformed_is_named() {
+        // One record whose offset delta (3) lies past lastOffsetDelta (0).
+        let mut rec = vec![0u8];
+        put_varlong(&mut rec, 0);
+        put_varint(&mut rec, 3);
+        put_varint(&mut rec, -1);
+        put_varint(&mut rec, -1);
+        put_varint(&mut rec, 0);
+        let mut records = Vec::new();
+        put_varint(&mut records, rec.len() as i32);
+        records.extend_from_slice(&rec);
+        let mut b = BatchBuilder::new(0, 1).finish().to_vec();
+        b.truncate(BATCH_HEADER_LEN);
+        b.extend_from_slice(&records);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        let batch = claiming(&Bytes::from(b), 1, 0);
+        let e = batch.check_records().unwrap_err();
+        assert!(
+            e.to_string().contains("offset delta outside the batch"),
+            "{e}"
+        );
+        // Trailing bytes in a record.
+        let mut bytes = BatchBuilder::new(0, 1);
+        bytes.push(None, Some(b"v"), &[]);
+        let mut v = bytes.finish().to_vec();
+        // The record's length varint says one byte more, and one is added.
+        let at = BATCH_HEADER_LEN;
+        let (len, _) = varint(&v[at..]).unwrap();
+        let mut l = Vec::new();
+        put_varint(&mut l, len + 1);
+        assert_eq!(l.len(), 1);
+        v[at] = l[0];
+        v.push(0);
+        let blen = (v.len() - 12) as i32;
+        v[8..12].copy_from_slice(&blen.to_be_bytes());
+        let e = claiming(&Bytes::from(v), 1, 0).check_records().unwrap_err();
+        assert!(
+            e.to_string().contains("trailing bytes after headers"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused() {
+        // 300 MiB of empty records compress to little.
+        let mut rec = vec![0u8];
+        put_varlong(&mut rec, 0);
+        put_varint(&mut rec, 0);
+        put_varint(&mut rec, -1);
+        put_varint(&mut rec, -1);
+        put_varint(&mut rec, 0);
+        let mut one = Vec::new();
+        put_varint(&mut one, rec.len() as i32);
+        one.extend_from_slice(&rec);
+        let raw = one.repeat((300 << 20) / one.len());
+        let body = compress(Compression::Zstd, &raw);
+        let mut b = BatchBuilder::new(0, 1)
+            .compression(Compression::Zstd)
+            .finish()
+            .to_vec();
+        b.truncate(BATCH_HEADER_LEN);
+        b.extend_from_slice(&body);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        let n = (raw.len() / one.len()) as i32;
+        let e = claiming(&Bytes::from(b), n, n - 1)
+            .check_records()
+            .unwrap_err();
+        assert!(matches!(e, RecordError::TooLarge { .. }), "{e}");
+    }
 
     #[test]
     fn a_batch_is_cut_record_exact_in_every_codec() {

@@ -20,6 +20,7 @@ use kafscale_codec::index::Index;
 use kafscale_codec::kfs::{
     FOOTER_LEN, HEADER_LEN, SealedSegment, SegmentError, SegmentWriter, batches_in_range,
 };
+use kafscale_codec::records::RecordError;
 use kafscale_s3::ObjectStore;
 
 use super::cluster::Claim;
@@ -382,6 +383,28 @@ impl PartitionLog {
             tracing::warn!(topic = %self.topic, partition = self.partition, records = b.record_count(), last_offset_delta = b.last_offset_delta(), "refusing a produce batch whose record count and offset range disagree");
             return Err(ErrorCode::INVALID_RECORD);
         }
+        // And as many records as it declares, each well framed (Kafka's log
+        // validator walks them too; compressed ones are decompressed in a
+        // stream, not kept).
+        for b in &batches {
+            if let Err(e) = b.check_records() {
+                // A damaged batch is corrupt first (its CRC is otherwise
+                // checked while it is appended).
+                if let Err(crc) = b.validate() {
+                    return Err(self.refuse_corrupt(&crc));
+                }
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "refusing a produce batch whose records are not what its header says");
+                return Err(match e {
+                    RecordError::Decompress { .. } | RecordError::UnknownCodec { .. } => {
+                        ErrorCode::CORRUPT_MESSAGE
+                    }
+                    RecordError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+                    RecordError::Malformed { .. } | RecordError::CountMismatch { .. } => {
+                        ErrorCode::INVALID_RECORD
+                    }
+                });
+            }
+        }
         let mut state = self.state.borrow_mut();
         let st = &mut *state;
         // Idempotence: all batches of a request come from one producer. The
@@ -438,6 +461,7 @@ impl PartitionLog {
         // All or nothing: a bad CRC anywhere appends none of the batches.
         let base_offset = appended.map_err(|e| match e {
             SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            SegmentError::TooManyRecords { .. } => ErrorCode::RECORD_LIST_TOO_LARGE,
             e => self.refuse_corrupt(&e),
         })?;
         if let Some((pid, epoch, first_seq, last_seq)) = accepted_seq {
@@ -496,6 +520,7 @@ impl PartitionLog {
             .append_copy_at_offsets(batches)
             .map_err(|e| match e {
                 SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+                SegmentError::TooManyRecords { .. } => ErrorCode::RECORD_LIST_TOO_LARGE,
                 e => self.refuse_corrupt(&e),
             })?;
         open.aborted.extend(st.txns.follow(batches));
