@@ -745,3 +745,52 @@ fn partitions_behind_idle_ones_and_batches_over_the_partition_limit_are_still_fe
     assert_eq!(hw, 3);
     assert!(bytes > 192 * 1024, "{bytes} bytes");
 }
+
+/// One client address whose connections announce large frames and stall
+/// holds at most half of a shard's frame budget: a large produce from
+/// another address is served at once, not after the stalled frames' read
+/// deadline.
+#[test]
+fn stalled_large_frames_of_one_address_leave_room_for_others() {
+    use std::io::Write;
+    use std::time::Duration;
+    let b = common::start_with(&[
+        "--frame-read-timeout-ms",
+        "20000",
+        "--memory-budget",
+        "16MiB",
+    ]);
+    create_topic(&b, "roomy", 1);
+    // 40 connections from 127.0.0.1, 1 MiB announced, 10 bytes sent: far
+    // more than both shards' frame budgets (4 MiB each).
+    let mut stalled = Vec::new();
+    for _ in 0..40 {
+        let mut s = connect_from(&b, "127.0.0.1");
+        let mut head = (1i32 << 20).to_be_bytes().to_vec();
+        head.extend_from_slice(&[0u8; 10]);
+        s.write_all(&head).unwrap();
+        stalled.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // A 512 KiB batch (a frame over the 64 KiB that never waits) from
+    // 127.0.0.2, on a few connections so both shards take one.
+    let value = vec![7u8; 512 * 1024];
+    let mut bb = BatchBuilder::new(0, 1_778_682_180_000);
+    bb.push(None, Some(&value), &[]);
+    let big = bb.finish();
+    for _ in 0..4 {
+        let mut other = connect_from(&b, "127.0.0.2");
+        other
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let r = produce(&mut other, "roomy", vec![(0, big.clone())]).expect("answered");
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "another address waited {:?} behind stalled frames",
+            started.elapsed()
+        );
+    }
+    drop(stalled);
+}

@@ -24,12 +24,64 @@ pub const ANSWER_FLOOR: u64 = 1 << 20;
 /// twice the number left).
 const SWEEP_AT: usize = 1024;
 
+/// Per-address shares of a room: each client address may hold at most
+/// `per_address` of it (an answer room's, a shard's request frames').
 #[derive(Debug)]
-pub struct AnswerRoom {
-    room: Rc<Semaphore>,
+pub struct Shares {
     per_address: u64,
     shares: RefCell<HashMap<Rc<str>, Rc<Semaphore>>>,
     sweep_at: Cell<usize>,
+}
+
+impl Shares {
+    pub fn new(per_address: u64) -> Self {
+        Self {
+            per_address,
+            shares: RefCell::default(),
+            sweep_at: Cell::new(SWEEP_AT),
+        }
+    }
+
+    /// The share of `host`.
+    pub fn share(&self, host: &Rc<str>) -> Rc<Semaphore> {
+        let mut shares = self.shares.borrow_mut();
+        if let Some(s) = shares.get(host) {
+            return s.clone();
+        }
+        if shares.len() >= self.sweep_at.get() {
+            // An address none of whose reservations is held has its whole share.
+            shares.retain(|_, s| s.available() < self.per_address);
+            self.sweep_at.set((shares.len() * 2).max(SWEEP_AT));
+        }
+        let s = Rc::new(Semaphore::new(self.per_address));
+        shares.insert(host.clone(), s.clone());
+        s
+    }
+
+    /// Waits for `units` (at most an address's share) of `host`'s share,
+    /// then of `room`. The share first: an address at its limit waits
+    /// without holding any of the room others need.
+    pub async fn reserve(&self, room: &Rc<Semaphore>, host: &Rc<str>, units: u64) -> Reservation {
+        let share = self.share(host);
+        let units = units.clamp(1, self.per_address);
+        let mut pending = Pending {
+            share: &share,
+            room,
+            share_units: 0,
+        };
+        // Neither semaphore is ever closed, so acquire cannot fail.
+        let _ignored = share.acquire(units).await;
+        pending.share_units = units;
+        let _ignored = room.acquire(units).await;
+        std::mem::forget(pending);
+        Reservation::of(room.clone(), Some(share.clone()), units)
+    }
+}
+
+#[derive(Debug)]
+pub struct AnswerRoom {
+    room: Rc<Semaphore>,
+    shares: Shares,
 }
 
 impl AnswerRoom {
@@ -39,55 +91,26 @@ impl AnswerRoom {
         let per_address = (bytes / 2).max(ANSWER_FLOOR).min(bytes);
         Self {
             room: Rc::new(Semaphore::new(bytes)),
-            per_address,
-            shares: RefCell::default(),
-            sweep_at: Cell::new(SWEEP_AT),
+            shares: Shares::new(per_address),
         }
-    }
-
-    fn share(&self, host: &Rc<str>) -> Rc<Semaphore> {
-        let mut shares = self.shares.borrow_mut();
-        if let Some(s) = shares.get(host) {
-            return s.clone();
-        }
-        if shares.len() >= self.sweep_at.get() {
-            // An address none of whose answers is held has its whole share.
-            shares.retain(|_, s| s.available() < self.per_address);
-            self.sweep_at.set((shares.len() * 2).max(SWEEP_AT));
-        }
-        let s = Rc::new(Semaphore::new(self.per_address));
-        shares.insert(host.clone(), s.clone());
-        s
     }
 
     /// Room for an answer of up to `ask` bytes for a client at `host`: as
     /// much of `ask` as is free now, in the address's share and in all;
     /// when less than [`ANSWER_FLOOR`] is, it waits for that much.
     pub async fn reserve(&self, host: &Rc<str>, ask: u64) -> Reservation {
-        let share = self.share(host);
-        let ask = ask.clamp(1, self.per_address);
+        let share = self.shares.share(host);
+        let ask = ask.clamp(1, self.shares.per_address);
         let free = share.available().min(self.room.available());
         let units = ask.min(free.max(ask.min(ANSWER_FLOOR)));
-        // Neither semaphore is ever closed, so acquire cannot fail. The
-        // share first: an address at its limit waits without holding any
-        // of the room others need.
-        let mut pending = Pending {
-            share: &share,
-            room: &self.room,
-            share_units: 0,
-        };
-        let _ignored = share.acquire(units).await;
-        pending.share_units = units;
-        let _ignored = self.room.acquire(units).await;
-        std::mem::forget(pending);
-        Reservation::of(self.room.clone(), Some(share.clone()), units)
+        self.shares.reserve(&self.room, host, units).await
     }
 
     /// Room for up to `ask` bytes if any is free now, without waiting (for
     /// a fetch that may not wait: see `api::fetch`).
     pub fn try_reserve(&self, host: &Rc<str>, ask: u64) -> Option<Reservation> {
-        let share = self.share(host);
-        let ask = ask.clamp(1, self.per_address);
+        let share = self.shares.share(host);
+        let ask = ask.clamp(1, self.shares.per_address);
         let units = ask.min(share.available().min(self.room.available()));
         if units == 0 || !share.try_acquire(units).unwrap_or(false) {
             return None;
@@ -106,7 +129,7 @@ impl AnswerRoom {
     /// the other's room would never be written); an answer that finds no
     /// more room goes past it by that one batch.
     pub fn grow(&self, reservation: &mut Reservation, units: u64) {
-        let units = units.min(self.per_address);
+        let units = units.min(self.shares.per_address);
         let Some(extra) = units.checked_sub(reservation.units()).filter(|&n| n > 0) else {
             return;
         };

@@ -379,7 +379,7 @@ async fn serve_stream<S>(
             tracing::warn!(%peer, bytes = len, "closing connection: a frame over {MAX_UNAUTHENTICATED_FRAME} bytes before SASL authentication");
             break;
         }
-        let reservation = shard.reserve_frame(len as u64).await;
+        let reservation = shard.reserve_frame(&caller.host, len as u64).await;
         let mut frame = if len >= MIN_POOLED {
             shard.pool.take(len)
         } else {

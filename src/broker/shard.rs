@@ -28,7 +28,7 @@ use kafscale_codec::index::Index;
 use kafscale_codec::kfs::SegmentBytes;
 use kafscale_s3::{AnyStore, ObjectStore};
 
-use super::answers::AnswerRoom;
+use super::answers::{AnswerRoom, Shares};
 use super::cluster::Cluster;
 use super::config::BrokerArgs;
 use super::errors::ErrorCode;
@@ -107,6 +107,8 @@ pub struct Shard {
     groups: RefCell<HashMap<String, GroupRef>>,
     budget: Rc<Semaphore>,
     budget_bytes: u64,
+    /// What each client address holds of `budget` in request frames.
+    frame_shares: Shares,
     /// Fetch answers read and not yet written to their clients.
     pub answers: AnswerRoom,
     pub cache: RefCell<SegmentCache>,
@@ -229,6 +231,7 @@ impl Shard {
             groups: RefCell::default(),
             budget: Rc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
+            frame_shares: Shares::new((budget_bytes / 2).max(1)),
             answers: AnswerRoom::new(answers_bytes),
             cache: RefCell::new(SegmentCache::new(cache_bytes, pool.clone())),
             pool,
@@ -282,9 +285,14 @@ impl Shard {
     /// clients hold it) they go ahead unreserved, so ApiVersions, Metadata
     /// and small produce requests are never starved by large ones. Their
     /// overrun is bounded by connections x in-flight requests x 64 KiB.
-    pub async fn reserve_frame(&self, bytes: u64) -> Reservation {
+    /// Larger frames of one client address hold at most half of the
+    /// budget (a frame larger than that reserves that half), so no address
+    /// with slow or stalled connections can take all of it.
+    pub async fn reserve_frame(&self, host: &Rc<str>, bytes: u64) -> Reservation {
         if bytes >= SMALL_FRAME {
-            return self.reserve(bytes).await;
+            // One client address holds at most half of the budget in
+            // frames, so others always find room.
+            return self.frame_shares.reserve(&self.budget, host, bytes).await;
         }
         let units = bytes.max(1);
         let units = if self.budget.try_acquire(units).unwrap_or(false) {
