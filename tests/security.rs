@@ -633,6 +633,14 @@ fn wrong_passwords_unknown_users_and_removed_users_are_refused_with_kafkas_messa
     let failures = common::metric(s.broker.metrics_port, "kafscale_sasl_failures_total")
         .expect("kafscale_sasl_failures_total");
     assert!(failures >= 4, "{failures} failures counted");
+    // Each failed sign-in is in the audit trail, with no password.
+    let log = s.broker.log();
+    assert!(
+        log.lines().any(|l| l.contains(
+            r#""principal":"User:ANONYMOUS","host":"127.0.0.1","action":"SaslAuthenticate","target":"SCRAM-SHA-"#
+        ) && l.contains(r#""outcome":"failed: "#)),
+        "{log}"
+    );
     s.assert_no_password_logged();
 }
 
@@ -1479,8 +1487,49 @@ fn kafka_acls_decide_who_may_do_what() {
         "{answer}"
     );
 
+    // Refused changes are in the trail too: bob may not change ACLs or
+    // delete a topic.
+    let (ok, text) = acls(
+        "bob",
+        BOB_PASSWORD,
+        &[
+            "--add",
+            "--allow-principal",
+            "User:bob",
+            "--operation",
+            "All",
+            "--topic",
+            "orders",
+        ],
+    );
+    assert!(!ok, "{text}");
+    let bob_config = ClientConfig::new(format!("127.0.0.1:{}", s.sasl_plaintext)).with_sasl(
+        Mechanism::ScramSha512,
+        "bob",
+        Secret::new(BOB_PASSWORD.to_owned()),
+    );
+    let deleted = kafscale_shard::block_on(move || async move {
+        let c = Client::connect(bob_config).await.unwrap();
+        c.delete_topics(&["orders"], Duration::from_secs(10))
+            .await
+            .remove(0)
+            .map_err(|e| e.to_string())
+    })
+    .unwrap();
+    assert!(
+        deleted
+            .as_ref()
+            .is_err_and(|e| e.contains("TOPIC_AUTHORIZATION_FAILED")),
+        "{deleted:?}"
+    );
+
     // The log names who changed what, and no password.
     let log = s.broker.log();
+    assert!(
+        log.contains(r#""principal":"User:bob","host":"127.0.0.1","action":"CreateAcls","target":"1 bindings","outcome":"refused: Cluster authorization failed"#)
+            && log.contains(r#""principal":"User:bob","host":"127.0.0.1","action":"DeleteTopics","target":"topic orders","outcome":"refused: User:bob may not delete topic"#),
+        "{log}"
+    );
     assert!(
         log.contains(r#""principal":"User:alice","host":"127.0.0.1","action":"CreateAcls","target":"(pattern=ResourcePattern(resourceType=GROUP, name=app-, patternType=PREFIXED), entry=(principal=User:bob, host=*, operation=READ, permissionType=ALLOW))","outcome":"ok""#)
             && log.contains(r#""action":"DeleteAcls","target":"(pattern=ResourcePattern(resourceType=TOPIC, name=orders, patternType=LITERAL), entry=(principal=User:bob, host=*, operation=READ, permissionType=ALLOW))","outcome":"ok""#),

@@ -213,6 +213,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Rc<ListenerCtx
                     Err(why) => {
                         shard.metrics.tls_failures.fetch_add(1, Relaxed);
                         tracing::warn!(%peer, "closing connection: {why}");
+                        crate::audit::record(&crate::audit::Event {
+                            principal: crate::auth::ANONYMOUS,
+                            host: &host,
+                            action: "Authenticate",
+                            target: &format!("{} listener (mTLS)", listener.protocol),
+                            outcome: &format!("refused: {why}"),
+                        });
                     }
                 },
                 Some(Err(e)) => {

@@ -327,7 +327,14 @@ impl Session {
                 tracing::warn!(peer = %self.peer, "SASL authentication failed: {}", f.reason);
                 crate::audit::record(&crate::audit::Event {
                     principal: crate::auth::ANONYMOUS,
-                    host: &self.peer,
+                    // The address, as the other audit lines (and ACLs)
+                    // name hosts; the port is in the warning above.
+                    host: self
+                        .peer
+                        .parse::<std::net::SocketAddr>()
+                        .map(|a| a.ip().to_string())
+                        .as_deref()
+                        .unwrap_or(&self.peer),
                     action: "SaslAuthenticate",
                     target: mechanism,
                     outcome: &format!("failed: {}", f.reason),

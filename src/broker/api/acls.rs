@@ -126,10 +126,13 @@ pub async fn create(
             .collect::<Vec<_>>()
     };
     let results = if !az.allows_cluster(caller, Operation::Alter) {
-        every(
-            ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
-            &cluster_denied(Operation::Alter),
-        )
+        let why = cluster_denied(Operation::Alter);
+        caller.audit(
+            "CreateAcls",
+            &format!("{} bindings", req.creations.len()),
+            &format!("refused: {why}"),
+        );
+        every(ErrorCode::CLUSTER_AUTHORIZATION_FAILED, &why)
     } else if !az.enabled() {
         every(ErrorCode::SECURITY_DISABLED, NO_AUTHORIZER)
     } else {
@@ -207,10 +210,13 @@ pub async fn delete(
             .collect::<Vec<_>>()
     };
     let results = if !az.allows_cluster(caller, Operation::Alter) {
-        every(
-            ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
-            &cluster_denied(Operation::Alter),
-        )
+        let why = cluster_denied(Operation::Alter);
+        caller.audit(
+            "DeleteAcls",
+            &format!("{} filters", req.filters.len()),
+            &format!("refused: {why}"),
+        );
+        every(ErrorCode::CLUSTER_AUTHORIZATION_FAILED, &why)
     } else if !az.enabled() {
         every(ErrorCode::SECURITY_DISABLED, NO_AUTHORIZER)
     } else {

@@ -87,6 +87,11 @@ pub async fn handle(
             }
         };
         if let Err((code, msg)) = result {
+            caller.audit(
+                "CreatePartitions",
+                &format!("topic {name}, {} partitions", t.count),
+                &format!("refused: {msg}"),
+            );
             r.error_code = code.code();
             r.error_message = Some(str_bytes(&msg));
         }

@@ -81,6 +81,11 @@ pub async fn handle(
             None
         };
         if let Some((code, msg)) = error {
+            caller.audit(
+                "CreateTopics",
+                &format!("topic {name}"),
+                &format!("refused: {msg}"),
+            );
             r.error_code = code.code();
             r.error_message = Some(str_bytes(&msg));
             resp.topics.push(r);

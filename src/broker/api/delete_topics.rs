@@ -59,12 +59,18 @@ pub async fn handle(
         if !az.allows_cluster(caller, Operation::Delete)
             && !az.allows(caller, Operation::Delete, ResourceType::Topic, &name)
         {
+            let why = format!(
+                "{} may not delete topic {name:?} (DELETE on the topic or the cluster)",
+                caller.principal
+            );
+            caller.audit(
+                "DeleteTopics",
+                &format!("topic {name}"),
+                &format!("refused: {why}"),
+            );
             r.error_code = ErrorCode::TOPIC_AUTHORIZATION_FAILED.code();
             if header.api_version >= 5 {
-                r.error_message = Some(str_bytes(&format!(
-                    "{} may not delete topic {name:?} (DELETE on the topic or the cluster)",
-                    caller.principal
-                )));
+                r.error_message = Some(str_bytes(&why));
             }
             resp.responses.push(r);
             continue;

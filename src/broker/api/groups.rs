@@ -537,6 +537,12 @@ pub async fn delete_groups(
         };
         if code == ErrorCode::NONE {
             caller.audit("DeleteGroups", &format!("group {name}"), "ok");
+        } else if code == ErrorCode::GROUP_AUTHORIZATION_FAILED {
+            caller.audit(
+                "DeleteGroups",
+                &format!("group {name}"),
+                "refused: DELETE on the group is not allowed",
+            );
         }
         let mut r = DeletableGroupResult::default();
         r.group_id = id;
