@@ -413,6 +413,55 @@ fn a_golden_topic_is_restored_record_exact_and_its_signed_report_verifies() {
         );
     }
 
+    // Served first: whole segments copied unread, the topic served, then
+    // verified; the same evidence as verifying first.
+    let served = dir.path().join("served.json");
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "golden",
+        "--to",
+        &to,
+        "--as",
+        "golden.s",
+        "--serve-first",
+        "--report",
+        served.to_str().unwrap(),
+    ];
+    args.extend(&store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    let s: Value = serde_json::from_slice(&std::fs::read(&served).unwrap()).unwrap();
+    assert_eq!(s["passed"], true, "{s:#}");
+    assert_eq!(s["source_digest"], r["source_digest"], "{s:#}");
+    assert_eq!(s["target_digest"], r["target_digest"], "{s:#}");
+    for p in 0..CODECS.len() {
+        for field in [
+            "cut_offset",
+            "last_kept",
+            "expected_records",
+            "late_records",
+        ] {
+            assert_eq!(
+                s["partitions"][p][field], r["partitions"][p][field],
+                "partition {p} {field}"
+            );
+        }
+    }
+    let served_ms = s["served_ms"].as_i64().expect("served_ms");
+    assert!(served_ms <= s["rto_ms"].as_i64().unwrap(), "{s:#}");
+    assert!(
+        s["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["use_"] == "copied" && o["key"].as_str().unwrap().ends_with(".kfs"))
+            .all(|o| o["crc_verified"] == true),
+        "every copied segment verified after serving: {s:#}"
+    );
+    let got = client_read("confluent", &bootstrap, "golden.s", CODECS.len(), t + 1);
+    assert_eq!(got["records"], expected, "confluent read of golden.s");
+
     // Nothing can be added to a restore.
     let refused = run(move || async move {
         let c = Client::connect(ClientConfig::new(&bootstrap))
@@ -495,6 +544,26 @@ fn a_golden_topic_is_restored_record_exact_and_its_signed_report_verifies() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         err.contains("segment default/golden/3/segment-00000000000000000000.kfs is corrupt"),
+        "{err}"
+    );
+    // Served first, the corrupt segment is found after the topic is served,
+    // and the error says so.
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "golden",
+        "--to",
+        &to,
+        "--as",
+        "golden.s2",
+        "--serve-first",
+    ];
+    args.extend(&store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("segment default/golden/3/segment-00000000000000000000.kfs is corrupt")
+            && err.contains("the restored topic golden.s2 was served before this was found"),
         "{err}"
     );
 }
@@ -730,6 +799,37 @@ fn a_restore_on_etcd_and_s3_copies_segments_inside_the_bucket() {
         out.contains("every digest recomputed from the bucket matches"),
         "{out}"
     );
+
+    // Served first through S3's CopyObject: the same digests, and a report
+    // that verifies.
+    let served = dir.path().join("served.json");
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "golden",
+        "--to",
+        &to,
+        "--as",
+        "golden.s",
+        "--serve-first",
+        "--bootstrap",
+        &bootstrap,
+        "--report",
+        served.to_str().unwrap(),
+    ];
+    args.extend(store.iter().map(String::as_str));
+    let (code, out, err) = kafscale_env(&args, &creds);
+    assert_eq!(code, 0, "{out}{err}");
+    let s: Value = serde_json::from_slice(&std::fs::read(&served).unwrap()).unwrap();
+    assert_eq!(s["passed"], true, "{s:#}");
+    assert_eq!(
+        (&s["source_digest"], &s["target_digest"]),
+        (&r["source_digest"], &r["target_digest"])
+    );
+    let mut args = vec!["restore", "verify", served.to_str().unwrap()];
+    args.extend(store.iter().map(String::as_str));
+    let (code, out, err) = kafscale_env(&args, &creds);
+    assert_eq!(code, 0, "{out}{err}");
 
     // Credentials S3 refuses: one sentence, nothing created.
     let bad = [

@@ -117,12 +117,20 @@ fn record_check(c: &mut Criterion) {
                 "{{\"order\":{i},\"customer\":\"c-{}\",\"items\":[{}],\"note\":\"{}\"}}",
                 i % 977,
                 (0..20)
-                    .map(|k| format!("{{\"sku\":\"s-{}\",\"qty\":{}}}", (i * 31 + k) % 5003, k % 7))
+                    .map(|k| format!(
+                        "{{\"sku\":\"s-{}\",\"qty\":{}}}",
+                        (i * 31 + k) % 5003,
+                        k % 7
+                    ))
                     .collect::<Vec<_>>()
                     .join(","),
                 "x".repeat((i % 300) as usize)
             );
-            b.push(Some(format!("k{}", i % 100).as_bytes()), Some(v.as_bytes()), &[]);
+            b.push(
+                Some(format!("k{}", i % 100).as_bytes()),
+                Some(v.as_bytes()),
+                &[],
+            );
             i += 1;
         }
         let batch = RecordBatch::parse(b.finish()).unwrap();
@@ -137,5 +145,11 @@ fn record_check(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, batch_validate, segment_seal, crc_combine, record_check);
+criterion_group!(
+    benches,
+    batch_validate,
+    segment_seal,
+    crc_combine,
+    record_check
+);
 criterion_main!(benches);

@@ -172,6 +172,13 @@ pub struct RunArgs {
     /// from the brokers' offset history in the bucket.
     #[arg(long)]
     pub groups: Option<String>,
+    /// Copy whole segments without reading them, serve the restored topic,
+    /// then verify and digest what was copied (the time until consumers can
+    /// read grows with the number of segments, not their bytes; a segment
+    /// that fails verification then fails the report after the topic is
+    /// served).
+    #[arg(long, conflicts_with_all = ["from_bucket", "target_bootstrap", "dry_run"])]
+    pub serve_first: bool,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -459,6 +466,7 @@ fn drill(d: DrillArgs) -> anyhow::Result<ExitCode> {
         bootstrap: d.bootstrap,
         from_bucket: false,
         groups: None,
+        serve_first: false,
         target: TargetArgs::default(),
         store: d.store,
     };
@@ -514,6 +522,7 @@ fn restore(args: RunArgs, temporary: bool) -> anyhow::Result<ExitCode> {
         kafka,
         temporary,
         groups,
+        serve_first: args.serve_first,
     };
     let store_config = args.store.store_config()?;
     let (catalog, _thread) = args.store.catalog(args.from_bucket)?;

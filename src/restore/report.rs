@@ -317,6 +317,11 @@ pub struct Report {
     pub phases: Vec<Phase>,
     /// From the restore's start to the restored topic read back, ms.
     pub rto_ms: i64,
+    /// From the restore's start until the restored topic was served (its
+    /// consumers could read it), ms; with `--serve-first`, before its
+    /// copied segments were verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_ms: Option<i64>,
     pub checks: Vec<Check>,
     pub passed: bool,
     /// With `--groups`.
@@ -376,6 +381,10 @@ impl Report {
                 self.target_digest.clone().unwrap_or_else(|| "-".into()),
             ),
             ("RTO", format!("{} ms", self.rto_ms)),
+            (
+                "Served after",
+                self.served_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+            ),
             (
                 "Tool",
                 format!(
