@@ -328,6 +328,10 @@ impl Clock {
 /// Partitions restored at the same time (each holds one segment in memory).
 const PARALLEL_PARTITIONS: usize = 4;
 
+/// Segments of a partition copied at the same time when served first (each
+/// copy holds nothing in memory; it is a round trip to the store).
+const COPIES_IN_FLIGHT: usize = 8;
+
 /// Reads, verifies and restores; one instance per restore.
 pub struct Restorer<'a> {
     pub store: &'a AnyStore,
@@ -897,34 +901,45 @@ impl Restorer<'_> {
                 digest.add(r);
             }
         };
-        for s in whole {
+        // Served first: the whole segments are copied unread, several at
+        // a time (each copy is a round trip to the store).
+        let mut copies = futures::stream::iter(whole.iter().filter(|_| serve_first))
+            .map(|s| async move {
+                let src = keys::segment_object(ns, topic, p, s.base_offset);
+                let dst = keys::segment_object(ns, &opts.target, p, s.base_offset);
+                // The committed versions, as the segment list names them.
+                let (kfs, index) = futures::try_join!(
+                    self.copy(&src.0, s.kfs_version(), &dst.0),
+                    self.copy(&src.1, s.index_version(), &dst.1)
+                )?;
+                anyhow::Ok((s, src, dst, kfs, index))
+            })
+            .buffered(COPIES_IN_FLIGHT);
+        while let Some(copied) = copies.next().await {
+            let (s, src, dst, kfs, index) = copied?;
+            copied_segments += 1;
+            // Provisional: replaced by what the verification reads.
+            objects.push(Self::object_evidence(&src.0, &kfs, false, "copied"));
+            objects.push(Self::object_evidence(&src.1, &index, false, "copied"));
+            copied_bytes += s.size;
+            last_kept = Some(OffsetAt {
+                offset: s.last_offset,
+                timestamp: s.max_timestamp,
+            });
+            restored.push(SegmentRecord {
+                versions: versions_of(kfs.version_id, index.version_id),
+                ..s.clone()
+            });
+            unread.insert(src.0.clone(), s.clone());
+            source_segments.push(src.0);
+            target_segments.push(dst.0);
+        }
+        drop(copies);
+        for s in whole.iter().filter(|_| !serve_first) {
             let src_keys = keys::segment_object(ns, topic, p, s.base_offset);
             let dst_keys = keys::segment_object(ns, &opts.target, p, s.base_offset);
             let (src, dst) = (src_keys.0.clone(), dst_keys.0.clone());
             copied_segments += 1;
-            if serve_first {
-                // The committed versions, as the segment list names them.
-                let kfs = self.copy(&src, s.kfs_version(), &dst).await?;
-                let index = self
-                    .copy(&src_keys.1, s.index_version(), &dst_keys.1)
-                    .await?;
-                // Provisional: replaced by what the verification reads.
-                objects.push(Self::object_evidence(&src, &kfs, false, "copied"));
-                objects.push(Self::object_evidence(&src_keys.1, &index, false, "copied"));
-                copied_bytes += s.size;
-                last_kept = Some(OffsetAt {
-                    offset: s.last_offset,
-                    timestamp: s.max_timestamp,
-                });
-                restored.push(SegmentRecord {
-                    versions: versions_of(kfs.version_id, index.version_id),
-                    ..s.clone()
-                });
-                unread.insert(src.clone(), s.clone());
-                source_segments.push(src);
-                target_segments.push(dst);
-                continue;
-            }
             if !read_whole {
                 copied_bytes += s.size;
                 last_kept = Some(OffsetAt {
