@@ -311,18 +311,37 @@ impl RecordBatch {
     /// many well-framed records as the header declares (a one-record batch
     /// claiming 2^31 offsets is refused), each offset delta inside the
     /// batch's range. Compressed records are decompressed in a stream and
-    /// not kept; more than [`MAX_DECOMPRESSED`] bytes are refused.
+    /// not kept (snappy's blocks whole); more than [`MAX_DECOMPRESSED`]
+    /// bytes are refused.
     pub fn check_records(&self) -> Result<(), RecordError> {
+        let mut budget = MAX_DECOMPRESSED;
+        self.check_records_within(&mut budget)
+    }
+
+    /// [`RecordBatch::check_records`] decompressing at most `*budget`
+    /// bytes, which it takes from the budget: the caller bounds what one
+    /// request may make it decompress (see [`decompression_budget`]).
+    pub fn check_records_within(&self, budget: &mut usize) -> Result<(), RecordError> {
         let base_offset = self.base_offset();
         let codec = self
             .compression()
             .map_err(|codec| RecordError::UnknownCodec { base_offset, codec })?;
         let raw = self.records_section();
-        let mut walk = RecordWalk::new(self);
-        match codec {
-            Compression::None => walk.slice(&raw),
-            // Snappy's blocks are not a stream here: decompressed whole.
-            Compression::Snappy => walk.slice(&self.decompressed_records()?),
+        let limit = (*budget).min(MAX_DECOMPRESSED);
+        let mut walk = RecordWalk::new(self, limit);
+        let used = match codec {
+            Compression::None => walk.slice(&raw).map(|()| 0),
+            Compression::Snappy => {
+                let data = snappy_decompress(&raw, limit).map_err(|e| match e {
+                    DecompressError::TooLarge => RecordError::TooLarge { base_offset, limit },
+                    DecompressError::Failed(reason) => RecordError::Decompress {
+                        base_offset,
+                        codec,
+                        reason,
+                    },
+                })?;
+                walk.slice(&data).map(|()| data.len())
+            }
             Compression::Gzip => walk.stream(flate2::read::GzDecoder::new(&raw[..]), codec),
             Compression::Lz4 => walk.stream(lz4_flex::frame::FrameDecoder::new(&raw[..]), codec),
             Compression::Zstd => {
@@ -336,8 +355,18 @@ impl RecordBatch {
                 walk.stream(d, codec)
             }
         }?;
+        *budget = budget.saturating_sub(used);
         walk.finish()
     }
+}
+
+/// What one produce request's batches may decompress to be checked, in all:
+/// 64 times what was sent, at least 16 MiB, at most [`MAX_DECOMPRESSED`]
+/// (a request of decompression bombs costs the broker bounded work).
+pub fn decompression_budget(received: usize) -> usize {
+    received
+        .saturating_mul(64)
+        .clamp(16 * 1024 * 1024, MAX_DECOMPRESSED)
 }
 
 /// The count and framing check of [`RecordBatch::check_records`].
@@ -347,16 +376,19 @@ struct RecordWalk {
     last_delta: i32,
     index: i32,
     position: usize,
+    /// Most bytes a stream may decompress to.
+    limit: usize,
 }
 
 impl RecordWalk {
-    fn new(b: &RecordBatch) -> Self {
+    fn new(b: &RecordBatch, limit: usize) -> Self {
         Self {
             base_offset: b.base_offset(),
             declared: b.record_count(),
             last_delta: b.last_offset_delta(),
             index: 0,
             position: 0,
+            limit,
         }
     }
 
@@ -403,15 +435,15 @@ impl RecordWalk {
         Ok(())
     }
 
-    fn stream(&mut self, r: impl Read, codec: Compression) -> Result<(), RecordError> {
-        let base_offset = self.base_offset;
+    /// Walks a decompressing stream; returns how many bytes it made.
+    fn stream(&mut self, r: impl Read, codec: Compression) -> Result<usize, RecordError> {
+        let (base_offset, limit) = (self.base_offset, self.limit);
         let failed = |e: std::io::Error| RecordError::Decompress {
             base_offset,
             codec,
             reason: e.to_string(),
         };
-        let mut r =
-            std::io::BufReader::with_capacity(64 * 1024, r.take(MAX_DECOMPRESSED as u64 + 1));
+        let mut r = std::io::BufReader::with_capacity(64 * 1024, r.take(limit as u64 + 1));
         let mut body = Vec::new();
         let mut pos = 0usize;
         loop {
@@ -421,7 +453,7 @@ impl RecordWalk {
             loop {
                 if r.read(&mut v[n..=n]).map_err(failed)? == 0 {
                     if n == 0 {
-                        return Ok(());
+                        return Ok(pos);
                     }
                     self.position = pos;
                     return Err(self.bad(0, "bad length varint"));
@@ -435,17 +467,18 @@ impl RecordWalk {
             let (len, _) = varint(&v[..n]).ok_or_else(|| self.bad(0, "bad length varint"))?;
             self.position = pos + n;
             let len = usize::try_from(len).map_err(|_| self.bad(0, "negative record length"))?;
-            if self.position + len > MAX_DECOMPRESSED {
-                return Err(RecordError::TooLarge {
-                    base_offset,
-                    limit: MAX_DECOMPRESSED,
-                });
+            if self.position + len > limit {
+                return Err(RecordError::TooLarge { base_offset, limit });
             }
-            body.resize(len, 0);
-            r.read_exact(&mut body).map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => self.bad(0, "length runs past the batch"),
-                _ => failed(e),
-            })?;
+            // Grown as bytes arrive, never by what a length claims.
+            body.clear();
+            (&mut r)
+                .take(len as u64)
+                .read_to_end(&mut body)
+                .map_err(failed)?;
+            if body.len() < len {
+                return Err(self.bad(0, "length runs past the batch"));
+            }
             self.record(&body)?;
             pos = self.position + len;
         }
@@ -555,6 +588,15 @@ fn snappy_decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressErr
     let raw = |block: &[u8], out: &mut Vec<u8>| -> Result<(), DecompressError> {
         let len =
             snap::raw::decompress_len(block).map_err(|e| DecompressError::Failed(e.to_string()))?;
+        // A snappy copy element of 64 bytes takes at least 2: no block
+        // expands more than 32 times (plus its literals' tags); a block
+        // claiming more is refused before anything is allocated for it.
+        if len > block.len().saturating_mul(32) + 64 {
+            return Err(DecompressError::Failed(format!(
+                "a block of {} bytes claims {len} bytes decompressed",
+                block.len()
+            )));
+        }
         if out.len() + len > limit {
             return Err(DecompressError::TooLarge);
         }
@@ -739,6 +781,46 @@ mod tests {
             e.to_string().contains("trailing bytes after headers"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_request_decompresses_at_most_its_budget() {
+        // 4 MiB of compressible records in one zstd batch.
+        let mut b = BatchBuilder::new(0, 1).compression(Compression::Zstd);
+        let v = vec![b'x'; 1024];
+        for _ in 0..4096 {
+            b.push(None, Some(&v), &[]);
+        }
+        let batch = RecordBatch::parse(b.finish()).unwrap();
+        let mut budget = 3 << 20;
+        let e = batch.check_records_within(&mut budget).unwrap_err();
+        assert!(
+            matches!(e, RecordError::TooLarge { limit, .. } if limit == 3 << 20),
+            "{e}"
+        );
+        let mut budget = 16 << 20;
+        batch.check_records_within(&mut budget).unwrap();
+        assert!(budget < 12 << 20 && budget > 11 << 20, "{budget} left");
+        assert_eq!(decompression_budget(10), 16 << 20);
+        assert_eq!(decompression_budget(1 << 20), 64 << 20);
+        assert_eq!(decompression_budget(100 << 20), MAX_DECOMPRESSED);
+    }
+
+    #[test]
+    fn a_snappy_block_claiming_more_than_snappy_can_make_is_refused() {
+        // A raw snappy block whose length varint claims 16 MiB.
+        let mut block = Vec::new();
+        let mut n = 16u32 << 20;
+        while n >= 0x80 {
+            block.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        block.push(n as u8);
+        block.extend_from_slice(&[0u8; 12]);
+        assert!(matches!(
+            snappy_decompress(&block, MAX_DECOMPRESSED),
+            Err(DecompressError::Failed(e)) if e.contains("claims")
+        ));
     }
 
     #[test]

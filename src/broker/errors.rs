@@ -15,7 +15,6 @@ impl ErrorCode {
     pub const COORDINATOR_NOT_AVAILABLE: Self = Self(15);
     pub const NOT_COORDINATOR: Self = Self(16);
     pub const INVALID_TOPIC_EXCEPTION: Self = Self(17);
-    pub const RECORD_LIST_TOO_LARGE: Self = Self(18);
     pub const INVALID_REQUIRED_ACKS: Self = Self(21);
     pub const UNSUPPORTED_SASL_MECHANISM: Self = Self(33);
     pub const ILLEGAL_SASL_STATE: Self = Self(34);

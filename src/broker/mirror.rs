@@ -953,6 +953,9 @@ impl Runner {
                     ErrorCode::MESSAGE_TOO_LARGE => format!(
                         "a source batch of {bytes} bytes does not fit a segment (--segment-bytes {segment_bytes})"
                     ),
+                    ErrorCode::KAFKA_STORAGE_ERROR => format!(
+                        "the copy's open segment cannot count {records} more records (a segment counts at most 2^31 - 1); retried once it is flushed"
+                    ),
                     _ => format!(
                         "source batches at offset {} were refused (error {code:?}: a CRC mismatch or a malformed batch from the source)",
                         a.from

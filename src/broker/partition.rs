@@ -386,22 +386,23 @@ impl PartitionLog {
         // And as many records as it declares, each well framed (Kafka's log
         // validator walks them too; compressed ones are decompressed in a
         // stream, not kept).
+        let mut budget = kafscale_codec::records::decompression_budget(records.len());
         for b in &batches {
-            if let Err(e) = b.check_records() {
+            if let Err(e) = b.check_records_within(&mut budget) {
                 // A damaged batch is corrupt first (its CRC is otherwise
                 // checked while it is appended).
                 if let Err(crc) = b.validate() {
                     return Err(self.refuse_corrupt(&crc));
                 }
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "refusing a produce batch whose records are not what its header says");
+                // The CRC is right: what is wrong is what the client
+                // built, and sending it again gives the same answer.
                 return Err(match e {
-                    RecordError::Decompress { .. } | RecordError::UnknownCodec { .. } => {
-                        ErrorCode::CORRUPT_MESSAGE
-                    }
+                    RecordError::UnknownCodec { .. } => ErrorCode::CORRUPT_MESSAGE,
                     RecordError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
-                    RecordError::Malformed { .. } | RecordError::CountMismatch { .. } => {
-                        ErrorCode::INVALID_RECORD
-                    }
+                    RecordError::Decompress { .. }
+                    | RecordError::Malformed { .. }
+                    | RecordError::CountMismatch { .. } => ErrorCode::INVALID_RECORD,
                 });
             }
         }
@@ -461,7 +462,9 @@ impl PartitionLog {
         // All or nothing: a bad CRC anywhere appends none of the batches.
         let base_offset = appended.map_err(|e| match e {
             SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
-            SegmentError::TooManyRecords { .. } => ErrorCode::RECORD_LIST_TOO_LARGE,
+            // Until the open segment is flushed (within the flush
+            // interval): retriable, and a producer retries.
+            SegmentError::TooManyRecords { .. } => ErrorCode::KAFKA_STORAGE_ERROR,
             e => self.refuse_corrupt(&e),
         })?;
         if let Some((pid, epoch, first_seq, last_seq)) = accepted_seq {
@@ -520,7 +523,9 @@ impl PartitionLog {
             .append_copy_at_offsets(batches)
             .map_err(|e| match e {
                 SegmentError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
-                SegmentError::TooManyRecords { .. } => ErrorCode::RECORD_LIST_TOO_LARGE,
+                // Until the open segment is flushed (within the flush
+                // interval): retriable, and a producer retries.
+                SegmentError::TooManyRecords { .. } => ErrorCode::KAFKA_STORAGE_ERROR,
                 e => self.refuse_corrupt(&e),
             })?;
         open.aborted.extend(st.txns.follow(batches));

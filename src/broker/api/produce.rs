@@ -1,5 +1,6 @@
-//! Produce (v3-v11): batches go to each partition's owner shard, are
-//! appended without decompression, and are answered once durable.
+//! Produce (v3-v11): batches go to each partition's owner shard, have their
+//! records counted (compressed ones decompressed in a stream for it, not
+//! kept), are appended as they came, and are answered once durable.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
