@@ -58,6 +58,22 @@ impl Shares {
         s
     }
 
+    /// Waits for `units` (at most an address's share) of `host`'s share
+    /// alone: a reservation of the share, to be held with one of a room.
+    pub async fn hold(&self, host: &Rc<str>, units: u64) -> Reservation {
+        let share = self.share(host);
+        let units = units.clamp(1, self.per_address);
+        let pending = Pending {
+            share: &share,
+            room: &share,
+            share_units: 0,
+        };
+        // Never closed, so acquire cannot fail.
+        let _ignored = share.acquire(units).await;
+        std::mem::forget(pending);
+        Reservation::of(share.clone(), None, units)
+    }
+
     /// Waits for `units` (at most an address's share) of `host`'s share,
     /// then of `room`. The share first: an address at its limit waits
     /// without holding any of the room others need.

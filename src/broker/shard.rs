@@ -143,6 +143,9 @@ pub struct Reservation {
     budget: Rc<Semaphore>,
     share: Option<Rc<Semaphore>>,
     units: u64,
+    /// Held with this one, and given back with it (a request frame's
+    /// share of its address, whose units may differ).
+    with: Option<Box<Reservation>>,
 }
 
 impl Reservation {
@@ -152,7 +155,13 @@ impl Reservation {
             budget,
             share,
             units,
+            with: None,
         }
+    }
+
+    /// Holds `other` as long as this one.
+    pub fn also(&mut self, other: Reservation) {
+        self.with = Some(Box::new(other));
     }
 
     pub fn units(&self) -> u64 {
@@ -290,9 +299,14 @@ impl Shard {
     /// with slow or stalled connections can take all of it.
     pub async fn reserve_frame(&self, host: &Rc<str>, bytes: u64) -> Reservation {
         if bytes >= SMALL_FRAME {
-            // One client address holds at most half of the budget in
-            // frames, so others always find room.
-            return self.frame_shares.reserve(&self.budget, host, bytes).await;
+            // The address's share first (one address holds at most half
+            // of the budget in frames, so others always find room), then
+            // the budget as any reservation: a frame larger than the share
+            // still counts whole against the budget.
+            let share = self.frame_shares.hold(host, bytes).await;
+            let mut r = self.reserve(bytes).await;
+            r.also(share);
+            return r;
         }
         let units = bytes.max(1);
         let units = if self.budget.try_acquire(units).unwrap_or(false) {
