@@ -138,8 +138,34 @@ struct Line<'a> {
     event: &'a Event<'a>,
 }
 
+/// Longest target or outcome a line keeps: they may hold what a client
+/// sent (a topic or group name), and a flood of refused requests with huge
+/// names must not fill memory or the trail's topic.
+const FIELD_MAX: usize = 512;
+
+/// `s` cut at [`FIELD_MAX`] bytes (on a character boundary), saying how
+/// much was left out.
+fn bounded(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= FIELD_MAX {
+        return s.into();
+    }
+    let mut end = FIELD_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes more)", &s[..end], s.len() - end).into()
+}
+
 /// Writes `event` to the audit trail.
 pub fn record(event: &Event<'_>) {
+    let (target, outcome) = (bounded(event.target), bounded(event.outcome));
+    let event = &Event {
+        target: &target,
+        outcome: &outcome,
+        principal: event.principal,
+        host: event.host,
+        action: event.action,
+    };
     let line = Line {
         time: kafscale_s3::format_unix_ms(crate::meta::store::now_ms()),
         event,
@@ -171,6 +197,15 @@ pub fn ok(principal: &str, host: &str, action: &str, target: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_fields_are_cut_on_a_character_boundary() {
+        assert_eq!(bounded("orders"), "orders");
+        let long = "é".repeat(400); // 800 bytes
+        let cut = bounded(&long);
+        assert!(cut.starts_with(&"é".repeat(256)), "{cut}");
+        assert!(cut.ends_with("... (288 bytes more)"), "{cut}");
+    }
 
     fn line(seq: u64, ok: bool) -> Entry {
         (seq, ok, format!("line {seq}"))

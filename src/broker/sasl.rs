@@ -332,7 +332,7 @@ impl Session {
                     host: self
                         .peer
                         .parse::<std::net::SocketAddr>()
-                        .map(|a| a.ip().to_string())
+                        .map(|a| crate::auth::acl::host_of(a.ip()))
                         .as_deref()
                         .unwrap_or(&self.peer),
                     action: "SaslAuthenticate",

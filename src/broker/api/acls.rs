@@ -175,6 +175,13 @@ pub async fn create(
             Ok(()) => log_change(caller, "CreateAcls", &valid, "ok"),
             Err(e) => log_change(caller, "CreateAcls", &valid, &format!("failed: {e}")),
         }
+        for why in parsed.iter().filter_map(|r| r.as_ref().err()) {
+            caller.audit(
+                "CreateAcls",
+                "an invalid binding",
+                &format!("refused: {why}"),
+            );
+        }
         parsed
             .into_iter()
             .map(|r| match (r, &stored) {

@@ -87,10 +87,17 @@ pub async fn handle(
             }
         };
         if let Err((code, msg)) = result {
+            // Refused (not allowed, not valid) or failed (the store).
+            let refused = [
+                ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                ErrorCode::INVALID_PARTITIONS,
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            ]
+            .contains(&code);
             caller.audit(
                 "CreatePartitions",
                 &format!("topic {name}, {} partitions", t.count),
-                &format!("refused: {msg}"),
+                &format!("{}: {msg}", if refused { "refused" } else { "failed" }),
             );
             r.error_code = code.code();
             r.error_message = Some(str_bytes(&msg));

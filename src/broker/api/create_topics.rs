@@ -104,6 +104,11 @@ pub async fn handle(
             .find_map(|(k, v)| check_config(k, v).err())
             .or_else(|| lock_retention(shard, &mut config).err());
         if let Some(why) = why {
+            caller.audit(
+                "CreateTopics",
+                &format!("topic {name}"),
+                &format!("refused: {why}"),
+            );
             r.error_code = ErrorCode::INVALID_CONFIG.code();
             r.error_message = Some(str_bytes(&why));
             resp.topics.push(r);
