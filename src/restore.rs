@@ -379,6 +379,8 @@ struct PartitionDone {
     objects: Vec<ObjectEvidence>,
     restored: PartitionSnapshot,
     plan: PartitionPlanLine,
+    /// Served first: why its copied segments did not verify.
+    verify_error: Option<String>,
 }
 
 impl Restorer<'_> {
@@ -570,19 +572,21 @@ impl Restorer<'_> {
         let served_ms = clock.now() - clock.started_ms;
         if opts.serve_first {
             clock.begin("verify copied segments");
+            // A segment that fails now fails the report (the topic is
+            // served already); the read-back still runs, so the report says
+            // what the topic holds.
             let target = &opts.target;
-            let verified: Vec<_> = futures::stream::iter(done.iter_mut())
-                .map(|d| async move {
-                    self.verify_copied(d).await.map_err(|e| {
-                        anyhow!(
-                            "{e:#}; the restored topic {target} was served before this was found: delete it, or keep it to look into"
-                        )
-                    })
+            futures::stream::iter(done.iter_mut())
+                .for_each_concurrent(PARALLEL_PARTITIONS, |d| async move {
+                    if let Err(e) = self.verify_copied(d).await {
+                        (self.progress)(&format!(
+                            "partition {}: verification FAILED after {target} was served: {e:#}",
+                            d.evidence.partition
+                        ));
+                        d.verify_error = Some(format!("{e:#}"));
+                    }
                 })
-                .buffer_unordered(PARALLEL_PARTITIONS)
-                .collect()
                 .await;
-            verified.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
         }
 
         clock.begin("read back");
@@ -908,15 +912,17 @@ impl Restorer<'_> {
                 let src = keys::segment_object(ns, topic, p, s.base_offset);
                 let dst = keys::segment_object(ns, &opts.target, p, s.base_offset);
                 // The committed versions, as the segment list names them.
-                let (kfs, index) = futures::try_join!(
+                let (kfs, copied_index, index) = futures::try_join!(
                     self.copy(&src.0, s.kfs_version(), &dst.0),
-                    self.copy(&src.1, s.index_version(), &dst.1)
+                    self.copy(&src.1, s.index_version(), &dst.1),
+                    self.head(&src.1, s.index_version())
                 )?;
-                anyhow::Ok((s, src, dst, kfs, index))
+                let versions = versions_of(kfs.version_id.clone(), copied_index.version_id);
+                anyhow::Ok((s, src, dst, kfs, index, versions))
             })
             .buffered(COPIES_IN_FLIGHT);
         while let Some(copied) = copies.next().await {
-            let (s, src, dst, kfs, index) = copied?;
+            let (s, src, dst, kfs, index, versions) = copied?;
             copied_segments += 1;
             // Provisional: replaced by what the verification reads.
             objects.push(Self::object_evidence(&src.0, &kfs, false, "copied"));
@@ -927,7 +933,7 @@ impl Restorer<'_> {
                 timestamp: s.max_timestamp,
             });
             restored.push(SegmentRecord {
-                versions: versions_of(kfs.version_id, index.version_id),
+                versions,
                 ..s.clone()
             });
             unread.insert(src.0.clone(), s.clone());
@@ -1231,6 +1237,7 @@ impl Restorer<'_> {
                 segments: restored,
             },
             plan,
+            verify_error: None,
         })
     }
 
@@ -1249,13 +1256,16 @@ impl Restorer<'_> {
         if dry_run {
             return Ok((out, None));
         }
-        // The version read, so the copy is of what was verified.
-        let kfs = self
-            .copy(&src.0, meta.version_id.as_deref(), &dst.0)
-            .await?;
-        let index = self.copy(&src.1, index_version, &dst.1).await?;
+        // The version read, so the copy is of what was verified. The
+        // evidence names the source index (a HEAD of the version copied),
+        // not the copy.
+        let (kfs, copied_index, index) = futures::try_join!(
+            self.copy(&src.0, meta.version_id.as_deref(), &dst.0),
+            self.copy(&src.1, index_version, &dst.1),
+            self.head(&src.1, index_version)
+        )?;
         out.push(Self::object_evidence(&src.1, &index, false, "copied"));
-        Ok((out, versions_of(kfs.version_id, index.version_id)))
+        Ok((out, versions_of(kfs.version_id, copied_index.version_id)))
     }
 
     /// The copy's own versions: a restored topic's records name its objects,
@@ -1270,6 +1280,14 @@ impl Restorer<'_> {
             .copy_version(from, version, to)
             .await
             .with_context(|| format!("cannot copy {from} to {to} in {}", self.store.describe()))
+    }
+
+    /// What the store says of a version of an object.
+    async fn head(&self, key: &str, version: Option<&str>) -> anyhow::Result<ObjectMeta> {
+        self.store
+            .head_version(key, version)
+            .await
+            .with_context(|| format!("cannot read {key} in {}", self.store.describe()))
     }
 
     async fn write_segment(
@@ -1326,9 +1344,19 @@ impl Restorer<'_> {
             .collect()
             .await;
         for (i, r) in read {
-            let ((digest, n), _) = r?;
-            done[i].evidence.restored_records = Some(n);
-            done[i].evidence.target_digest = Some(digest);
+            match r {
+                Ok(((digest, n), _)) => {
+                    done[i].evidence.restored_records = Some(n);
+                    done[i].evidence.target_digest = Some(digest);
+                }
+                // Served first with a segment that did not verify: the
+                // report already fails; it says the read-back failed too.
+                Err(e) if done[i].verify_error.is_some() => {
+                    let why = done[i].verify_error.take().unwrap_or_default();
+                    done[i].verify_error = Some(format!("{why}; reading it back: {e:#}"));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -1458,9 +1486,17 @@ impl Restorer<'_> {
         let mut last_kept = None;
         for key in &d.source_segments {
             let listed = d.unread.get(key);
-            let seg = self
-                .read_segment(key, listed.and_then(|s| s.kfs_version()))
-                .await?;
+            let version = listed.and_then(|s| s.kfs_version());
+            // The cut segment was read (and counted) before: not again.
+            let copied = d
+                .objects
+                .iter()
+                .any(|o| o.key == *key && o.use_ == "copied");
+            let seg = if copied {
+                self.read_segment(key, version).await?
+            } else {
+                read_segment(self.store, key, version).await?
+            };
             if let Some(s) = listed {
                 if let Some(e) = disagreement(key, s, &seg.reader) {
                     bail!("{e}");
@@ -1483,9 +1519,7 @@ impl Restorer<'_> {
         }
         d.evidence.expected_records = digest.records();
         d.evidence.source_digest = digest.finish();
-        if last_kept.is_some() {
-            d.evidence.last_kept = last_kept;
-        }
+        d.evidence.last_kept = last_kept;
         d.unread.clear();
         Ok(())
     }
@@ -1549,7 +1583,11 @@ impl Restorer<'_> {
     ) -> Report {
         let mut partitions = Vec::new();
         let mut objects = Vec::new();
+        let mut unverified = Vec::new();
         for d in done {
+            if let Some(e) = d.verify_error {
+                unverified.push(format!("partition {}: {e}", d.evidence.partition));
+            }
             partitions.push(d.evidence);
             objects.extend(d.objects);
         }
@@ -1584,11 +1622,18 @@ impl Restorer<'_> {
         let mut checks = vec![
             Check {
                 name: "source segments verified".into(),
-                passed: true,
-                detail: format!(
-                    "{} segment objects read whole: footer CRC32C, every batch CRC, offsets and counts checked",
-                    objects.iter().filter(|o| o.crc_verified).count()
-                ),
+                passed: unverified.is_empty(),
+                detail: if unverified.is_empty() {
+                    format!(
+                        "{} segment objects read whole: footer CRC32C, every batch CRC, offsets and counts checked",
+                        objects.iter().filter(|o| o.crc_verified).count()
+                    )
+                } else {
+                    format!(
+                        "the restored topic was served before its copied segments were verified (--serve-first), and they did not: {}",
+                        unverified.join("; ")
+                    )
+                },
                 supports: vec!["DORA Art. 12(7)".into(), nis2("3")],
             },
             Check {

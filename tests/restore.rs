@@ -546,8 +546,9 @@ fn a_golden_topic_is_restored_record_exact_and_its_signed_report_verifies() {
         err.contains("segment default/golden/3/segment-00000000000000000000.kfs is corrupt"),
         "{err}"
     );
-    // Served first, the corrupt segment is found after the topic is served,
-    // and the error says so.
+    // Served first, the corrupt segment is found after the topic is served:
+    // the report fails its check, naming the object, and says so.
+    let failed = dir.path().join("failed.json");
     let mut args = vec![
         "restore",
         "--topic",
@@ -557,14 +558,31 @@ fn a_golden_topic_is_restored_record_exact_and_its_signed_report_verifies() {
         "--as",
         "golden.s2",
         "--serve-first",
+        "--report",
+        failed.to_str().unwrap(),
     ];
     args.extend(&store);
     let (code, out, err) = kafscale(&args);
-    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(code, 1, "{out}{err}");
     assert!(
-        err.contains("segment default/golden/3/segment-00000000000000000000.kfs is corrupt")
-            && err.contains("the restored topic golden.s2 was served before this was found"),
+        err.contains("partition 3: verification FAILED after golden.s2 was served"),
         "{err}"
+    );
+    let f: Value = serde_json::from_slice(&std::fs::read(&failed).unwrap()).unwrap();
+    assert_eq!(f["passed"], false);
+    let check = f["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "source segments verified")
+        .unwrap();
+    assert_eq!(check["passed"], false, "{check:#}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("segment default/golden/3/segment-00000000000000000000.kfs is corrupt"),
+        "{check:#}"
     );
 }
 
