@@ -1388,6 +1388,7 @@ impl Restorer<'_> {
                     .iter()
                     .flat_map(|s| s.aborted.iter().cloned())
                     .collect(),
+                versions: BTreeMap::new(),
                 translate: groups.as_ref().map_or_else(Vec::new, |g| {
                     let mut o: Vec<i64> = g
                         .offsets
@@ -1556,9 +1557,17 @@ impl Restorer<'_> {
     /// Reads every restored segment from the bucket and digests it.
     async fn read_back_bucket(&self, done: &mut [PartitionDone]) -> anyhow::Result<()> {
         for d in done.iter_mut() {
+            // The restored objects' own versions, as their records name them.
+            let keys: Vec<(String, Option<String>)> = d
+                .evidence
+                .target_segments
+                .iter()
+                .zip(&d.restored.segments)
+                .map(|(k, s)| (k.clone(), s.kfs_version().map(str::to_owned)))
+                .collect();
             let (d_, n) = digest_objects(
                 self.store,
-                &d.evidence.target_segments,
+                &keys,
                 d.restored.state.log_start_offset,
                 d.restored.state.next_offset,
             )
@@ -1880,16 +1889,17 @@ async fn read_segment(
 }
 
 /// Digest and record count of the records in [start, end) of these
-/// segments, each verified as it is read.
+/// segments (each with the version to read, if the bucket keeps versions),
+/// each verified as it is read.
 pub async fn digest_objects(
     store: &AnyStore,
-    keys: &[String],
+    keys: &[(String, Option<String>)],
     start: i64,
     end: i64,
 ) -> anyhow::Result<(String, u64)> {
     let mut digest = ContentDigest::default();
-    for key in keys {
-        let seg = read_segment(store, key, None).await?;
+    for (key, version) in keys {
+        let seg = read_segment(store, key, version.as_deref()).await?;
         for b in seg.reader.batches().filter(|b| !b.is_control()) {
             for r in records(key, &b)? {
                 if r.offset >= start && r.offset < end {

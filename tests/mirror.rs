@@ -1846,3 +1846,92 @@ print(t, cut)
     let read = group_consume(&k.plaintext, &into_groups, &group("1"), 100);
     assert_eq!(read, vec![(0, 3), (0, 4)]);
 }
+
+/// A source topic in the old message format (v1 message sets, as brokers
+/// before Kafka 0.11 wrote them and as Kafka 3.9 still writes them when told
+/// to) gets one clear status line, and a topic of the same job in record
+/// batches v2 is copied meanwhile. The source is the Kafka 3.9 broker of
+/// scripts/kafka-legacy.sh (ZooKeeper mode, message format 0.10.2).
+#[test]
+fn a_source_topic_in_the_old_message_format_gets_one_clear_line() {
+    let Ok(legacy) = std::env::var("KAFSCALE_TEST_LEGACY_KAFKA") else {
+        assert!(
+            std::env::var_os("KAFSCALE_TEST_REQUIRE_SERVERS").is_none(),
+            "KAFSCALE_TEST_LEGACY_KAFKA is not set but KAFSCALE_TEST_REQUIRE_SERVERS is"
+        );
+        eprintln!(
+            "skipped: no Kafka 3.9 broker with the old message format (run under scripts/test)"
+        );
+        return;
+    };
+    let (old, new) = (unique("fmt-v1."), unique("fmt-v2."));
+    const SCRIPT: &str = r#"
+import sys
+from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
+bootstrap, old, new = sys.argv[1:4]
+a = AdminClient({"bootstrap.servers": bootstrap})
+# The broker's default format is 0.10.2 (v1); one topic asks for v2.
+for f in a.create_topics([NewTopic(old, 1, 1),
+                          NewTopic(new, 1, 1, config={"message.format.version": "2.8"})]).values():
+    f.result()
+p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+for t in (old, new):
+    for i in range(5):
+        p.produce(t, key=b"k", value=("%s-%d" % (t, i)).encode())
+sys.exit(1 if p.flush(30) else 0)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, &legacy, &old, &new])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = start_with(&[]);
+    cli_ok(&b, &["sources", "add", "legacy", "--bootstrap", &legacy]);
+    let topics = format!("{}|{}", regex_escape(&old), regex_escape(&new));
+    cli_ok(
+        &b,
+        &[
+            "jobs", "add", "fmt", "--source", "legacy", "--topics", &topics,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (v1, v2) = loop {
+        let (v1, v2) = (
+            partition_status(&b, "fmt", &old),
+            partition_status(&b, "fmt", &new),
+        );
+        let v1_reported = v1["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("old message format"));
+        if v1_reported && v2["mirrored_next_offset"] == 5 {
+            break (v1, v2);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "v1: {v1:#}\nv2: {v2:#}\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(v1["state"], "error", "{v1:#}");
+    let line = v1["last_error"].as_str().unwrap();
+    assert!(
+        line.starts_with(&format!(
+            "source topic {old} partition 0 holds records in the old message format (magic 0 or 1), which cannot be copied byte for byte"
+        )),
+        "{line}"
+    );
+    assert_eq!(v2["state"], "running", "{v2:#}");
+    // The v2 topic's copy holds its records.
+    let copy = our(&b);
+    let got = run(move || async move {
+        let c = Client::connect(copy).await.unwrap();
+        log_of(&c, &new, 0).await.len()
+    });
+    assert!(got >= 1, "the v2 topic was copied");
+}

@@ -384,6 +384,16 @@ fn locked_segments_cannot_be_deleted_or_replaced_and_are_still_served_and_restor
         assert_eq!(o["version_id"], v["version"], "{o}");
     }
     assert_eq!(kcat_consume(b.port, "vault.r"), expected);
+    // Its report verifies against the versioned bucket: every object's
+    // version (the .index's too) is the source's, found by restore verify.
+    let mut args = vec!["restore", "verify", report.to_str().unwrap()];
+    args.extend(store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("every digest recomputed from the bucket matches"),
+        "{out}"
+    );
 
     // DeleteTopics takes a locked topic out of the metadata only, and says
     // so: its objects, versions and all, stay restorable (not even a delete

@@ -724,7 +724,8 @@ async fn recompute(
     for p in &report.partitions {
         let prefix = format!("{ns}/{}/{}/", report.source.topic, p.partition);
         // Segment keys carry zero-padded base offsets: sorted is offset order.
-        let sources: Vec<String> = report
+        // With the versions read (a versioned bucket may hold newer ones).
+        let sources: Vec<(String, Option<String>)> = report
             .objects
             .iter()
             .filter(|o| {
@@ -732,8 +733,8 @@ async fn recompute(
                     && o.key.ends_with(".kfs")
                     && (o.use_ == "copied" || o.use_ == "cut" || o.use_ == "produced")
             })
-            .map(|o| o.key.clone())
-            .collect::<std::collections::BTreeSet<_>>()
+            .map(|o| (o.key.clone(), o.version_id.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
             .into_iter()
             .collect();
         let restored_start = if p.target_segments.is_empty() {
@@ -750,7 +751,10 @@ async fn recompute(
             ),
             (
                 "restored",
-                p.target_segments.clone(),
+                p.target_segments
+                    .iter()
+                    .map(|k| (k.clone(), None))
+                    .collect(),
                 restored_start,
                 p.target_digest.as_ref(),
             ),
@@ -761,7 +765,11 @@ async fn recompute(
             let plan = super::kafka::PartitionPlan {
                 partition: p.partition,
                 unread: Default::default(),
-                source_segments: sources.clone(),
+                source_segments: sources.iter().map(|(k, _)| k.clone()).collect(),
+                versions: sources
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                    .collect(),
                 log_start: p.source_log_start,
                 cut: p.cut_offset,
                 excluded: k

@@ -63,6 +63,9 @@ pub(super) struct PartitionPlan {
     pub cut: i64,
     /// Aborted transactions and those open at the cut.
     pub excluded: Vec<AbortedTxn>,
+    /// Versions to read segments at that `unread` does not name (`restore
+    /// verify`: those its report names).
+    pub versions: BTreeMap<String, String>,
     /// Source offsets (ascending) to translate to the target's: each to the
     /// target offset of the first produced record at or after it (or the
     /// target's end).
@@ -420,7 +423,11 @@ impl PartitionPlan {
     pub(super) async fn digest(&self, store: &AnyStore) -> anyhow::Result<(String, u64)> {
         let mut digest = ContentDigest::without_offsets();
         for key in &self.source_segments {
-            let version = self.unread.get(key).and_then(|s| s.kfs_version());
+            let version = self
+                .unread
+                .get(key)
+                .and_then(|s| s.kfs_version())
+                .or_else(|| self.versions.get(key).map(String::as_str));
             let seg = read_segment(store, key, version).await?;
             for b in seg.reader.batches() {
                 match self.select(key, b)? {
