@@ -276,6 +276,17 @@ fn batch_len_at(buf: &[u8], position: usize) -> Result<usize, BatchError> {
             have,
         });
     }
+    // Message sets v0/v1 (Kafka before 0.11) keep their magic at the same
+    // byte: name it before their (shorter) length is taken for a broken
+    // v2 header.
+    if let Some(&magic) = buf.get(16)
+        && magic != 2
+    {
+        return Err(BatchError::BadMagic {
+            position,
+            magic: magic as i8,
+        });
+    }
     let length = be_i32(buf, 8).unwrap_or(-1);
     let Some(len) = usize::try_from(length)
         .ok()
@@ -458,6 +469,28 @@ mod tests {
             b.push(Some(format!("k{i}").as_bytes()), Some(b"value"), &[]);
         }
         b.finish()
+    }
+
+    #[test]
+    fn an_old_message_set_is_named_by_its_magic() {
+        // A v1 message as Kafka 0.10 wrote it: offset, size 20, crc, magic 1,
+        // attributes, timestamp, null key, 1-byte value.
+        let mut v1 = 0i64.to_be_bytes().to_vec();
+        v1.extend_from_slice(&20i32.to_be_bytes());
+        v1.extend_from_slice(&[0, 0, 0, 0, 1, 0]);
+        v1.extend_from_slice(&0i64.to_be_bytes());
+        v1.extend_from_slice(&(-1i32).to_be_bytes());
+        v1.extend_from_slice(&1i32.to_be_bytes());
+        v1.push(b'v');
+        let e = Batches::new(Bytes::from(v1)).next().unwrap().unwrap_err();
+        assert_eq!(
+            e,
+            BatchError::BadMagic {
+                position: 0,
+                magic: 1
+            }
+        );
+        assert!(e.to_string().contains("has magic 1"), "{e}");
     }
 
     #[test]
