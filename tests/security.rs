@@ -301,6 +301,15 @@ fn scram_and_plain_over_sasl_ssl_and_sasl_plaintext_with_every_client() {
     let mut c = config(s.sasl_ssl, "SASL_SSL", "PLAIN", kp_topic);
     c["count"] = 5.into();
     assert_eq!(values(&python_client("kafka-python", "consume", c)), kp);
+    // kafka-python over SASL_SSL with SCRAM, both hashes.
+    let kp_ssl = values(&python_client(
+        "kafka-python",
+        "produce",
+        config(s.sasl_ssl, "SASL_SSL", "SCRAM-SHA-256", "secured-kp-ssl"),
+    ));
+    let mut c = config(s.sasl_ssl, "SASL_SSL", "SCRAM-SHA-512", "secured-kp-ssl");
+    c["count"] = 5.into();
+    assert_eq!(values(&python_client("kafka-python", "consume", c)), kp_ssl);
     let mut c = config(s.sasl_ssl, "SASL_SSL", "SCRAM-SHA-512", kp_topic);
     c["count"] = 5.into();
     assert_eq!(values(&python_client("confluent", "consume", c)), kp);
@@ -928,6 +937,17 @@ fn mutual_tls_needs_a_certificate_from_the_client_ca() {
         "",
     );
     assert_eq!(stdout_lines(&out), ["over-mtls-1", "over-mtls-2"]);
+    // kafka-python with its certificate produces and consumes over SSL.
+    let mtls = serde_json::json!({
+        "bootstrap": format!("127.0.0.1:{}", s.ssl), "protocol": "SSL",
+        "ca": s.ca(), "cert": s.certs.path().join("client.pem"),
+        "key": s.certs.path().join("client.key"), "topic": "mtls-kp", "count": 3,
+    });
+    let sent = values(&python_client("kafka-python", "produce", mtls.clone()));
+    assert_eq!(
+        values(&python_client("kafka-python", "consume", mtls)),
+        sent
+    );
 }
 
 /// Kafka names an mTLS client by its certificate's subject as Java's

@@ -5,7 +5,8 @@ confluent-kafka or kafka-python and print JSON.
       CLIENT  confluent | kafka-python
       ACTION  produce | consume | produce-slowly | authorized
       CONFIG  {"bootstrap", "protocol", "mechanism", "user", "password",
-               "ca", "topic", "count", "seconds", "group"}
+               "ca", "topic", "count", "seconds", "group"}; kafka-python
+               also takes protocol SSL with "cert" and "key" (mutual TLS)
 
 Prints {"ok": true, "values": [...]} or {"ok": false, "error": "..."}; the
 exit status is 0 either way, so the caller asserts on what happened.
@@ -96,15 +97,17 @@ def kafka_python(action, c):
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.errors import KafkaError
 
-    conf = dict(
-        bootstrap_servers=c["bootstrap"],
-        security_protocol=c["protocol"],
-        sasl_mechanism=c["mechanism"],
-        sasl_plain_username=c["user"],
-        sasl_plain_password=c["password"],
-    )
+    conf = dict(bootstrap_servers=c["bootstrap"], security_protocol=c["protocol"])
+    if c["protocol"].startswith("SASL"):
+        conf.update(
+            sasl_mechanism=c["mechanism"],
+            sasl_plain_username=c["user"],
+            sasl_plain_password=c["password"],
+        )
     if c.get("ca"):
         conf["ssl_cafile"] = c["ca"]
+    if c.get("cert"):  # mutual TLS: the client's certificate and key
+        conf["ssl_certfile"], conf["ssl_keyfile"] = c["cert"], c["key"]
     try:
         if action == "produce":
             p = KafkaProducer(**conf)
