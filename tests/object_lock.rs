@@ -432,4 +432,78 @@ fn locked_segments_cannot_be_deleted_or_replaced_and_are_still_served_and_restor
     // The objects would have been deleted in the background by now.
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(s3_lock(&moto, &["versions", &bucket, &restored]), before);
+    // And they are still restorable: from the bucket alone (the deleted
+    // topic is in no metadata), as a new topic with the same records.
+    let to = kafscale_s3::format_unix_ms(now_ms());
+    let bootstrap = format!("127.0.0.1:{}", b.port);
+    let mut args = vec![
+        "restore",
+        "--topic",
+        "vault.r",
+        "--to",
+        &to,
+        "--from-bucket",
+        "--as",
+        "vault.back",
+        "--bootstrap",
+        &bootstrap,
+    ];
+    args.extend(store);
+    let (code, out, err) = kafscale(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("every check passed"), "{out}");
+    assert_eq!(kcat_consume(b.port, "vault.back"), expected);
+}
+
+/// `--s3-object-lock governance`: every object is locked in governance
+/// mode, so a delete of a locked version is refused unless the caller
+/// bypasses governance (an S3 permission an operator may hold, unlike
+/// compliance, which nobody can lift).
+#[test]
+fn governance_locked_segments_are_deleted_only_with_the_bypass() {
+    let Some((etcd, moto)) = servers() else {
+        return;
+    };
+    let s = suffix();
+    let (bucket, ns) = (format!("gov-{s}"), format!("gov-{s}"));
+    let b = common::start_with_env(
+        &[
+            "--s3-endpoint",
+            moto.as_str(),
+            "--s3-bucket",
+            bucket.as_str(),
+            "--s3-namespace",
+            ns.as_str(),
+            "--etcd-endpoints",
+            etcd.as_str(),
+            "--s3-create-bucket",
+            "--s3-object-lock",
+            "governance",
+            "--s3-retention",
+            "1d",
+        ],
+        &CREDS,
+    );
+    let records: Vec<String> = (0..3).map(|i| format!("gov-{i}")).collect();
+    kcat_produce(b.port, "ledger", &records);
+    assert_eq!(kcat_consume(b.port, "ledger"), records);
+    let written = s3_lock(&moto, &["versions", &bucket, &format!("{ns}/ledger/")]);
+    let written = written.as_array().unwrap().clone();
+    assert!(written.len() >= 2, "{written:?}");
+    for v in &written {
+        assert_eq!(v["mode"], "GOVERNANCE", "{v}");
+    }
+    let kfs = written
+        .iter()
+        .find(|v| v["key"].as_str().unwrap().ends_with(".kfs"))
+        .unwrap();
+    let (key, version) = (
+        kfs["key"].as_str().unwrap(),
+        kfs["version"].as_str().unwrap(),
+    );
+    let refused = s3_lock(&moto, &["delete-version", &bucket, key, version]);
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(refused["code"], "AccessDenied", "{refused}");
+    let bypassed = s3_lock(&moto, &["delete-version-bypass", &bucket, key, version]);
+    assert_eq!(bypassed["ok"], true, "{bypassed}");
 }

@@ -1507,6 +1507,17 @@ fn kafka_acls_decide_who_may_do_what() {
         "{answer}"
     );
 
+    // A transactional id bob has no ACL for: Kafka's code 53.
+    let answer = python_client("confluent", "init-transactions", bob("orders", "bob-txn"));
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("TRANSACTIONAL_ID_AUTHORIZATION_FAILED"),
+        "{answer}"
+    );
+
     // Refused changes are in the trail too: bob may not change ACLs or
     // delete a topic.
     let (ok, text) = acls(

@@ -4,6 +4,7 @@ boto3 (the AWS SDK) against moto:
     s3_lock.py ENDPOINT create-plain BUCKET
     s3_lock.py ENDPOINT versions BUCKET PREFIX      -> [{key, version, mode, until, latest}]
     s3_lock.py ENDPOINT delete-version BUCKET KEY VERSION  -> {"ok": bool, "code": ...}
+    s3_lock.py ENDPOINT delete-version-bypass BUCKET KEY VERSION  (governance bypass)
     s3_lock.py ENDPOINT overwrite BUCKET KEY       -> {"ok": bool, "version": ...}
     s3_lock.py ENDPOINT delete BUCKET KEY          -> {"ok": bool, "delete_marker": bool}
 
@@ -37,6 +38,11 @@ def main():
                 })
         elif action == "delete-version":
             s3.delete_object(Bucket=bucket, Key=args[0], VersionId=args[1])
+            out = {"ok": True}
+        elif action == "delete-version-bypass":
+            # Governance mode: a caller allowed to bypass it may delete.
+            s3.delete_object(Bucket=bucket, Key=args[0], VersionId=args[1],
+                             BypassGovernanceRetention=True)
             out = {"ok": True}
         elif action == "overwrite":
             r = s3.put_object(Bucket=bucket, Key=args[0], Body=b"not a segment")

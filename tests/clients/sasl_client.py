@@ -3,7 +3,7 @@ confluent-kafka or kafka-python and print JSON.
 
     sasl_client.py CLIENT ACTION CONFIG_JSON
       CLIENT  confluent | kafka-python
-      ACTION  produce | consume | produce-slowly | authorized
+      ACTION  produce | consume | produce-slowly | authorized | init-transactions
       CONFIG  {"bootstrap", "protocol", "mechanism", "user", "password",
                "ca", "topic", "count", "seconds", "group"}; kafka-python
                also takes protocol SSL with "cert" and "key" (mutual TLS)
@@ -57,6 +57,15 @@ def confluent(action, c):
         if failed or left:
             return {"ok": False, "error": "; ".join(failed + errors) or f"{left} undelivered"}
         return {"ok": True, "values": values}
+    if action == "init-transactions":
+        # A transactional producer's first step (FindCoordinator for its
+        # transactional id, then InitProducerId).
+        p = Producer({**conf, "transactional.id": c.get("group") or "txn"})
+        try:
+            p.init_transactions(15)
+        except KafkaException as e:
+            return {"ok": False, "error": str(e)}
+        return {"ok": True, "values": []}
     if action == "authorized":
         # KIP-430: what the admin client is told it may do.
         from confluent_kafka import TopicCollection
