@@ -353,6 +353,12 @@ fn a_golden_topic_is_restored_record_exact_and_its_signed_report_verifies() {
     let (code, out, err) = kafscale(&args);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("every check passed"), "{out}");
+    // The audit line of a restore run from the command line.
+    assert!(
+        err.lines().any(|l| l.contains(&format!(r#""principal":"User:tester","host":"local","action":"Restore","target":"topic golden as golden.r, to {to}""#))
+            && l.contains(r#""outcome":"ok""#)),
+        "{err}"
+    );
 
     let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["passed"], true, "{r:#}");

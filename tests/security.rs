@@ -1996,3 +1996,36 @@ fn the_audit_trail_is_a_topic_no_client_can_change() {
         b.log()
     );
 }
+
+/// A connection that says nothing is closed once `--frame-read-timeout-ms`
+/// has passed: before its first request on a plaintext listener, before its
+/// TLS handshake on the TLS ones, so silent connections hold no place.
+#[test]
+fn silent_connections_are_closed_after_the_frame_deadline() {
+    use std::io::Read;
+    let s = Secure::start(&["--frame-read-timeout-ms", "1500"]);
+    for (name, port) in [
+        ("PLAINTEXT", s.broker.port),
+        ("SSL", s.ssl),
+        ("SASL_SSL", s.sasl_ssl),
+        ("SASL_PLAINTEXT", s.sasl_plaintext),
+    ] {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let started = std::time::Instant::now();
+        let mut b = [0u8; 1];
+        let got = c.read(&mut b);
+        let waited = started.elapsed();
+        assert!(
+            matches!(got, Ok(0))
+                || got
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{name}: {got:?} after {waited:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(1200) && waited < Duration::from_secs(10),
+            "{name}: closed after {waited:?}, not at the deadline"
+        );
+    }
+}

@@ -527,6 +527,26 @@ fn restore(args: RunArgs, temporary: bool) -> anyhow::Result<ExitCode> {
     let store_config = args.store.store_config()?;
     let (catalog, _thread) = args.store.catalog(args.from_bucket)?;
     let ns = args.store.s3_namespace.clone();
+    // For the audit trail: a restore run here (not through a broker's REST
+    // API) is recorded on this process's log, as the brokers record theirs.
+    let audit = (!opts.dry_run).then(|| {
+        (
+            format!("User:{}", opts.operator),
+            format!(
+                "topic {} as {}, to {}",
+                opts.topic,
+                opts.target,
+                match &opts.cut {
+                    Cut::Time(t) => kafscale_s3::format_unix_ms(*t),
+                    Cut::Offsets(m) => m
+                        .iter()
+                        .map(|(p, o)| format!("{p}:{o}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                }
+            ),
+        )
+    });
     let outcome = kafscale_shard::block_on(move || async move {
         let store = store_config.build()?;
         check_object_lock(&store).await?;
@@ -543,8 +563,22 @@ fn restore(args: RunArgs, temporary: bool) -> anyhow::Result<ExitCode> {
         let result = r.run(&opts).await;
         bar.finish();
         result
-    })??;
-    let report = match outcome {
+    })?;
+    if let Some((principal, target)) = &audit {
+        let outcome = match &outcome {
+            Ok(Outcome::Restored(r)) if r.passed => "ok".to_owned(),
+            Ok(_) => "failed: a check of its report failed".to_owned(),
+            Err(e) => format!("failed: {e:#}"),
+        };
+        crate::audit::record(&crate::audit::Event {
+            principal,
+            host: "local",
+            action: "Restore",
+            target,
+            outcome: &outcome,
+        });
+    }
+    let report = match outcome? {
         Outcome::Planned(lines) => {
             println!(
                 "{:>9} {:>8} {:>14} {:>12} {:>14}  cut segment",
