@@ -7,9 +7,9 @@
 //! brokers follow their metadata log. The broker that made a change holds
 //! it before it answers.
 
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
@@ -20,6 +20,11 @@ use crate::meta::MetaClient;
 /// How often a clustered broker reads the bindings again.
 const REFRESH: Duration = Duration::from_secs(1);
 
+/// The same denial (principal, address, operation, resource) is written to
+/// the audit trail at most once per this long: a client retrying a refused
+/// request every few milliseconds must not flood it.
+const DENIAL_AGAIN_AFTER: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 pub struct Authorizer {
     /// Without `--authorizer acl` everyone may do everything, as in Kafka
@@ -27,6 +32,8 @@ pub struct Authorizer {
     enabled: bool,
     super_users: HashSet<String>,
     acls: RwLock<Arc<AclSet>>,
+    /// When each denial was last written to the audit trail.
+    denials: Mutex<HashMap<String, Instant>>,
 }
 
 impl Authorizer {
@@ -51,6 +58,7 @@ impl Authorizer {
             enabled,
             super_users,
             acls: RwLock::default(),
+            denials: Mutex::default(),
         };
         if enabled {
             let acls = meta
@@ -76,6 +84,62 @@ impl Authorizer {
             || self
                 .set()
                 .allows(&caller.principal, &caller.host, op, kind, name)
+    }
+
+    /// As [`Authorizer::allows`], for a request that asked for it (not a
+    /// listing filtered by it): a denial is written to the audit trail, as
+    /// Kafka's authorizer logs what it denies.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        kind: ResourceType,
+        name: &str,
+    ) -> bool {
+        let allowed = self.allows(caller, op, kind, name);
+        if !allowed {
+            self.denied(caller, op, kind, name);
+        }
+        allowed
+    }
+
+    /// [`Authorizer::authorize`] on the cluster.
+    pub fn authorize_cluster(&self, caller: &Caller, op: Operation) -> bool {
+        self.authorize(
+            caller,
+            op,
+            ResourceType::Cluster,
+            crate::auth::acl::CLUSTER_NAME,
+        )
+    }
+
+    /// Writes a denial to the audit trail (at most once per
+    /// [`DENIAL_AGAIN_AFTER`] for the same one).
+    pub fn denied(&self, caller: &Caller, op: Operation, kind: ResourceType, name: &str) {
+        let key = format!("{}|{}|{op}|{kind}|{name}", caller.principal, caller.host);
+        {
+            let mut seen = self.denials.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if seen
+                .get(&key)
+                .is_some_and(|at| now.duration_since(*at) < DENIAL_AGAIN_AFTER)
+            {
+                return;
+            }
+            if seen.len() >= 10_000 {
+                seen.retain(|_, at| now.duration_since(*at) < DENIAL_AGAIN_AFTER);
+            }
+            seen.insert(key, now);
+        }
+        let target = match kind {
+            ResourceType::Cluster => "CLUSTER".to_owned(),
+            _ => format!("{kind} {name}"),
+        };
+        caller.audit(
+            "Authorize",
+            &target,
+            &format!("refused: {op} is not allowed"),
+        );
     }
 
     /// Whether `caller` may do `op` on the cluster.

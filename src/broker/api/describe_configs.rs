@@ -54,7 +54,7 @@ pub async fn handle(
         };
         if !shard
             .authorizer
-            .allows(caller, Operation::DescribeConfigs, kind, name)
+            .authorize(caller, Operation::DescribeConfigs, kind, name)
         {
             // Kafka's answer: the resource's error, no entries.
             r.error_code = match kind {

@@ -246,7 +246,7 @@ pub async fn handle(
         let readable = |name: &str| {
             shard
                 .authorizer
-                .allows(caller, Operation::Read, ResourceType::Topic, name)
+                .authorize(caller, Operation::Read, ResourceType::Topic, name)
         };
         let denied = match &meta {
             Some(m) => !readable(&m.name),

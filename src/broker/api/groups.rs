@@ -27,7 +27,7 @@ use crate::broker::shard::Shard;
 fn may(shard: &Shard, caller: &Caller, op: Operation, group: &str) -> bool {
     shard
         .authorizer
-        .allows(caller, op, ResourceType::Group, group)
+        .authorize(caller, op, ResourceType::Group, group)
 }
 
 fn opt(s: &Option<String>) -> Option<kafka_protocol::protocol::StrBytes> {
@@ -57,7 +57,7 @@ pub async fn find_coordinator(
     let error = |key: &str| match req.key_type {
         0 if !may(shard, caller, Operation::Describe, key) => ErrorCode::GROUP_AUTHORIZATION_FAILED,
         0 => ErrorCode::NONE,
-        1 if !shard.authorizer.allows(
+        1 if !shard.authorizer.authorize(
             caller,
             Operation::Describe,
             ResourceType::TransactionalId,

@@ -26,7 +26,7 @@ pub async fn handle(
     if let Some(id) = &req.transactional_id {
         if !shard
             .authorizer
-            .allows(caller, Operation::Write, ResourceType::TransactionalId, id)
+            .authorize(caller, Operation::Write, ResourceType::TransactionalId, id)
         {
             resp.error_code = ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code();
             return respond(header, &resp);
@@ -40,6 +40,12 @@ pub async fn handle(
     if !az.allows_cluster(caller, Operation::IdempotentWrite)
         && !az.allows_some(caller, Operation::Write, ResourceType::Topic)
     {
+        az.denied(
+            caller,
+            Operation::IdempotentWrite,
+            ResourceType::Cluster,
+            crate::auth::acl::CLUSTER_NAME,
+        );
         resp.error_code = ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code();
         return respond(header, &resp);
     }

@@ -45,7 +45,7 @@ pub async fn handle(
         let denied =
             !shard
                 .authorizer
-                .allows(caller, Operation::Describe, ResourceType::Topic, &name);
+                .authorize(caller, Operation::Describe, ResourceType::Topic, &name);
         let known = match denied {
             true => None,
             false => shard.topic(&name).await.ok().flatten(),

@@ -97,6 +97,9 @@ pub async fn handle(
                         continue;
                     }
                     (Some(n), _) if !describable(n) => {
+                        // Named in the request: a denial (listings are
+                        // filtered silently).
+                        az.denied(caller, Operation::Describe, ResourceType::Topic, n);
                         resp.topics.push(error_entry(
                             Some(n),
                             None,

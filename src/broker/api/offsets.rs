@@ -39,7 +39,7 @@ pub async fn offset_commit(
     let generation = req.generation_id_or_member_epoch;
     // Members commit with their generation; admin tools commit with -1 and no member.
     let az = &shard.authorizer;
-    let coordinating = match az.allows(caller, Operation::Read, ResourceType::Group, &group) {
+    let coordinating = match az.authorize(caller, Operation::Read, ResourceType::Group, &group) {
         true => shard.cluster.coordinate(&group).await,
         false => ErrorCode::GROUP_AUTHORIZATION_FAILED,
     };
@@ -134,7 +134,7 @@ async fn fetch_group(
     wanted: Wanted,
 ) -> Result<Vec<Row>, ErrorCode> {
     let az = &shard.authorizer;
-    if !az.allows(caller, Operation::Describe, ResourceType::Group, &group) {
+    if !az.authorize(caller, Operation::Describe, ResourceType::Group, &group) {
         return Err(ErrorCode::GROUP_AUTHORIZATION_FAILED);
     }
     let describable = |t: &str| az.allows(caller, Operation::Describe, ResourceType::Topic, t);
@@ -284,7 +284,7 @@ pub async fn offset_delete(
         })
         .collect();
     let mut resp = OffsetDeleteResponse::default();
-    let coordinating = match az.allows(caller, Operation::Delete, ResourceType::Group, &group) {
+    let coordinating = match az.authorize(caller, Operation::Delete, ResourceType::Group, &group) {
         true => shard.cluster.coordinate(&group).await,
         false => ErrorCode::GROUP_AUTHORIZATION_FAILED,
     };

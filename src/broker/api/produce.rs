@@ -69,19 +69,36 @@ pub fn carve(
             (t.name, parts)
         })
         .collect();
-    let carved = Carved {
+    let mut carved = Carved {
         acks: layout.acks,
         transactional: layout.transactional_id.is_some(),
         topics,
     };
+    carved.share_decompression();
     Ok((carved, frame))
 }
 
 impl Carved {
+    /// Gives each partition its share of what the request may decompress
+    /// to check its records.
+    fn share_decompression(&mut self) {
+        let records = || {
+            self.topics
+                .iter()
+                .flat_map(|(_, parts)| parts.iter().filter_map(|(_, r)| r.as_ref()))
+        };
+        let total: usize = records().map(ProducedRecords::len).sum();
+        for (_, parts) in &mut self.topics {
+            for r in parts.iter_mut().filter_map(|(_, r)| r.as_mut()) {
+                r.share_of(total);
+            }
+        }
+    }
+
     /// The ordinary decoder's result in the same shape (records copied).
     fn decode(body: Bytes, version: i16) -> Result<Self, String> {
         let req: ProduceRequest = decode(body, version)?;
-        Ok(Self {
+        let mut carved = Self {
             acks: req.acks,
             transactional: req.transactional_id.is_some(),
             topics: req
@@ -101,7 +118,9 @@ impl Carved {
                     (t.name.0.to_string(), parts)
                 })
                 .collect(),
-        })
+        };
+        carved.share_decompression();
+        Ok(carved)
     }
 }
 
@@ -225,7 +244,7 @@ pub async fn handle(
         let denied = refuse_all.is_none()
             && !shard
                 .authorizer
-                .allows(caller, Operation::Write, ResourceType::Topic, &name);
+                .authorize(caller, Operation::Write, ResourceType::Topic, &name);
         let known = match refuse_all {
             Some(_) => None,
             None if denied => None,

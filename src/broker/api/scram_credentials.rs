@@ -48,7 +48,7 @@ const NEEDS_AUTHENTICATION: &str =
 fn refused(shard: &Shard, caller: &Caller, op: Operation) -> Option<String> {
     let az = &shard.authorizer;
     if az.enabled() {
-        (!az.allows_cluster(caller, op)).then(|| {
+        (!az.authorize_cluster(caller, op)).then(|| {
             format!(
                 "{} may not {} SCRAM credentials ({op} on the cluster)",
                 caller.principal,
