@@ -59,8 +59,12 @@ start_legacy_kafka() {
   printf '%s\n' "log4j.rootLogger=INFO, out" "log4j.appender.out=org.apache.log4j.ConsoleAppender" \
     "log4j.appender.out.layout=org.apache.log4j.PatternLayout" \
     "log4j.appender.out.layout.ConversionPattern=[%d] %p %m (%c)%n" >"$dir/log4j.properties"
+  # The fetched jars hold two slf4j bindings; reload4j's goes first on the
+  # class path, so the log4j 1 properties above are the ones used.
+  local libs="$KAFSCALE_LEGACY_KAFKA_HOME/libs" first
+  first=$(ls "$libs"/slf4j-reload4j-*.jar "$libs"/reload4j-*.jar 2>/dev/null | tr '\n' ':' || true)
   local java=(java -Xms64m -Xmx256m -XX:TieredStopAtLevel=1 -Djava.awt.headless=true
-    -Dlog4j.configuration="file:$dir/log4j.properties" -cp "$KAFSCALE_LEGACY_KAFKA_HOME/libs/*")
+    -Dlog4j.configuration="file:$dir/log4j.properties" -cp "$first$libs/*")
   "${java[@]}" org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zk.properties" \
     >"$dir/zk.log" 2>&1 &
   LEGACY_ZK_PID=$!
@@ -76,7 +80,6 @@ start_legacy_kafka() {
   done
   "${java[@]}" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 &
   LEGACY_KAFKA_PID=$!
-  export KAFSCALE_TEST_LEGACY_KAFKA="127.0.0.1:$p_kafka"
   deadline=$((SECONDS + 90))
   while [ $SECONDS -lt $deadline ]; do
     if ! kill -0 "$LEGACY_KAFKA_PID" 2>/dev/null; then
@@ -86,7 +89,8 @@ start_legacy_kafka() {
       stop_legacy_kafka
       return 1
     fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p_kafka") 2>/dev/null && kafka_serves "$KAFSCALE_TEST_LEGACY_KAFKA"; then
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p_kafka") 2>/dev/null && kafka_serves "127.0.0.1:$p_kafka"; then
+      export KAFSCALE_TEST_LEGACY_KAFKA="127.0.0.1:$p_kafka"
       return 0
     fi
     sleep 0.5

@@ -918,14 +918,24 @@ impl Restorer<'_> {
                     self.head(&src.1, s.index_version())
                 )?;
                 let versions = versions_of(kfs.version_id.clone(), copied_index.version_id);
-                anyhow::Ok((s, src, dst, kfs, index, versions))
+                anyhow::Ok((s, src, dst, index, versions))
             })
             .buffered(COPIES_IN_FLIGHT);
         while let Some(copied) = copies.next().await {
-            let (s, src, dst, kfs, index, versions) = copied?;
+            let (s, src, dst, index, versions) = copied?;
             copied_segments += 1;
-            // Provisional: replaced by what the verification reads.
-            objects.push(Self::object_evidence(&src.0, &kfs, false, "copied"));
+            // Provisional, from the segment list (the copy's metadata is
+            // the copy's): replaced by what the verification reads.
+            objects.push(ObjectEvidence {
+                key: src.0.clone(),
+                size: s.size,
+                etag: String::new(),
+                lock_mode: None,
+                lock_retain_until: None,
+                version_id: s.kfs_version().map(str::to_owned),
+                crc_verified: false,
+                use_: "copied".into(),
+            });
             objects.push(Self::object_evidence(&src.1, &index, false, "copied"));
             copied_bytes += s.size;
             last_kept = Some(OffsetAt {
@@ -1488,12 +1498,9 @@ impl Restorer<'_> {
         for key in &d.source_segments {
             let listed = d.unread.get(key);
             let version = listed.and_then(|s| s.kfs_version());
-            // The cut segment was read (and counted) before: not again.
-            let copied = d
-                .objects
-                .iter()
-                .any(|o| o.key == *key && o.use_ == "copied");
-            let seg = if copied {
+            // Segments read before (the cut one) were counted then: not again.
+            let unread = d.objects.iter().any(|o| o.key == *key && !o.crc_verified);
+            let seg = if unread {
                 self.read_segment(key, version).await?
             } else {
                 read_segment(self.store, key, version).await?
@@ -1565,15 +1572,25 @@ impl Restorer<'_> {
                 .zip(&d.restored.segments)
                 .map(|(k, s)| (k.clone(), s.kfs_version().map(str::to_owned)))
                 .collect();
-            let (d_, n) = digest_objects(
+            let read = digest_objects(
                 self.store,
                 &keys,
                 d.restored.state.log_start_offset,
                 d.restored.state.next_offset,
             )
-            .await?;
-            d.evidence.restored_records = Some(n);
-            d.evidence.target_digest = Some(d_);
+            .await;
+            match read {
+                Ok((d_, n)) => {
+                    d.evidence.restored_records = Some(n);
+                    d.evidence.target_digest = Some(d_);
+                }
+                // As in read_back_kafka: the report already fails.
+                Err(e) if d.verify_error.is_some() => {
+                    let why = d.verify_error.take().unwrap_or_default();
+                    d.verify_error = Some(format!("{why}; reading it back: {e:#}"));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

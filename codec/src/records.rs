@@ -360,13 +360,17 @@ impl RecordBatch {
     }
 }
 
+/// The least a produce request may decompress to be checked.
+pub const MIN_DECOMPRESSION_BUDGET: usize = 16 * 1024 * 1024;
+
 /// What one produce request's batches may decompress to be checked, in all:
-/// 64 times what was sent, at least 16 MiB, at most [`MAX_DECOMPRESSED`]
-/// (a request of decompression bombs costs the broker bounded work).
+/// 64 times what was sent, at least [`MIN_DECOMPRESSION_BUDGET`], at most
+/// [`MAX_DECOMPRESSED`] (a request of decompression bombs costs the broker
+/// bounded work).
 pub fn decompression_budget(received: usize) -> usize {
     received
         .saturating_mul(64)
-        .clamp(16 * 1024 * 1024, MAX_DECOMPRESSED)
+        .clamp(MIN_DECOMPRESSION_BUDGET, MAX_DECOMPRESSED)
 }
 
 /// The count and framing check of [`RecordBatch::check_records`].
@@ -456,6 +460,10 @@ impl RecordWalk {
                         return Ok(pos);
                     }
                     self.position = pos;
+                    // Cut off by the limit, not by the stream's end.
+                    if pos + n > limit {
+                        return Err(RecordError::TooLarge { base_offset, limit });
+                    }
                     return Err(self.bad(0, "bad length varint"));
                 }
                 n += 1;
@@ -588,9 +596,9 @@ fn snappy_decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressErr
     let raw = |block: &[u8], out: &mut Vec<u8>| -> Result<(), DecompressError> {
         let len =
             snap::raw::decompress_len(block).map_err(|e| DecompressError::Failed(e.to_string()))?;
-        // A snappy copy element of 64 bytes takes at least 2: no block
-        // expands more than 32 times (plus its literals' tags); a block
-        // claiming more is refused before anything is allocated for it.
+        // A snappy copy of 64 bytes takes 3: no block expands much more
+        // than 21 times; one claiming more than 32 times (and a little) is
+        // refused before anything is allocated for it.
         if len > block.len().saturating_mul(32) + 64 {
             return Err(DecompressError::Failed(format!(
                 "a block of {} bytes claims {len} bytes decompressed",

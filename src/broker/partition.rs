@@ -42,6 +42,9 @@ pub struct ProducedRecords {
     /// since a segment keeping them keeps all of it alive (and the fetch
     /// cache counts all of it), so a small piece never pins a large frame.
     in_place: Option<usize>,
+    /// What checking their records may decompress: their share of their
+    /// request's budget ([`ProducedRecords::share_of`]).
+    decompress_budget: usize,
 }
 
 impl ProducedRecords {
@@ -50,7 +53,26 @@ impl ProducedRecords {
         let len = bytes.len();
         let in_place = (len >= REFERENCE_MIN && len.saturating_mul(2) >= allocation)
             .then_some(allocation.max(len));
-        Self { bytes, in_place }
+        Self {
+            bytes,
+            in_place,
+            decompress_budget: kafscale_codec::records::decompression_budget(len),
+        }
+    }
+
+    /// Takes this partition's share of what its whole request (`total`
+    /// bytes of records) may decompress to be checked: 64 times what it
+    /// sent, at least 16 MiB for the request, shared by size, so a request
+    /// of many partitions gets no more than one of their sum.
+    pub fn share_of(&mut self, total: usize) {
+        use kafscale_codec::records::{MAX_DECOMPRESSED, MIN_DECOMPRESSION_BUDGET};
+        let len = self.bytes.len();
+        let floor =
+            (MIN_DECOMPRESSION_BUDGET as u128 * len as u128 / total.max(1) as u128) as usize;
+        self.decompress_budget = len
+            .saturating_mul(64)
+            .saturating_add(floor)
+            .min(MAX_DECOMPRESSED);
     }
 
     pub fn len(&self) -> usize {
@@ -356,6 +378,7 @@ impl PartitionLog {
         let ProducedRecords {
             bytes: mut records,
             in_place,
+            decompress_budget,
         } = records;
         if in_place.is_some() {
             // The offsets the writer assigns next. Only kept if appended.
@@ -386,7 +409,7 @@ impl PartitionLog {
         // And as many records as it declares, each well framed (Kafka's log
         // validator walks them too; compressed ones are decompressed in a
         // stream, not kept).
-        let mut budget = kafscale_codec::records::decompression_budget(records.len());
+        let mut budget = decompress_budget;
         for b in &batches {
             if let Err(e) = b.check_records_within(&mut budget) {
                 // A damaged batch is corrupt first (its CRC is otherwise

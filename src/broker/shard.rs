@@ -294,15 +294,16 @@ impl Shard {
     /// clients hold it) they go ahead unreserved, so ApiVersions, Metadata
     /// and small produce requests are never starved by large ones. Their
     /// overrun is bounded by connections x in-flight requests x 64 KiB.
-    /// Larger frames of one client address hold at most half of the
-    /// budget (a frame larger than that reserves that half), so no address
-    /// with slow or stalled connections can take all of it.
+    /// Larger frames of one client address wait until their address holds
+    /// less than half of the budget in frames (at most one frame is past
+    /// that half, counted whole against the budget), so an address with
+    /// many slow or stalled connections cannot take all of it.
     pub async fn reserve_frame(&self, host: &Rc<str>, bytes: u64) -> Reservation {
         if bytes >= SMALL_FRAME {
-            // The address's share first (one address holds at most half
-            // of the budget in frames, so others always find room), then
-            // the budget as any reservation: a frame larger than the share
-            // still counts whole against the budget.
+            // The address's share first (its frames wait while it holds
+            // half of the budget, so others find room), then the budget as
+            // any reservation: a frame larger than the share still counts
+            // whole against the budget.
             let share = self.frame_shares.hold(host, bytes).await;
             let mut r = self.reserve(bytes).await;
             r.also(share);

@@ -564,19 +564,19 @@ fn restore(args: RunArgs, temporary: bool) -> anyhow::Result<ExitCode> {
         bar.finish();
         result
     })?;
-    if let Some((principal, target)) = &audit {
-        let outcome = match &outcome {
-            Ok(Outcome::Restored(r)) if r.passed => "ok".to_owned(),
-            Ok(_) => "failed: a check of its report failed".to_owned(),
-            Err(e) => format!("failed: {e:#}"),
-        };
-        crate::audit::record(&crate::audit::Event {
-            principal,
-            host: "local",
-            action: "Restore",
-            target,
-            outcome: &outcome,
-        });
+    let record = |outcome: &str| {
+        if let Some((principal, target)) = &audit {
+            crate::audit::record(&crate::audit::Event {
+                principal,
+                host: "local",
+                action: "Restore",
+                target,
+                outcome,
+            });
+        }
+    };
+    if let Err(e) = &outcome {
+        record(&format!("failed: {e:#}"));
     }
     let report = match outcome? {
         Outcome::Planned(lines) => {
@@ -599,9 +599,17 @@ fn restore(args: RunArgs, temporary: bool) -> anyhow::Result<ExitCode> {
         }
         Outcome::Restored(r) => r,
     };
-    if let Some(path) = &args.report {
-        write_report(path, &report, signing.as_ref())?;
+    if let Some(path) = &args.report
+        && let Err(e) = write_report(path, &report, signing.as_ref())
+    {
+        record(&format!("failed: {e:#}"));
+        return Err(e);
     }
+    record(if report.passed {
+        "ok"
+    } else {
+        "failed: a check of its report failed"
+    });
     for c in &report.checks {
         eprintln!(
             "restore: check {}: {} ({})",
