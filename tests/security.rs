@@ -2047,3 +2047,72 @@ fn silent_connections_are_closed_after_the_frame_deadline() {
         );
     }
 }
+
+/// PLAIN checks (PBKDF2 over the stored SCRAM credential, here at 16384
+/// iterations) run on the hasher thread, not on a shard: while a flood of
+/// PLAIN sign-ins is hashed, every shard still answers at once.
+#[test]
+fn a_flood_of_plain_sign_ins_never_blocks_a_shard() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = Secure::start(&["--sasl-mechanisms", "SCRAM-SHA-512,PLAIN"]);
+    s.users(
+        &[
+            "add",
+            "carol",
+            "--mechanism",
+            "SCRAM-SHA-512",
+            "--iterations",
+            "16384",
+            "--password-stdin",
+        ],
+        Some("carol-slow-hash"),
+    );
+    let flooding = Arc::new(AtomicBool::new(true));
+    // The probe: ApiVersions on the PLAINTEXT listener, a new connection
+    // each time (they spread over the shards), for as long as the flood.
+    let probe = {
+        let (flooding, port) = (flooding.clone(), s.broker.port);
+        std::thread::spawn(move || {
+            let mut worst = Duration::ZERO;
+            let mut probes = 0;
+            while flooding.load(Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let req = ApiVersionsRequest::default();
+                common::call(&mut c, ApiKey::ApiVersions, 0, &req).expect("ApiVersions answer");
+                worst = worst.max(started.elapsed());
+                probes += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (worst, probes)
+        })
+    };
+    let started = std::time::Instant::now();
+    let signers: Vec<_> = (0..16)
+        .map(|_| {
+            let port = s.sasl_plaintext;
+            std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+                assert_eq!(handshake(&mut c, 1, "PLAIN").error_code, 0);
+                let token = b"\0carol\0carol-slow-hash".to_vec();
+                let answer = authenticate(&mut c, token).expect("an answer");
+                assert_eq!(answer.error_code, 0, "{answer:?}");
+            })
+        })
+        .collect();
+    for t in signers {
+        t.join().unwrap();
+    }
+    let flood = started.elapsed();
+    flooding.store(false, Ordering::Relaxed);
+    let (worst, probes) = probe.join().unwrap();
+    // A shard hashing would hold a probe for a good part of the flood.
+    assert!(probes >= 2, "{probes} probes in {flood:?}");
+    assert!(
+        worst < (flood / 4).max(Duration::from_millis(300)),
+        "a probe waited {worst:?} while 16 PLAIN sign-ins took {flood:?}"
+    );
+}
